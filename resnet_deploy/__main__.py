@@ -1,0 +1,3 @@
+from resnet_deploy.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Inference runners, one per backend, behind `BaseRunner`."""
