@@ -1,5 +1,5 @@
-"""`resnet-deploy build`, `infer` and `inspect`."""
+"""`resnet-deploy build`."""
 
 from resnet_deploy.cli.common import not_built_yet
 
-COMMANDS = [not_built_yet(n, "issue 4") for n in ("build", "infer", "inspect")]
+COMMANDS = [not_built_yet("build", "issue 4")]
