@@ -1,0 +1,128 @@
+"""PyTorch -> ONNX with a dynamic batch axis, checked with the ONNX checker and against PyTorch.
+
+torch 2.13's exporter (`dynamo=True`, the default) folds each BatchNorm into the convolution
+before it; a pre-activation net keeps the BatchNorms that a ReLU separates from the next conv
+(TensorRT fuses those as scale layers). The manifest beside the file records the exporter, its
+warnings, the BatchNorm count and the parity against PyTorch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resnet_deploy.errors import ArtifactError, GateFailed
+from resnet_deploy.fileio import atomic_path, atomic_write_json, sha256_file
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+MIN_OPSET = 17
+
+
+def manifest_path(onnx_path: str | Path) -> Path:
+    return Path(str(onnx_path) + ".json")
+
+
+def load_onnx(path: str | Path):
+    """Load and check an ONNX file; a missing, corrupt or invalid file raises `ArtifactError`."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: ONNX file not found")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, ...
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"{path}: not a valid ONNX model: {first_line}") from exc
+    return model
+
+
+def export_onnx(model, onnx_path: str | Path, *, opset: int = 18, check_images: np.ndarray | None = None,
+                atol: float = 1e-3, source_checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """Export `model` (eval mode) to `onnx_path` atomically and write its manifest.
+
+    With `check_images` (normalized float32, N x 1 x 28 x 28) the ONNX Runtime output is compared
+    with PyTorch's; a max abs logit difference above `atol` or any argmax disagreement raises `GateFailed`.
+    """
+    import onnx
+    import torch
+
+    if opset < MIN_OPSET:
+        raise ArtifactError(f"opset {opset} is below the supported minimum {MIN_OPSET}")
+    onnx_path = Path(onnx_path)
+    model = model.eval()
+    channels = getattr(model, "config", {}).get("in_channels", 1)
+    example = (torch.zeros(2, channels, 28, 28),)
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught, _quiet_exporter_logs():
+        warnings.simplefilter("always")
+        with atomic_path(onnx_path) as tmp:
+            torch.onnx.export(model, example, str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              opset_version=opset, dynamo=True, external_data=False,
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
+            exported = onnx.load(str(tmp))
+            onnx.checker.check_model(exported, full_check=True)
+    export_seconds = time.perf_counter() - started
+    ops = [node.op_type for node in exported.graph.node]
+    manifest = {
+        "onnx": str(onnx_path),
+        "sha256": sha256_file(onnx_path),
+        "source_checkpoint": str(source_checkpoint) if source_checkpoint else None,
+        "source_checkpoint_sha256": sha256_file(source_checkpoint) if source_checkpoint else None,
+        "model": getattr(model, "config", {}),
+        "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
+        "opset": max(o.version for o in exported.opset_import if o.domain in ("", "ai.onnx")),
+        "requested_opset": opset,
+        "warnings": sorted({str(w.message).splitlines()[0][:300] for w in caught}),
+        "batchnorm_nodes": ops.count("BatchNormalization"),
+        "bn_folded": ops.count("BatchNormalization") == 0,
+        "node_count": len(ops),
+        "export_seconds": round(export_seconds, 3),
+        "input": {"name": INPUT_NAME, "shape": ["batch", channels, 28, 28], "dtype": "float32"},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", getattr(model, "config", {}).get("num_classes", 10)]},
+    }
+    if check_images is not None:
+        manifest["parity"] = torch_parity(model, onnx_path, check_images, atol)
+    atomic_write_json(manifest_path(onnx_path), manifest)
+    if check_images is not None and not manifest["parity"]["passed"]:
+        p = manifest["parity"]
+        raise GateFailed(f"{onnx_path}: ONNX differs from PyTorch: max abs logit diff {p['max_abs_diff']:.2e} "
+                         f"(tolerance {atol:g}), argmax agreement {p['argmax_agreement'] * 100:.3f}%")
+    return manifest
+
+
+def torch_parity(model, onnx_path: Path, images: np.ndarray, atol: float, batch_size: int = 500) -> dict[str, Any]:
+    """Max abs logit difference and argmax agreement of ONNX Runtime vs PyTorch on `images`."""
+    import torch
+
+    from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
+
+    with torch.inference_mode():
+        reference = np.concatenate([model(torch.from_numpy(images[i:i + batch_size])).numpy()
+                                    for i in range(0, len(images), batch_size)])
+    with OnnxRuntimeRunner(onnx_path, providers=["CPUExecutionProvider"]) as runner:
+        candidate = np.concatenate([runner.infer({INPUT_NAME: images[i:i + batch_size]})[OUTPUT_NAME]
+                                    for i in range(0, len(images), batch_size)])
+    max_abs = float(np.abs(reference - candidate).max())
+    agreement = float((reference.argmax(1) == candidate.argmax(1)).mean())
+    return {"images": int(len(images)), "max_abs_diff": max_abs, "argmax_agreement": agreement,
+            "atol": atol, "passed": max_abs <= atol and agreement == 1.0}
+
+
+class _quiet_exporter_logs:
+    """The dynamo exporter logs progress lines at WARNING; keep them out of the user's terminal."""
+
+    def __enter__(self):
+        self._logger = logging.getLogger("torch.onnx")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc_info):
+        self._logger.setLevel(self._level)

@@ -1,0 +1,63 @@
+"""ONNX Runtime runner: CUDA execution provider when present, else CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from resnet_deploy.errors import ArtifactError
+from resnet_deploy.runners.base import BaseRunner, TensorMeta
+
+ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
+
+
+def default_providers() -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class OnnxRuntimeRunner(BaseRunner):
+    """Runs an ONNX file in an `onnxruntime.InferenceSession` created on `activate()`."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, onnx_path: str | Path, providers: list[str] | None = None,
+                 intra_op_threads: int | None = None, name: str | None = None):
+        super().__init__(name or Path(onnx_path).name)
+        self.onnx_path = Path(onnx_path)
+        self.providers = providers
+        self.intra_op_threads = intra_op_threads
+        self._session = None
+
+    def _activate(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if self.intra_op_threads:
+            options.intra_op_num_threads = self.intra_op_threads
+        options.log_severity_level = 3
+        if not self.onnx_path.is_file():
+            raise ArtifactError(f"{self.onnx_path}: ONNX file not found")
+        try:
+            self._session = ort.InferenceSession(str(self.onnx_path), options,
+                                                 providers=self.providers or default_providers())
+        except Exception as exc:  # ORT raises its own exception types for bad files
+            raise ArtifactError(f"{self.onnx_path}: ONNX Runtime cannot load it: {exc}") from exc
+
+    def _deactivate(self) -> None:
+        self._session = None
+
+    def _input_metadata(self) -> list[TensorMeta]:
+        return [TensorMeta(i.name, np.dtype(ORT_TYPES.get(i.type, np.float32)),
+                           tuple(d if isinstance(d, int) else -1 for d in i.shape))
+                for i in self._session.get_inputs()]
+
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self._session.get_outputs()]
+        if len(feed) == 1 and next(iter(feed)) not in {i.name for i in self._session.get_inputs()}:
+            feed = {self._session.get_inputs()[0].name: next(iter(feed.values()))}
+        return dict(zip(names, self._session.run(names, dict(feed))))
