@@ -1,0 +1,156 @@
+"""Accuracy parity: every artifact on every backend against the FP32 PyTorch reference.
+
+On the 10k test split: top-1, argmax agreement with the reference, |logit difference| statistics
+and per-class accuracy deltas. Gates: FP32 ONNX agreement >= 99.99%, FP16 top-1 drop <= 0.05 pp,
+INT8 top-1 drop <= `max_drop_pp` (0.5 by default); with a baseline, each artifact's top-1 may not
+fall more than `max_baseline_drop_pp` below the recorded one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from resnet_deploy import data
+from resnet_deploy.errors import ArtifactError, GateFailed
+from resnet_deploy.fileio import atomic_write_json
+from resnet_deploy.runners import BaseRunner, backend_for, load_runner
+
+FP32_MIN_AGREEMENT = 0.9999
+FP16_MAX_DROP_PP = 0.05
+
+
+def collect_logits(runner: BaseRunner, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Run `images` (normalized float32) through an active runner in batches."""
+    name = runner.input_metadata()[0].name
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        outputs = runner.infer({name: images[start:start + batch_size]})
+        chunks.append(next(iter(outputs.values())).astype(np.float32))
+    return np.concatenate(chunks)
+
+
+def precision_of_artifact(path: str | Path) -> str:
+    """fp32, fp16 or int8, from the file itself (ONNX graph, engine sidecar) or its kind."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        from resnet_deploy.onnx_info import describe_onnx
+
+        precision = describe_onnx(path)["precision"]
+        return "int8" if precision.startswith("int8") else precision
+    if path.suffix in (".engine", ".plan"):
+        sidecar = path.with_suffix(".json")
+        return json.loads(sidecar.read_text())["precision"] if sidecar.is_file() else "unknown"
+    return "fp32"
+
+
+def gate_for(precision: str, max_drop_pp: float) -> tuple[str, float]:
+    if precision == "fp32":
+        return "agreement", FP32_MIN_AGREEMENT
+    if precision == "fp16":
+        return "top1_drop_pp", FP16_MAX_DROP_PP
+    return "top1_drop_pp", max_drop_pp
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray,
+            class_names: Sequence[str]) -> dict[str, Any]:
+    """Accuracy and agreement of `candidate` logits against `reference` logits."""
+    diff = np.abs(reference - candidate)
+    ref_pred, cand_pred = reference.argmax(1), candidate.argmax(1)
+    per_class = {}
+    for index, name in enumerate(class_names):
+        mask = labels == index
+        per_class[name] = round(float(((cand_pred[mask] == index).mean() - (ref_pred[mask] == index).mean()) * 100), 3)
+    top1, ref_top1 = float((cand_pred == labels).mean()), float((ref_pred == labels).mean())
+    return {
+        "top1": top1,
+        "top1_drop_pp": round((ref_top1 - top1) * 100, 4),
+        "agreement": float((cand_pred == ref_pred).mean()),
+        "logit_abs_diff": {"max": float(diff.max()), "mean": float(diff.mean()),
+                           "p99": float(np.percentile(diff, 99))},
+        "per_class_delta_pp": per_class,
+    }
+
+
+def run_parity(reference: BaseRunner, candidates: dict[str, tuple[BaseRunner, str]], images: np.ndarray,
+               labels: np.ndarray, *, max_drop_pp: float = 0.5, batch_size: int = 256,
+               class_names: Sequence[str] = data.CLASS_NAMES) -> dict[str, Any]:
+    """Parity of each (runner, precision) in `candidates` against `reference`; gates evaluated, not raised."""
+    started = time.perf_counter()
+    with reference:
+        reference_logits = collect_logits(reference, images, batch_size)
+    report: dict[str, Any] = {
+        "dataset": {"split": "test", "count": int(len(images))},
+        "reference": {"name": reference.name, "backend": reference.backend,
+                      "top1": float((reference_logits.argmax(1) == labels).mean()),
+                      "seconds": round(time.perf_counter() - started, 3)},
+        "artifacts": [],
+    }
+    for label, (runner, precision) in candidates.items():
+        started = time.perf_counter()
+        with runner:
+            logits = collect_logits(runner, images, batch_size)
+        entry = {"label": label, "backend": runner.backend, "precision": precision,
+                 **compare(reference_logits, logits, labels, class_names)}
+        metric, threshold = gate_for(precision, max_drop_pp)
+        passed = entry[metric] >= threshold if metric == "agreement" else entry[metric] <= threshold
+        entry["gates"] = [{"name": f"{precision} {metric}", "value": entry[metric], "threshold": threshold,
+                           "passed": bool(passed)}]
+        entry["seconds"] = round(time.perf_counter() - started, 3)
+        report["artifacts"].append(entry)
+    report["passed"] = all(g["passed"] for a in report["artifacts"] for g in a["gates"])
+    return report
+
+
+def apply_baseline(report: dict[str, Any], baseline_path: str | Path, max_drop_pp: float) -> None:
+    """Add a baseline gate to each artifact the baseline knows (top-1 may not fall more than max_drop_pp)."""
+    baseline_path = Path(baseline_path)
+    try:
+        baseline = json.loads(baseline_path.read_text())["top1"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{baseline_path}: not a parity baseline ({exc})") from exc
+    for entry in report["artifacts"]:
+        if entry["label"] in baseline:
+            drop = (baseline[entry["label"]] - entry["top1"]) * 100
+            entry["gates"].append({"name": "baseline top1_drop_pp", "value": round(drop, 4),
+                                   "threshold": max_drop_pp, "passed": bool(drop <= max_drop_pp)})
+    report["baseline"] = str(baseline_path)
+    report["passed"] = all(g["passed"] for a in report["artifacts"] for g in a["gates"])
+
+
+def write_baseline(report: dict[str, Any], baseline_path: str | Path) -> None:
+    atomic_write_json(baseline_path, {"top1": {a["label"]: a["top1"] for a in report["artifacts"]},
+                                      "reference_top1": report["reference"]["top1"],
+                                      "count": report["dataset"]["count"]})
+
+
+def parity_for_artifacts(reference: str | Path, artifacts: Sequence[str | Path], report_path: str | Path, *,
+                         backend: str = "auto", max_drop_pp: float = 0.5, limit: int = 0,
+                         batch_size: int = 256, data_dir: str | Path | None = None,
+                         baseline: str | Path | None = None, update_baseline: bool = False,
+                         max_baseline_drop_pp: float = 0.1) -> dict[str, Any]:
+    """Parity of artifact files on the test split; writes the JSON report, raises `GateFailed` on failure."""
+    dataset = data.load_fashion_mnist(data_dir)
+    images, labels = data.normalize(dataset.test_images), dataset.test_labels
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    candidates = {}
+    for path in artifacts:
+        chosen = backend_for(path, backend if Path(path).suffix != ".pt" else "auto")
+        candidates[Path(path).name] = (load_runner(path, chosen), precision_of_artifact(path))
+    report = run_parity(load_runner(reference), candidates, images, labels,
+                        max_drop_pp=max_drop_pp, batch_size=batch_size)
+    if baseline and not update_baseline:
+        apply_baseline(report, baseline, max_baseline_drop_pp)
+    if baseline and update_baseline:
+        write_baseline(report, baseline)
+    atomic_write_json(report_path, report)
+    if not report["passed"]:
+        failed = [f"{a['label']}: {g['name']} = {g['value']:.4g} (limit {g['threshold']:g})"
+                  for a in report["artifacts"] for g in a["gates"] if not g["passed"]]
+        raise GateFailed("parity gate failed: " + "; ".join(failed) + f" (report {report_path})")
+    return report
