@@ -1,5 +1,55 @@
-"""`resnet-deploy calibrate`."""
+"""`resnet-deploy calibrate`: INT8 Q/DQ graphs and TensorRT calibration caches."""
 
-from resnet_deploy.cli.common import not_built_yet
+from __future__ import annotations
 
-COMMANDS = [not_built_yet("calibrate", "issue 3")]
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from resnet_deploy.cli.common import console, data_dir_option
+from resnet_deploy.quantize.calibrate import METHODS
+
+
+@click.command()
+@click.option("--onnx", "onnx_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The FP32 ONNX (from `resnet-deploy export`).")
+@click.option("--method", type=click.Choice([*METHODS, "all"]), default="all", show_default=True)
+@click.option("--count", default=512, show_default=True, help="Calibration images from the train split.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("calibration"),
+              show_default=True)
+@click.option("--trt-version", default="10.3.0", show_default=True, help="TensorRT version in the cache header.")
+@click.option("--cpu-int8", is_flag=True, help="Also write the ONNX Runtime CPU INT8 graph.")
+@data_dir_option
+def calibrate(onnx_path, method, count, seed, out_dir, trt_version, cpu_int8, data_dir) -> None:
+    """Calibrate INT8 on train-split images: Q/DQ graph + calibration cache per method.
+
+    Each method's top-1 is measured on the validation split (never the test split); the best one
+    is recorded in <out-dir>/<stem>.calibration.json.
+
+    \b
+    Example:
+      resnet-deploy calibrate --onnx artifacts/resnet18-w0.25.onnx --method all --cpu-int8
+    """
+    from resnet_deploy.export import load_onnx
+    from resnet_deploy.quantize.int8 import make_int8_artifacts
+
+    load_onnx(onnx_path)
+    methods = METHODS if method == "all" else (method,)
+    summary = make_int8_artifacts(onnx_path, out_dir, methods=methods, count=count, seed=seed,
+                                  trt_version=trt_version, cpu_int8=cpu_int8, data_dir=data_dir)
+    fp32 = summary["methods"]["fp32"]["val_top1"]
+    table = Table(title=f"INT8 calibration of {onnx_path.name} ({count} train images; top-1 on the 5k validation split)")
+    for column in ("artifact", "val top-1", "vs FP32", "file"):
+        table.add_column(column)
+    for name, entry in summary["methods"].items():
+        marker = " (best)" if name == summary["best_method"] else ""
+        table.add_row(name + marker, f"{entry['val_top1'] * 100:.2f}%", f"{(entry['val_top1'] - fp32) * 100:+.2f} pp",
+                      entry["onnx"])
+    console.print(table)
+    console.print(f"summary {out_dir / (onnx_path.stem + '.calibration.json')}, "
+                  f"{summary['timings']['total_seconds']:.1f} s")
+
+
+COMMANDS = [calibrate]

@@ -1,0 +1,80 @@
+"""TensorRT's text calibration cache, the INT8 artifact for TensorRT <= 10 and DeepStream.
+
+First line `TRT-<major*1000 + minor*100 + patch>-<algorithm>`, then one `tensor_name: XXXXXXXX` line
+per tensor: the big-endian bits of the float32 scale amax / 127. Tensor names are the ONNX value
+names of the FP32 graph, which TensorRT's ONNX parser gives its tensors. TensorRT silently ignores
+a cache it considers incompatible, so the header version should match the target's TensorRT.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from resnet_deploy.errors import ArtifactError
+from resnet_deploy.fileio import atomic_write_text
+
+INT8_MAX = 127.0
+HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
+ENTRY = re.compile(r"^(.+): ([0-9a-fA-F]{8})$")
+
+
+@dataclass(frozen=True)
+class CacheHeader:
+    version_code: int
+    algorithm: str
+
+
+def version_code(trt_version: str) -> int:
+    """'10.3.0' -> 10300, '8.6.1' -> 8601."""
+    try:
+        major, minor, patch = (int(part) for part in (trt_version.split(".") + ["0", "0"])[:3])
+    except ValueError as exc:
+        raise ArtifactError(f"TensorRT version {trt_version!r} is not of the form MAJOR.MINOR.PATCH") from exc
+    return major * 1000 + minor * 100 + patch
+
+
+def scale_to_hex(scale: float) -> str:
+    return struct.pack(">f", np.float32(scale)).hex()
+
+
+def hex_to_scale(text: str) -> float:
+    return float(struct.unpack(">f", bytes.fromhex(text))[0])
+
+
+def write_calibration_cache(path: str | Path, amax: dict[str, float], trt_version: str = "10.3.0",
+                            algorithm: str = "EntropyCalibration2") -> Path:
+    """Write the cache for activation ranges `amax` (scale = amax / 127) atomically."""
+    lines = [f"TRT-{version_code(trt_version)}-{algorithm}"]
+    lines += [f"{name}: {scale_to_hex(value / INT8_MAX)}" for name, value in amax.items()]
+    return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_calibration_cache(path: str | Path) -> tuple[CacheHeader, dict[str, float]]:
+    """Parse a cache into its header and float32 scales; a malformed line raises `ArtifactError`."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: cannot read calibration cache: {exc}") from exc
+    if not lines:
+        raise ArtifactError(f"{path}: empty calibration cache")
+    header = HEADER.match(lines[0].strip())
+    if not header:
+        raise ArtifactError(f"{path}: line 1: expected 'TRT-<version>-<algorithm>', got {lines[0][:80]!r}")
+    scales = {}
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        entry = ENTRY.match(line.strip())
+        if not entry:
+            raise ArtifactError(f"{path}: line {number}: expected 'tensor_name: <8 hex digits>', got {line[:80]!r}")
+        scale = hex_to_scale(entry.group(2))
+        if not np.isfinite(scale) or scale < 0:
+            raise ArtifactError(f"{path}: line {number}: scale {scale} is not a finite non-negative number")
+        scales[entry.group(1)] = scale
+    return CacheHeader(int(header.group(1)), header.group(2)), scales

@@ -1,0 +1,87 @@
+"""The INT8 stage: calibrate once, write a Q/DQ graph and a calibration cache per method, score each
+method on the validation split (never test) and pick the best as the default artifact."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from resnet_deploy import data
+from resnet_deploy.fileio import atomic_write_json, sha256_file
+from resnet_deploy.quantize.cache import write_calibration_cache
+from resnet_deploy.quantize.calibrate import METHODS, calibrate_all
+from resnet_deploy.quantize.qdq import insert_qdq
+
+
+@dataclass(frozen=True)
+class Int8Paths:
+    """Where the INT8 artifacts of `<stem>.onnx` go in `out_dir`."""
+
+    out_dir: Path
+    stem: str
+
+    def qdq(self, method: str) -> Path:
+        return self.out_dir / f"{self.stem}.int8-{method}.qdq.onnx"
+
+    def cache(self, method: str) -> Path:
+        return self.out_dir / f"{self.stem}.{method}.cache"
+
+    def amax(self, method: str) -> Path:
+        return self.out_dir / f"{self.stem}.{method}.amax.json"
+
+    @property
+    def cpu_int8(self) -> Path:
+        return self.out_dir / f"{self.stem}.int8-cpu.onnx"
+
+    @property
+    def summary(self) -> Path:
+        return self.out_dir / f"{self.stem}.calibration.json"
+
+
+def validation_top1(onnx_path: Path, images: np.ndarray, labels: np.ndarray) -> float:
+    from resnet_deploy.parity import collect_logits
+    from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
+
+    with OnnxRuntimeRunner(onnx_path, providers=["CPUExecutionProvider"]) as runner:
+        return float((collect_logits(runner, images, 500).argmax(1) == labels).mean())
+
+
+def make_int8_artifacts(fp32_onnx: str | Path, out_dir: str | Path = "calibration", *,
+                        methods: Sequence[str] = METHODS, count: int = 512, seed: int = 0,
+                        trt_version: str = "10.3.0", cpu_int8: bool = False,
+                        data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Calibrate `fp32_onnx` on `count` train-split images; returns (and writes) the summary."""
+    fp32_onnx = Path(fp32_onnx)
+    paths = Int8Paths(Path(out_dir), fp32_onnx.stem)
+    started = time.perf_counter()
+    images = data.calibration_images(count, seed=seed, data_dir=data_dir)
+    dataset = data.load_fashion_mnist(data_dir)
+    val_images, val_labels = data.normalize(dataset.val_images), dataset.val_labels
+    amax_by_method, timings = calibrate_all(fp32_onnx, images, methods)
+    results = {"fp32": {"onnx": str(fp32_onnx), "val_top1": validation_top1(fp32_onnx, val_images, val_labels)}}
+    for method, amax in amax_by_method.items():
+        qdq = insert_qdq(fp32_onnx, amax, paths.qdq(method))
+        write_calibration_cache(paths.cache(method), amax, trt_version=trt_version)
+        atomic_write_json(paths.amax(method), amax)
+        results[method] = {"onnx": str(paths.qdq(method)), "cache": str(paths.cache(method)),
+                           "amax": str(paths.amax(method)), "quantized_activations": qdq["quantized_activations"],
+                           "val_top1": validation_top1(paths.qdq(method), val_images, val_labels)}
+    if cpu_int8:
+        from resnet_deploy.quantize.cpu_int8 import quantize_for_cpu
+
+        quantize_for_cpu(fp32_onnx, paths.cpu_int8, images)
+        results["cpu"] = {"onnx": str(paths.cpu_int8),
+                          "val_top1": validation_top1(paths.cpu_int8, val_images, val_labels)}
+    best = max(amax_by_method, key=lambda m: (results[m]["val_top1"], m == "entropy"))
+    summary = {
+        "source_onnx": str(fp32_onnx), "source_onnx_sha256": sha256_file(fp32_onnx),
+        "calibration": {"split": "train", "count": count, "seed": seed},
+        "trt_cache_version": trt_version, "methods": results, "best_method": best,
+        "timings": {**timings, "total_seconds": round(time.perf_counter() - started, 3)},
+    }
+    atomic_write_json(paths.summary, summary)
+    return summary
