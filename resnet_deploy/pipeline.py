@@ -8,7 +8,8 @@ artifacts and says what to run on the target.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,7 +33,7 @@ class BuildOptions:
     engines_dir: Path = Path("engines")
     reports_dir: Path = Path("reports")
     opset: int = 17
-    calibration_method: str = "entropy"
+    calibration_method: str = "auto"
     calibration_count: int = 512
     trt_cache_version: str = "10.3.0"
     max_drop_pp: float = 0.5
@@ -58,19 +59,39 @@ def build(options: BuildOptions, log: Log = print) -> BuildResult:
     if options.precision not in PRECISIONS:
         raise ResnetDeployError(f"precision must be one of {PRECISIONS}, got {options.precision!r}")
     stages: list[StageResult] = []
-    checkpoint = None if options.onnx else ensure_checkpoint(options, log)
-    fp32_onnx = Path(options.onnx) if options.onnx else None
-    if fp32_onnx is None:
+    checkpoint, fp32_onnx, artifact = None, None, None
+    if options.onnx:
+        fp32_onnx, artifact = _classify_onnx(Path(options.onnx), options.precision)
+    else:
+        checkpoint = ensure_checkpoint(options, log)
         stages.append(export_stage(checkpoint, options))
         fp32_onnx = stages[-1].outputs[0]
-    artifact_stage = precision_stage(fp32_onnx, options)
-    if artifact_stage is not None:
-        stages.append(artifact_stage)
-    artifact = artifact_stage.outputs[0] if artifact_stage else fp32_onnx
-    parity = parity_stage(checkpoint, fp32_onnx, artifact, options)
-    stages.append(parity)
-    engine_path, message = engine_stage(artifact, options, stages)
-    return BuildResult(stages, artifact, parity.details, engine_path, message)
+    if artifact is None:
+        artifact_stage = precision_stage(fp32_onnx, options)
+        if artifact_stage is not None:
+            stages.append(artifact_stage)
+        artifact = artifact_stage.outputs[0] if artifact_stage else fp32_onnx
+    parity = None
+    reference = checkpoint or fp32_onnx
+    compared = [p for p in dict.fromkeys([fp32_onnx, artifact]) if p is not None and p != reference]
+    if reference is not None and compared:
+        stages.append(parity_stage(reference, compared, options))
+        parity = stages[-1].details
+    engine_path, message = engine_stage(artifact, options, stages, log)
+    return BuildResult(stages, artifact, parity, engine_path, message)
+
+
+def _classify_onnx(onnx_path: Path, precision: str) -> tuple[Path | None, Path | None]:
+    """(FP32 ONNX, finished artifact) for a user-given ONNX: FP32, or already of `precision`."""
+    from resnet_deploy.parity import precision_of_artifact
+
+    given = precision_of_artifact(onnx_path)
+    if given == precision:
+        return (onnx_path if given == "fp32" else None), onnx_path
+    if given == "fp32":
+        return onnx_path, None
+    raise ResnetDeployError(f"{onnx_path}: is an {given} graph; --precision {precision} needs the FP32 ONNX "
+                            f"or a {precision} graph")
 
 
 def ensure_checkpoint(options: BuildOptions, log: Log) -> Path:
@@ -126,49 +147,72 @@ def precision_stage(fp32_onnx: Path, options: BuildOptions) -> StageResult | Non
 
 
 def int8_stage(fp32_onnx: Path, options: BuildOptions) -> StageResult:
-    from resnet_deploy.quantize.calibrate import calibrate_onnx
-    from resnet_deploy.quantize.cache import write_calibration_cache
-    from resnet_deploy.quantize.qdq import insert_qdq
+    """Calibrate (train split), write Q/DQ graphs and caches, pick the method by validation top-1."""
+    import json
 
-    method = options.calibration_method
-    qdq_onnx = options.calibration_dir / f"{fp32_onnx.stem}.int8-{method}.qdq.onnx"
-    cache = options.calibration_dir / f"{fp32_onnx.stem}.{method}.cache"
-    settings = {"method": method, "count": options.calibration_count, "trt_version": options.trt_cache_version}
+    from resnet_deploy.quantize.calibrate import METHODS
+    from resnet_deploy.quantize.int8 import Int8Paths, make_int8_artifacts
 
-    def make() -> dict[str, Any]:
-        images = data.calibration_images(options.calibration_count, data_dir=options.data_dir)
-        amax = calibrate_onnx(fp32_onnx, images, method)
-        write_calibration_cache(cache, amax, trt_version=options.trt_cache_version)
-        return insert_qdq(fp32_onnx, amax, qdq_onnx)
+    methods = METHODS if options.calibration_method == "auto" else (options.calibration_method,)
+    paths = Int8Paths(options.calibration_dir, fp32_onnx.stem)
+    outputs = [paths.summary, *(paths.qdq(m) for m in methods), *(paths.cache(m) for m in methods)]
+    settings = {"methods": list(methods), "count": options.calibration_count,
+                "trt_version": options.trt_cache_version}
+    result = run_stage("int8", outputs, {"onnx": fp32_onnx}, settings,
+                       lambda: make_int8_artifacts(fp32_onnx, options.calibration_dir, methods=methods,
+                                                   count=options.calibration_count,
+                                                   trt_version=options.trt_cache_version, data_dir=options.data_dir))
+    best = json.loads(paths.summary.read_text())["best_method"]
+    result.outputs = [paths.qdq(best), paths.cache(best), paths.summary]
+    return result
 
-    return run_stage("int8", [qdq_onnx, cache], {"onnx": fp32_onnx}, settings, make)
 
-
-def parity_stage(checkpoint: Path | None, fp32_onnx: Path, artifact: Path, options: BuildOptions) -> StageResult:
-    """Accuracy parity of the ONNX artifacts on ONNX Runtime against the PyTorch reference."""
+def parity_stage(reference: Path, artifacts: list[Path], options: BuildOptions) -> StageResult:
+    """Accuracy parity of the ONNX artifacts on ONNX Runtime against the reference (PyTorch or FP32 ONNX)."""
     from resnet_deploy.parity import parity_for_artifacts
 
-    report_path = options.reports_dir / f"parity-{fp32_onnx.stem}-{options.precision}.json"
-    artifacts = [fp32_onnx] if artifact == fp32_onnx else [fp32_onnx, artifact]
-    inputs = {"reference": checkpoint or fp32_onnx, **{f"artifact{i}": p for i, p in enumerate(artifacts)}}
+    report_path = options.reports_dir / f"parity-{artifacts[0].stem}-{options.precision}.json"
+    inputs = {"reference": reference, **{f"artifact{i}": p for i, p in enumerate(artifacts)}}
     settings = {"max_drop_pp": options.max_drop_pp, "limit": options.parity_limit}
-    return run_stage("parity", [report_path], inputs, settings,
-                     lambda: parity_for_artifacts(checkpoint or fp32_onnx, artifacts, report_path,
-                                                  max_drop_pp=options.max_drop_pp, limit=options.parity_limit,
-                                                  data_dir=options.data_dir))
+    result = run_stage("parity", [report_path], inputs, settings,
+                       lambda: parity_for_artifacts(reference, artifacts, report_path, max_drop_pp=options.max_drop_pp,
+                                                    limit=options.parity_limit, data_dir=options.data_dir))
+    if result.details is None:
+        import json
+
+        result.details = json.loads(report_path.read_text())
+    return result
 
 
-def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult]) -> tuple[Path | None, str | None]:
-    """Build the engine where TensorRT imports; otherwise say what to run on the target."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
+def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult],
+                 log: Log) -> tuple[Path | None, str | None]:
+    """Build the engine and check its parity where TensorRT imports; otherwise say what to run on the target."""
+    from resnet_deploy.engine import tensorrt_available
+
+    if not tensorrt_available():
         return None, (
             "TensorRT is not installed here, so the engine step was not run. The portable artifacts are ready; "
-            f"on the target GPU or Jetson (with TensorRT and pycuda) run:\n"
+            "on the target GPU or Jetson (with TensorRT and pycuda) run:\n"
             f"  resnet-deploy build --precision {options.precision} --onnx {artifact}"
         )
-    from resnet_deploy.engine import build_engine_for_artifact
+    from resnet_deploy.engine import build_engine
+    from resnet_deploy.parity import parity_for_artifacts
 
-    engine_path = build_engine_for_artifact(artifact, options, stages)
+    started = time.perf_counter()
+    info = build_engine(artifact, options.engines_dir, precision=options.precision, log=log,
+                        calibration_cache=_calibration_cache(stages), **options.engine)
+    engine_path = info.engine_path
+    stages.append(StageResult("engine", [engine_path, info.sidecar_path], False, time.perf_counter() - started))
+    report_path = options.reports_dir / f"parity-{engine_path.stem}.json"
+    started = time.perf_counter()
+    parity_for_artifacts(artifact, [engine_path], report_path, max_drop_pp=options.max_drop_pp,
+                         limit=options.parity_limit, data_dir=options.data_dir)
+    stages.append(StageResult("engine parity", [report_path], False, time.perf_counter() - started))
     return engine_path, None
+
+
+def _calibration_cache(stages: list[StageResult]) -> Path | None:
+    for stage in stages:
+        if stage.name == "int8":
+            return stage.outputs[1]
+    return None

@@ -18,8 +18,8 @@ from resnet_deploy.pipeline import PRECISIONS, BuildOptions, build as run_build
               help="Start from this checkpoint (default: checkpoints/resnet18-w0.25/best.pt, trained if absent).")
 @click.option("--onnx", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Start from this FP32 ONNX instead of a checkpoint.")
-@click.option("--calibration-method", type=click.Choice(["entropy", "max", "percentile"]), default="entropy",
-              show_default=True)
+@click.option("--calibration-method", type=click.Choice(["auto", "entropy", "max", "percentile"]), default="auto",
+              show_default=True, help="auto: calibrate with all three, keep the best on the validation split.")
 @click.option("--calibration-count", default=512, show_default=True, help="Calibration images (train split).")
 @click.option("--max-drop", "max_drop_pp", default=0.5, show_default=True, help="INT8 top-1 drop gate, in pp.")
 @click.option("--min-batch", default=1, show_default=True)
