@@ -65,7 +65,7 @@ def export_onnx(model, onnx_path: str | Path, *, opset: int = 18, check_images: 
         warnings.simplefilter("always")
         with atomic_path(onnx_path) as tmp:
             torch.onnx.export(model, example, str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              opset_version=opset, dynamo=True, external_data=False,
+                              opset_version=opset, dynamo=True, external_data=False, verbose=False,
                               dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
             exported = onnx.load(str(tmp))
             onnx.checker.check_model(exported, full_check=True)

@@ -32,7 +32,7 @@ class BuildOptions:
     calibration_dir: Path = Path("calibration")
     engines_dir: Path = Path("engines")
     reports_dir: Path = Path("reports")
-    opset: int = 17
+    opset: int = 18
     calibration_method: str = "auto"
     calibration_count: int = 512
     trt_cache_version: str = "10.3.0"

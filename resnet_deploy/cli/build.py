@@ -68,7 +68,7 @@ def build(precision, checkpoint, onnx, calibration_method, calibration_count, ma
     if result.engine:
         console.print(f"engine: {result.engine}")
     if result.engine_message:
-        console.print(f"[yellow]{result.engine_message}[/]")
+        console.print(f"[yellow]{result.engine_message}[/]", soft_wrap=True)
         if strict:
             raise GateFailed("--strict: the engine step needs TensorRT, which is not installed here")
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 from rich.console import Console
 
 from resnet_deploy.errors import ResnetDeployError
 
-console = Console()
-console_err = Console(stderr=True)
+# Rich uses 80 columns when output is not a terminal (CI logs, pipes): too narrow for the reports.
+console = Console(width=None if sys.stdout.isatty() else 150)
+console_err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 
 def not_built_yet(name: str, issue: str) -> click.Command:
