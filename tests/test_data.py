@@ -1,0 +1,117 @@
+"""Fashion-MNIST decoding, validation, checksums, splits and the search order, on the real files."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from resnet_deploy import data
+from resnet_deploy.errors import DataError
+
+
+@pytest.fixture
+def data_copy(tmp_path, data_dir) -> Path:
+    for path in Path(data_dir).glob("*.gz"):
+        shutil.copy(path, tmp_path / path.name)
+    data.load_split.cache_clear()
+    return tmp_path
+
+
+def rewrite(path: Path, transform) -> None:
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(transform(raw)))
+
+
+def test_real_files_decode_with_expected_shapes_counts_and_mean(data_dir):
+    images, labels = data.load_split("train", str(data_dir))
+    test_images, test_labels = data.load_split("test", str(data_dir))
+    assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
+    assert test_images.shape == (10000, 28, 28)
+    assert np.bincount(labels).tolist() == [6000] * 10
+    assert np.bincount(test_labels).tolist() == [1000] * 10
+    assert round(float(images.mean()), 2) == 72.94
+
+
+def test_split_is_fixed_disjoint_and_sized():
+    train_a, val_a = data.train_val_indices()
+    train_b, val_b = data.train_val_indices()
+    assert len(train_a) == 55000 and len(val_a) == 5000
+    assert not set(train_a) & set(val_a)
+    assert np.array_equal(train_a, train_b) and np.array_equal(val_a, val_b)
+
+
+def test_calibration_images_come_from_the_train_part_only(data_dir):
+    dataset = data.load_fashion_mnist(data_dir)
+    calibration = data.calibration_images(64, data_dir=data_dir)
+    train_set = {img.tobytes() for img in data.normalize(dataset.train_images)}
+    assert all(img.tobytes() in train_set for img in calibration)
+    held_out = {img.tobytes() for img in data.normalize(np.concatenate([dataset.val_images, dataset.test_images]))}
+    assert not any(img.tobytes() in held_out and img.tobytes() not in train_set for img in calibration)
+
+
+def test_normalize_uses_train_statistics():
+    out = data.normalize(np.full((1, 28, 28), 255, np.uint8))
+    assert out.shape == (1, 1, 28, 28) and out.dtype == np.float32
+    assert out[0, 0, 0, 0] == pytest.approx((1 - data.MEAN) / data.STD)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda raw: raw[: len(raw) // 2], "truncated"),
+    (lambda raw: raw + b"\0\0", "trailing bytes"),
+    (lambda raw: b"\x00\x00\x09\x03" + raw[4:], "bad IDX magic"),
+    (lambda raw: raw[:4] + (59999).to_bytes(4, "big") + raw[8:-784], "items, expected 60000"),
+    (lambda raw: raw[:-1] + bytes([raw[-1] ^ 1]), "checksum mismatch"),
+])
+def test_damaged_train_images_are_refused_naming_the_file(data_copy, damage, message):
+    rewrite(data_copy / "train-images-idx3-ubyte.gz", damage)
+    with pytest.raises(DataError, match=message) as error:
+        data.load_split("train", str(data_copy))
+    assert "train-images-idx3-ubyte.gz" in str(error.value)
+
+
+def test_truncated_gzip_is_refused(data_copy):
+    path = data_copy / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: corrupt or truncated gzip"):
+        data.load_split("test", str(data_copy))
+
+
+def test_regzipped_copy_with_same_content_is_accepted(data_copy):
+    path = data_copy / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()), compresslevel=1))
+    _, labels = data.load_split("test", str(data_copy))
+    assert len(labels) == 10000
+
+
+def test_raw_idx_files_are_read_too(data_copy):
+    for path in data_copy.glob("t10k-*.gz"):
+        path.with_suffix("").write_bytes(gzip.decompress(path.read_bytes()))
+        path.unlink()
+    images, _ = data.load_split("test", str(data_copy))
+    assert images.shape == (10000, 28, 28)
+
+
+def test_search_order(tmp_path, data_dir, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setattr(data, "DEBIAN_DIR", empty)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("RESNET_DEPLOY_DATA", str(data_dir))
+    assert data.find_data_dir() == Path(data_dir)
+    monkeypatch.delenv("RESNET_DEPLOY_DATA")
+    monkeypatch.setattr(data, "DEBIAN_DIR", Path(data_dir))
+    assert data.find_data_dir() == Path(data_dir)
+    monkeypatch.setattr(data, "DEBIAN_DIR", empty)
+    with pytest.raises(DataError, match="not found in"):
+        data.find_data_dir(download=False)
+    cache = data.cache_dir()
+    cache.mkdir(parents=True)
+    for path in Path(data_dir).glob("*.gz"):
+        (cache / path.name).symlink_to(path)
+    assert data.find_data_dir(download=False) == cache
+    with pytest.raises(DataError, match="missing Fashion-MNIST files"):
+        data.find_data_dir(empty)
