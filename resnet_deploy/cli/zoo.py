@@ -1,5 +1,47 @@
-"""`resnet-deploy models`: the model zoo."""
+"""`resnet-deploy models`: the model zoo with parameters and MACs."""
 
-from resnet_deploy.cli.common import not_built_yet
+from __future__ import annotations
 
-COMMANDS = [not_built_yet("models", "issue 2")]
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from resnet_deploy.cli.common import console
+from resnet_deploy.models import STEMS
+
+
+@click.command()
+@click.option("--width", default=1.0, show_default=True, help="Width multiplier.")
+@click.option("--stem", type=click.Choice(STEMS), default="small", show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the table as JSON.")
+def models(width, stem, json_path) -> None:
+    """List the ResNet zoo: parameters and MACs at 1x28x28 (1 channel, 10 classes).
+
+    \b
+    Examples:
+      resnet-deploy models
+      resnet-deploy models --width 0.25 --json reports/models.json
+    """
+    from resnet_deploy.fileio import atomic_write_json
+    from resnet_deploy.models import count_macs, count_parameters, create_model, list_models
+
+    rows = []
+    for name in list_models():
+        model = create_model(name, width=width, stem=stem)
+        rows.append({"name": name, "block": model.config["block"], "layers": model.config["layers"],
+                     "preact": model.config["preact"], "parameters": count_parameters(model),
+                     "macs": count_macs(model, (1, 1, 28, 28))})
+    table = Table(title=f"ResNet zoo (width {width:g}, {stem} stem, 1x28x28 input, 10 classes)")
+    for column in ("model", "block", "layers", "params (M)", "MACs (M)"):
+        table.add_column(column, justify="right" if column[0] in "pM" else "left")
+    for row in rows:
+        table.add_row(row["name"], row["block"], "-".join(map(str, row["layers"])), f"{row['parameters'] / 1e6:.2f}",
+                      f"{row['macs'] / 1e6:.1f}")
+    console.print(table)
+    if json_path:
+        atomic_write_json(json_path, rows)
+
+
+COMMANDS = [models]
