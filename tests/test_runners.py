@@ -1,0 +1,113 @@
+"""Runners: state errors, metadata with a dynamic batch, PyTorch vs ONNX Runtime on real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from resnet_deploy import data
+from resnet_deploy.errors import ArtifactError, ResnetDeployError
+from resnet_deploy.export import export_onnx
+from resnet_deploy.models import create_model
+from resnet_deploy.runners import BACKENDS, RunnerStateError, backend_for, load_runner
+from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
+from resnet_deploy.runners.torch_runner import TorchRunner
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    import torch
+
+    torch.manual_seed(0)
+    return create_model("resnet18", width=0.125).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("runners") / "tiny.onnx"
+    export_onnx(tiny_model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def test_images(data_dir) -> np.ndarray:
+    return data.normalize(data.load_fashion_mnist(data_dir).test_images[:64])
+
+
+def test_backends_and_suffixes():
+    assert BACKENDS == ("torch", "onnxruntime", "tensorrt")
+    assert backend_for("a/b.pt") == "torch"
+    assert backend_for("a/b.onnx") == "onnxruntime"
+    assert backend_for("a/b.engine") == "tensorrt"
+    assert backend_for("a/b.plan") == "tensorrt"
+    assert backend_for("a/b.onnx", "tensorrt") == "tensorrt"
+    with pytest.raises(ResnetDeployError, match="suffix"):
+        backend_for("model.bin")
+    with pytest.raises(ResnetDeployError, match="unknown backend"):
+        backend_for("model.onnx", "tvm")
+
+
+@pytest.mark.parametrize("make", ["torch", "onnxruntime"])
+def test_infer_before_activate_raises(make, tiny_model, tiny_onnx, test_images):
+    runner = TorchRunner(tiny_model) if make == "torch" else OnnxRuntimeRunner(tiny_onnx)
+    with pytest.raises(RunnerStateError, match="activate"):
+        runner.infer({"input": test_images[:1]})
+    with pytest.raises(RunnerStateError):
+        runner.input_metadata()
+    runner.activate()
+    with pytest.raises(RunnerStateError, match="already active"):
+        runner.activate()
+    runner.deactivate()
+    runner.deactivate()
+    assert not runner.is_active
+    with pytest.raises(RunnerStateError):
+        runner.infer({"input": test_images[:1]})
+
+
+@pytest.mark.parametrize("make", ["torch", "onnxruntime"])
+def test_metadata_has_dynamic_batch(make, tiny_model, tiny_onnx):
+    runner = TorchRunner(tiny_model) if make == "torch" else OnnxRuntimeRunner(tiny_onnx)
+    with runner:
+        (meta,) = runner.input_metadata()
+    assert meta.name == "input"
+    assert meta.dtype == np.float32
+    assert meta.shape == (-1, 1, 28, 28)
+
+
+def test_onnxruntime_matches_torch_on_real_images(tiny_model, tiny_onnx, test_images):
+    with TorchRunner(tiny_model) as reference, OnnxRuntimeRunner(tiny_onnx, intra_op_threads=1) as candidate:
+        expected = reference.infer({"input": test_images})["logits"]
+        got = candidate.infer({"input": test_images})["logits"]
+        assert candidate.last_inference_time > 0
+    assert got.shape == (64, 10)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_load_runner_picks_backend_by_suffix(trained_checkpoint, tiny_onnx, data_dir):
+    torch_runner = load_runner(trained_checkpoint)
+    ort_runner = load_runner(tiny_onnx, providers=["CPUExecutionProvider"])
+    assert isinstance(torch_runner, TorchRunner) and isinstance(ort_runner, OnnxRuntimeRunner)
+    dataset = data.load_fashion_mnist(data_dir)
+    with torch_runner:
+        logits = torch_runner.infer({"input": data.normalize(dataset.test_images[:500])})["logits"]
+    assert (logits.argmax(1) == dataset.test_labels[:500]).mean() > 0.6
+
+
+def test_missing_and_corrupt_onnx_raise_artifact_error(tmp_path):
+    with pytest.raises(ArtifactError, match="missing.onnx"):
+        OnnxRuntimeRunner(tmp_path / "missing.onnx").activate()
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07 not a protobuf model")
+    with pytest.raises(ArtifactError, match="corrupt.onnx"):
+        OnnxRuntimeRunner(corrupt).activate()
+
+
+def test_runtime_path_does_not_import_torch_or_tensorrt():
+    """The engine runtime (Jetson, no torch) imports the runners and parity without torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, resnet_deploy.runners, resnet_deploy.runners.onnxrt, resnet_deploy.parity, "
+            "resnet_deploy.onnx_info; print(sorted({'torch', 'tensorrt', 'pycuda'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
