@@ -23,7 +23,7 @@ def data_copy(tmp_path, data_dir) -> Path:
 
 def rewrite(path: Path, transform) -> None:
     raw = gzip.decompress(path.read_bytes())
-    path.write_bytes(gzip.compress(transform(raw)))
+    path.write_bytes(gzip.compress(transform(raw), compresslevel=1))
 
 
 def test_real_files_decode_with_expected_shapes_counts_and_mean(data_dir):
@@ -63,14 +63,14 @@ def test_normalize_uses_train_statistics():
     (lambda raw: raw[: len(raw) // 2], "truncated"),
     (lambda raw: raw + b"\0\0", "trailing bytes"),
     (lambda raw: b"\x00\x00\x09\x03" + raw[4:], "bad IDX magic"),
-    (lambda raw: raw[:4] + (59999).to_bytes(4, "big") + raw[8:-784], "items, expected 60000"),
+    (lambda raw: raw[:4] + (9999).to_bytes(4, "big") + raw[8:-784], "items, expected 10000"),
     (lambda raw: raw[:-1] + bytes([raw[-1] ^ 1]), "checksum mismatch"),
 ])
-def test_damaged_train_images_are_refused_naming_the_file(data_copy, damage, message):
-    rewrite(data_copy / "train-images-idx3-ubyte.gz", damage)
+def test_damaged_image_files_are_refused_naming_the_file(data_copy, damage, message):
+    rewrite(data_copy / "t10k-images-idx3-ubyte.gz", damage)
     with pytest.raises(DataError, match=message) as error:
-        data.load_split("train", str(data_copy))
-    assert "train-images-idx3-ubyte.gz" in str(error.value)
+        data.load_split("test", str(data_copy))
+    assert "t10k-images-idx3-ubyte.gz" in str(error.value)
 
 
 def test_truncated_gzip_is_refused(data_copy):

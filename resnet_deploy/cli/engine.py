@@ -1,5 +1,87 @@
-"""`resnet-deploy infer` and `inspect`."""
+"""`resnet-deploy inspect` and `infer`."""
 
-from resnet_deploy.cli.common import not_built_yet
+from __future__ import annotations
 
-COMMANDS = [not_built_yet(n, "issue 4") for n in ("infer", "inspect")]
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from resnet_deploy.cli.common import console, data_dir_option
+from resnet_deploy.runners import BACKENDS
+
+
+@click.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def inspect(path: Path) -> None:
+    """Describe an engine (its sidecar), an ONNX file (I/O, precision, Q/DQ count) or a calibration cache.
+
+    \b
+    Examples:
+      resnet-deploy inspect artifacts/resnet18-w0.25.onnx
+      resnet-deploy inspect calibration/resnet18-w0.25.entropy.cache
+      resnet-deploy inspect engines/resnet18-w0.25_int8_b256_sm87_trt10.3.0.engine
+    """
+    from resnet_deploy.errors import ArtifactError
+
+    if not path.is_file():
+        raise ArtifactError(f"{path}: file not found")
+    if path.suffix == ".onnx":
+        from resnet_deploy.onnx_info import describe_onnx
+
+        info = describe_onnx(path)
+    elif path.suffix == ".cache":
+        from resnet_deploy.quantize.cache import read_calibration_cache
+
+        header, scales = read_calibration_cache(path)
+        info = {"path": str(path), "version_code": header.version_code, "algorithm": header.algorithm,
+                "tensors": len(scales), "scales": scales}
+    elif path.suffix in (".engine", ".plan"):
+        from resnet_deploy.sidecar import read_sidecar
+
+        info = read_sidecar(path)
+    else:
+        raise ArtifactError(f"{path}: cannot inspect {path.suffix!r} files (expected .onnx, .cache or .engine)")
+    console.print_json(json.dumps(info, default=str))
+
+
+@click.command()
+@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True)
+@click.option("--count", default=16, show_default=True, help="How many test images to classify.")
+@click.option("--offset", default=0, show_default=True, help="Index of the first test image.")
+@data_dir_option
+def infer(artifact, backend, count, offset, data_dir) -> None:
+    """Classify test images with any artifact (checkpoint, ONNX, engine) and show the predictions.
+
+    \b
+    Example:
+      resnet-deploy infer calibration/resnet18-w0.25.int8-entropy.qdq.onnx --count 8
+    """
+    import numpy as np
+
+    from resnet_deploy import data
+    from resnet_deploy.runners import load_runner
+
+    dataset = data.load_fashion_mnist(data_dir)
+    images = dataset.test_images[offset:offset + count]
+    labels = dataset.test_labels[offset:offset + count]
+    with load_runner(artifact, backend) as runner:
+        name = runner.input_metadata()[0].name
+        logits = next(iter(runner.infer({name: data.normalize(images)}).values())).astype(np.float32)
+        seconds = runner.last_inference_time
+    probabilities = np.exp(logits - logits.max(1, keepdims=True))
+    probabilities /= probabilities.sum(1, keepdims=True)
+    table = Table(title=f"{artifact.name} ({runner.backend}): {len(images)} test images in {seconds * 1000:.1f} ms")
+    for column in ("index", "label", "prediction", "confidence"):
+        table.add_column(column)
+    for i, (label, probs) in enumerate(zip(labels, probabilities)):
+        predicted = int(probs.argmax())
+        mark = "" if predicted == label else " [red]x[/]"
+        table.add_row(str(offset + i), data.CLASS_NAMES[label], data.CLASS_NAMES[predicted] + mark,
+                      f"{probs[predicted] * 100:.1f}%")
+    console.print(table)
+
+
+COMMANDS = [inspect, infer]

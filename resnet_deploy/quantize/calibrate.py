@@ -19,8 +19,7 @@ ACTIVATION_OPS = {"Conv", "Relu", "Add", "Gemm", "MaxPool", "GlobalAveragePool",
                   "Reshape", "BatchNormalization"}
 HISTOGRAM_BINS = 2048
 QUANTIZED_LEVELS = 128
-SPIKE_FRACTION = 0.25
-SPIKE_BINS = 16
+SPIKE_FRACTION = 0.1
 
 
 def activation_tensors(model) -> list[str]:
@@ -89,13 +88,19 @@ def percentile_amax(histogram: np.ndarray, top: float, percentile: float = 99.99
     return (index + 1) * top / len(histogram)
 
 
+def spike_fraction(histogram: np.ndarray) -> float:
+    """Share of the values in isolated spikes: each bin's excess over twice its larger neighbour."""
+    neighbours = np.maximum(np.concatenate([[0.0], histogram[:-1]]), np.concatenate([histogram[1:], [0.0]]))
+    return float(np.maximum(0.0, histogram - 2 * neighbours).sum() / max(histogram.sum(), 1e-12))
+
+
 def entropy_amax(histogram: np.ndarray, top: float, levels: int = QUANTIZED_LEVELS) -> float:
     """The clipping threshold with the least KL divergence between clipped and quantized histograms.
 
     The zero bin is set to its neighbour's count first (as NVIDIA's calibrators do), so the spike
-    of exact zeros after a ReLU does not decide the threshold. A tensor with other spikes (the
-    `SPIKE_BINS` fullest bins hold over `SPIKE_FRACTION` of the values: Fashion-MNIST's constant
-    background in the input and the stem's per-channel response to it) makes KL clip at the spike and lose every foreground value;
+    of exact zeros after a ReLU does not decide the threshold. A tensor with other spikes (over
+    `SPIKE_FRACTION` of its values in bins that stand far above their neighbours: Fashion-MNIST's
+    constant background in the input and the stem's per-channel response to it) makes KL clip at the spike and lose every foreground value;
     such tensors take the percentile range instead.
     """
     histogram = histogram.astype(np.float64).copy()
@@ -103,7 +108,7 @@ def entropy_amax(histogram: np.ndarray, top: float, levels: int = QUANTIZED_LEVE
     histogram[0] = histogram[1]
     if histogram.sum() == 0:
         return top
-    if np.sort(histogram)[-SPIKE_BINS:].sum() > SPIKE_FRACTION * histogram.sum():
+    if spike_fraction(histogram) > SPIKE_FRACTION:
         return percentile_amax(histogram, top)
     tails = np.concatenate([np.cumsum(histogram[::-1])[::-1], [0.0]])
     best_divergence, best_index = np.inf, bins
