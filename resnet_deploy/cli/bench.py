@@ -1,5 +1,129 @@
-"""`resnet-deploy bench`."""
+"""`resnet-deploy bench`: trtexec-style latency for any runner, interleaved comparisons, baseline gate."""
 
-from resnet_deploy.cli.common import not_built_yet
+from __future__ import annotations
 
-COMMANDS = [not_built_yet("bench", "issue 5")]
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from resnet_deploy.cli.common import console, data_dir_option
+from resnet_deploy.runners import BACKENDS
+
+
+def _batch_sizes(ctx, param, value: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}")
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter("batch sizes must be positive")
+    return sizes
+
+
+@click.command()
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True)
+@click.option("--batch-sizes", default="1,8,64,256", show_default=True, callback=_batch_sizes)
+@click.option("--warmup-ms", default=200, show_default=True)
+@click.option("--duration-s", default=3.0, show_default=True, help="Minimum timed seconds per artifact and batch size.")
+@click.option("--iterations", default=10, show_default=True, help="Minimum timed iterations.")
+@click.option("--rounds", default=5, show_default=True, help="Interleaving rounds (A B A B ...).")
+@click.option("--reference", default=None, help="Label (file name) of the reference artifact (default: the first).")
+@click.option("--threads", default=0, help="CPU threads for torch / ONNX Runtime (0: their default).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("reports/bench.json"), show_default=True)
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write latency.png and throughput.png here (needs matplotlib).")
+@click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--max-regression", default=10.0, show_default=True, help="Allowed regression vs the baseline, %.")
+@click.option("--update-baseline", is_flag=True, help="Write this run as the new --baseline.")
+@data_dir_option
+def bench(artifacts, backend, batch_sizes, warmup_ms, duration_s, iterations, rounds, reference, threads, json_path,
+          plots_dir, baseline, max_regression, update_baseline, data_dir) -> None:
+    """Latency and throughput of checkpoints, ONNX files or engines on real test images.
+
+    Several artifacts are interleaved (A B A B ...) so their ratios come from one run. With
+    --baseline, exit 1 when a speedup (or, on the same machine, a median) regresses more than
+    --max-regression percent.
+
+    \b
+    Examples:
+      resnet-deploy bench artifacts/resnet18-w0.25.onnx calibration/resnet18-w0.25.int8-cpu.onnx
+      resnet-deploy bench checkpoints/resnet18-w0.25/best.pt artifacts/resnet18-w0.25.onnx --batch-sizes 1
+      resnet-deploy bench a.onnx b.onnx --baseline benchmarks/baselines/ci.json --max-regression 25
+    """
+    from contextlib import ExitStack
+
+    from resnet_deploy import data
+    from resnet_deploy.bench import apply_baseline_gate, compare, fingerprint
+    from resnet_deploy.errors import GateFailed
+    from resnet_deploy.fileio import atomic_write_json
+    from resnet_deploy.runners import backend_for, load_runner
+
+    if update_baseline and baseline is None:
+        raise click.UsageError("--update-baseline needs --baseline FILE")
+    images = data.normalize(data.load_fashion_mnist(data_dir).test_images[:max(batch_sizes)])
+    runners = {}
+    for path in artifacts:
+        chosen = backend_for(path, backend if path.suffix not in (".pt", ".pth") else "auto")
+        options = {}
+        if threads and chosen == "onnxruntime":
+            options["intra_op_threads"] = threads
+        elif threads and chosen == "torch":
+            options["threads"] = threads
+        runners[path.name] = load_runner(path, chosen, **options)
+    with ExitStack() as stack:
+        for runner in runners.values():
+            stack.enter_context(runner)
+        with console.status("benchmarking") as status:
+            report = compare(runners, images, batch_sizes, reference=reference, warmup_s=warmup_ms / 1000,
+                             min_duration_s=duration_s, min_iterations=iterations, rounds=rounds,
+                             progress=lambda message: status.update(f"benchmarking: {message}"))
+    times_ms = report.pop("times_ms")
+    report["fingerprint"] = fingerprint()
+    report["settings"] = {"warmup_ms": warmup_ms, "duration_s": duration_s, "iterations": iterations,
+                          "rounds": rounds, "backend": backend, "input": "Fashion-MNIST test images"}
+    report["artifacts"] = {path.name: {"path": str(path), "backend": runners[path.name].backend} for path in artifacts}
+    report.pop("order")
+    gate_error = None
+    if baseline:
+        try:
+            apply_baseline_gate(report, baseline, max_regression, update=update_baseline)
+        except GateFailed as exc:
+            gate_error = exc
+    atomic_write_json(json_path, report)
+    _print_report(report)
+    if plots_dir:
+        from resnet_deploy.plots import plot_bench
+
+        written = plot_bench(report, times_ms, plots_dir)
+        console.print(f"plots: {', '.join(map(str, written))}" if written else "plots skipped: install matplotlib")
+    console.print(f"report {json_path}" + (f"; baseline {baseline} updated" if update_baseline else ""))
+    if gate_error:
+        raise gate_error
+
+
+def _print_report(report: dict) -> None:
+    for bs, entries in report["results"].items():
+        table = Table(title=f"batch {bs} (reference {report['reference']})")
+        for column in ("artifact", "median ms", "mean", "min", "max", "p90", "p95", "p99", "images/s", "speedup"):
+            table.add_column(column, justify="left" if column == "artifact" else "right")
+        for label, entry in entries.items():
+            lat = entry["latency_ms"]
+            table.add_row(label, *(f"{lat[k]:.3f}" for k in ("median", "mean", "min", "max", "p90", "p95", "p99")),
+                          f"{entry['throughput_ips']:.0f}", f"{entry['speedup_vs_reference']:.2f}x")
+        console.print(table)
+        for label, entry in entries.items():
+            if "phases_ms" in entry:
+                phases = ", ".join(f"{p} {s['median']:.3f}" for p, s in entry["phases_ms"].items())
+                console.print(f"  {label}: median phases (ms): {phases}")
+            for warning in entry.get("warnings", []):
+                console.print(f"  [yellow]warning[/] {label}: {warning}")
+    for check in report.get("baseline", {}).get("checks", []):
+        mark = "[green]pass[/]" if check["passed"] else "[red]FAIL[/]"
+        console.print(f"{mark} baseline {check['label']} batch {check['batch_size']} {check['metric']}: "
+                      f"{check['measured']:.3g} (baseline {check['baseline']:.3g})")
+
+
+COMMANDS = [bench]

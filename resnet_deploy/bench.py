@@ -1,0 +1,209 @@
+"""Latency benchmarks after trtexec: warm-up, a minimum duration and iteration count, statistics
+(min / max / mean / median / p90 / p95 / p99), throughput, per-phase times (H2D, compute, D2H,
+enqueue) where the runner reports them, and trtexec-like warnings.
+
+Machines are noisy, so comparisons are made in one run: the artifacts are interleaved (A B A B ...)
+and each one's median is reported with its speedup over a reference. A latency baseline stores
+those speedups (and the machine's fingerprint); absolute medians are compared only on the same machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from resnet_deploy.errors import ArtifactError, GateFailed
+from resnet_deploy.fileio import atomic_write_json
+from resnet_deploy.runners import BaseRunner
+
+PERCENTILES = (90, 95, 99)
+PHASES = ("h2d", "compute", "d2h", "enqueue")
+Clock = Callable[[], float]
+
+
+def latency_stats(times_s: Sequence[float]) -> dict[str, float]:
+    """min / max / mean / median / p90 / p95 / p99 in milliseconds (numpy's linear percentiles)."""
+    ms = np.asarray(times_s, dtype=np.float64) * 1000.0
+    if ms.size == 0:
+        raise ValueError("no timings to summarize")
+    stats = {"count": int(ms.size), "min": float(ms.min()), "max": float(ms.max()), "mean": float(ms.mean()),
+             "median": float(np.median(ms))}
+    stats.update({f"p{p}": float(np.percentile(ms, p)) for p in PERCENTILES})
+    return stats
+
+
+def _one_run(runner: BaseRunner, feed: Mapping[str, np.ndarray], clock: Clock) -> tuple[float, dict[str, float]]:
+    started = clock()
+    runner.infer(feed)
+    return clock() - started, dict(runner.last_timings)
+
+
+def _feed(runner: BaseRunner, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    repeats = -(-batch_size // len(images))
+    batch = np.concatenate([images] * repeats)[:batch_size] if repeats > 1 else images[:batch_size]
+    return {runner.input_metadata()[0].name: np.ascontiguousarray(batch, dtype=np.float32)}
+
+
+def compare(runners: Mapping[str, BaseRunner], images: np.ndarray, batch_sizes: Sequence[int], *,
+            reference: str | None = None, warmup_s: float = 0.2, min_duration_s: float = 3.0,
+            min_iterations: int = 10, rounds: int = 5, clock: Clock = time.perf_counter,
+            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Benchmark every runner at every batch size, interleaved in `rounds` (A B A B ...).
+
+    Each runner gets at least `min_iterations` and `min_duration_s` of timed inferences per batch
+    size after `warmup_s` of warm-up. Runners must be active.
+    """
+    labels = list(runners)
+    reference = reference or labels[0]
+    if reference not in runners:
+        raise ArtifactError(f"reference {reference!r} is not one of the benchmarked artifacts: {', '.join(labels)}")
+    results: dict[str, Any] = {"reference": reference, "batch_sizes": list(batch_sizes), "order": [], "results": {}}
+    for batch_size in batch_sizes:
+        feeds = {label: _feed(runner, images, batch_size) for label, runner in runners.items()}
+        for label, runner in runners.items():
+            deadline = clock() + warmup_s
+            while clock() < deadline:
+                runner.infer(feeds[label])
+        times = {label: [] for label in labels}
+        phases = {label: {p: [] for p in PHASES} for label in labels}
+        spent = {label: 0.0 for label in labels}
+        per_round = min_duration_s / rounds
+        for round_index in range(rounds):
+            for label in labels:
+                results["order"].append((batch_size, round_index, label))
+                round_start = clock()
+                target = -(-min_iterations // rounds)
+                done = 0
+                while done < target or clock() - round_start < per_round:
+                    elapsed, timings = _one_run(runners[label], feeds[label], clock)
+                    times[label].append(elapsed)
+                    spent[label] += elapsed
+                    for phase in PHASES:
+                        if phase in timings:
+                            phases[label][phase].append(timings[phase])
+                    done += 1
+            if progress:
+                progress(f"batch {batch_size}: round {round_index + 1}/{rounds}")
+        results["results"][str(batch_size)] = {
+            label: _summary(times[label], phases[label], spent[label], batch_size) for label in labels}
+        results.setdefault("times_ms", {})[str(batch_size)] = {label: [t * 1000 for t in times[label]] for label in labels}
+        _add_ratios(results["results"][str(batch_size)], reference)
+    return results
+
+
+def _summary(times: list[float], phases: dict[str, list[float]], spent: float, batch_size: int) -> dict[str, Any]:
+    entry = {"latency_ms": latency_stats(times), "throughput_ips": batch_size * len(times) / spent,
+             "iterations": len(times), "seconds": spent}
+    measured = {p: latency_stats(v) for p, v in phases.items() if v}
+    if measured:
+        entry["phases_ms"] = measured
+        entry["warnings"] = phase_warnings(measured)
+    return entry
+
+
+def phase_warnings(phases: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """trtexec-like hints: enqueue-bound and transfer-bound runs."""
+    warnings = []
+    compute = phases.get("compute", {}).get("median")
+    if compute:
+        enqueue = phases.get("enqueue", {}).get("median", 0.0)
+        if enqueue >= 0.8 * compute:
+            warnings.append(f"enqueue-bound: median enqueue {enqueue:.3f} ms vs compute {compute:.3f} ms; "
+                            "the GPU may idle between inferences (try CUDA graphs or larger batches)")
+        transfers = phases.get("h2d", {}).get("median", 0.0) + phases.get("d2h", {}).get("median", 0.0)
+        if transfers > compute:
+            warnings.append(f"transfer-bound: H2D + D2H {transfers:.3f} ms exceed compute {compute:.3f} ms")
+    return warnings
+
+
+def _add_ratios(by_label: dict[str, Any], reference: str) -> None:
+    reference_median = by_label[reference]["latency_ms"]["median"]
+    for entry in by_label.values():
+        entry["speedup_vs_reference"] = reference_median / entry["latency_ms"]["median"]
+
+
+def fingerprint() -> dict[str, Any]:
+    """What the numbers depend on: CPU, cores, OS, Python and runtime versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("onnxruntime", "torch", "tensorrt", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"cpu": cpu, "cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
+            "python": platform.python_version(), "versions": versions}
+
+
+def same_machine(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return {k: a.get(k) for k in ("cpu", "cores", "versions")} == {k: b.get(k) for k in ("cpu", "cores", "versions")}
+
+
+def make_baseline(report: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "reference": report["reference"],
+        "fingerprint": report["fingerprint"],
+        "speedup_vs_reference": {bs: {label: e["speedup_vs_reference"] for label, e in entries.items()}
+                                 for bs, entries in report["results"].items()},
+        "median_ms": {bs: {label: e["latency_ms"]["median"] for label, e in entries.items()}
+                      for bs, entries in report["results"].items()},
+    }
+
+
+def check_baseline(report: Mapping[str, Any], baseline: Mapping[str, Any], max_regression_pct: float) -> list[dict[str, Any]]:
+    """Compare a run with a baseline; returns the checks made, each with `passed`."""
+    checks = []
+    limit = 1.0 - max_regression_pct / 100.0
+    for bs, labels in baseline.get("speedup_vs_reference", {}).items():
+        for label, expected in labels.items():
+            entry = report["results"].get(bs, {}).get(label)
+            if entry is None or label == baseline.get("reference"):
+                continue
+            measured = entry["speedup_vs_reference"]
+            checks.append({"batch_size": int(bs), "label": label, "metric": "speedup_vs_reference",
+                           "baseline": expected, "measured": measured, "passed": measured >= expected * limit})
+    if same_machine(report["fingerprint"], baseline.get("fingerprint", {})):
+        for bs, labels in baseline.get("median_ms", {}).items():
+            for label, expected in labels.items():
+                entry = report["results"].get(bs, {}).get(label)
+                if entry is not None:
+                    measured = entry["latency_ms"]["median"]
+                    checks.append({"batch_size": int(bs), "label": label, "metric": "median_ms",
+                                   "baseline": expected, "measured": measured,
+                                   "passed": measured <= expected / limit})
+    return checks
+
+
+def apply_baseline_gate(report: dict[str, Any], baseline_path: str | Path, max_regression_pct: float,
+                        update: bool = False) -> None:
+    """Write (`update`) or check the latency baseline; raises `GateFailed` on a regression."""
+    baseline_path = Path(baseline_path)
+    if update:
+        atomic_write_json(baseline_path, make_baseline(report))
+        return
+    try:
+        baseline = json.loads(baseline_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{baseline_path}: cannot read latency baseline: {exc}") from exc
+    checks = check_baseline(report, baseline, max_regression_pct)
+    report["baseline"] = {"path": str(baseline_path), "max_regression_pct": max_regression_pct, "checks": checks,
+                          "same_machine": same_machine(report["fingerprint"], baseline.get("fingerprint", {}))}
+    failed = [c for c in checks if not c["passed"]]
+    if failed:
+        raise GateFailed("latency regression: " + "; ".join(
+            f"{c['label']} batch {c['batch_size']} {c['metric']} {c['measured']:.3g} vs baseline {c['baseline']:.3g}"
+            for c in failed) + f" (allowed {max_regression_pct:g}%)")
