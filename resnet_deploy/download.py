@@ -7,11 +7,13 @@ checked against the MD5 of the official uncompressed content. Nothing half-writt
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 from resnet_deploy import data
 from resnet_deploy.errors import DataError
@@ -27,12 +29,16 @@ GZ_MD5 = {
 CHUNK = 1 << 16
 
 
-def download_fashion_mnist(target_dir: str | Path, base_url: str | None = None, progress: bool | None = None,
+def download_fashion_mnist(target_dir: str | Path, base_url: str | None = None, progress: bool = True,
                            timeout: float = 60.0) -> Path:
-    """Fetch the four files into `target_dir` (skipping ones already there) and verify them."""
+    """Fetch the four files into `target_dir` (skipping ones already there) and verify them.
+
+    The mirror is `base_url`, else $RESNET_DEPLOY_MIRROR, else the official one. The progress bar
+    is shown only when `progress` is set and stderr is a terminal (never in logs).
+    """
     target_dir = Path(target_dir)
     base_url = base_url or os.environ.get("RESNET_DEPLOY_MIRROR") or OFFICIAL_MIRROR
-    show = sys.stderr.isatty() if progress is None else progress
+    show = progress and sys.stderr.isatty()
     for name, md5 in GZ_MD5.items():
         path = target_dir / f"{name}.gz"
         if not path.is_file():
@@ -56,26 +62,30 @@ def _fetch(url: str, path: Path, expected_md5: str, show: bool, timeout: float) 
             if digest.hexdigest() != expected_md5:
                 raise DataError(f"{url}: checksum mismatch: md5 {digest.hexdigest()}, expected {expected_md5}; "
                                 "nothing was written")
-    except (urllib.error.URLError, OSError) as exc:
+    except urllib.error.HTTPError as exc:
+        raise DataError(f"{url}: download failed: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         raise DataError(f"{url}: download failed: {getattr(exc, 'reason', exc)}") from exc
 
 
 class _progress:
     """A rich progress bar when `show`, else a no-op; yields a function that advances it."""
 
-    def __init__(self, show: bool, label: str, total: int | None):
+    def __init__(self, show: bool, label: str, total: int | None) -> None:
         self.show, self.label, self.total = show, label, total
 
-    def __enter__(self):
+    def __enter__(self) -> Callable[[int], None]:
         if not self.show:
             return lambda n: None
+        from rich.console import Console
         from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
-        self.bar = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), transient=True)
+        self.bar = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+                            console=Console(stderr=True), transient=True)
         self.bar.start()
         task = self.bar.add_task(f"download {self.label}", total=self.total)
         return lambda n: self.bar.advance(task, n)
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info) -> None:
         if self.show:
             self.bar.stop()

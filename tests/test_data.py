@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from resnet_deploy import data
+from resnet_deploy.cli import main
 from resnet_deploy.errors import DataError
 
 
@@ -78,6 +79,24 @@ def test_truncated_gzip_is_refused(data_copy):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: corrupt or truncated gzip"):
         data.load_split("test", str(data_copy))
+
+
+def test_corrupt_gzip_stream_is_refused(data_copy):
+    path = data_copy / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: corrupt or truncated gzip"):
+        data.load_split("test", str(data_copy))
+
+
+def test_cli_on_a_corrupt_file_exits_2_naming_it_without_traceback(data_copy, tmp_path, capsys):
+    rewrite(data_copy / "t10k-images-idx3-ubyte.gz", lambda raw: raw + b"\0")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data-dir", str(data_copy), "--out-dir", str(tmp_path / "run"), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "t10k-images-idx3-ubyte.gz" in err and "trailing bytes" in err and "Traceback" not in err
 
 
 def test_regzipped_copy_with_same_content_is_accepted(data_copy):

@@ -14,14 +14,18 @@ from resnet_deploy.download import download_fashion_mnist
 from resnet_deploy.errors import DataError
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        """Keep the request log out of stderr, which one test checks."""
+
+
 @pytest.fixture
 def mirror(tmp_path, data_dir):
     served = tmp_path / "served"
     served.mkdir()
     for path in Path(data_dir).glob("*.gz"):
         shutil.copy(path, served / path.name)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None
+    handler = functools.partial(QuietHandler, directory=str(served))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -48,9 +52,25 @@ def test_wrong_file_is_refused_and_nothing_is_left_behind(mirror, tmp_path):
     assert not [p for p in target.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_unreachable_mirror_is_a_data_error(tmp_path):
-    with pytest.raises(DataError, match="download failed"):
-        download_fashion_mnist(tmp_path, base_url="http://127.0.0.1:9/", progress=False, timeout=2)
+def test_unreachable_mirror_is_a_data_error_naming_the_url(tmp_path):
+    url = "http://127.0.0.1:9/"
+    with pytest.raises(DataError, match=f"{url}train-images-idx3-ubyte.gz: download failed"):
+        download_fashion_mnist(tmp_path, base_url=url, progress=False, timeout=2)
+
+
+def test_missing_file_on_the_mirror_is_a_data_error_naming_the_url(mirror, tmp_path):
+    served, url = mirror
+    (served / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match=f"{url}train-labels-idx1-ubyte.gz: download failed: HTTP 404"):
+        download_fashion_mnist(tmp_path / "cache", base_url=url, progress=False)
+    assert not (tmp_path / "cache" / "train-labels-idx1-ubyte.gz").exists()
+
+
+def test_progress_bar_stays_off_when_stderr_is_not_a_terminal(mirror, tmp_path, capsys):
+    _, url = mirror
+    download_fashion_mnist(tmp_path / "cache", base_url=url, progress=True)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
 
 
 def test_find_data_dir_downloads_into_the_cache_when_nothing_is_local(mirror, tmp_path, monkeypatch):
