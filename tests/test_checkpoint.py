@@ -8,6 +8,7 @@ import pickle
 import pytest
 import torch
 
+from resnet_deploy import data
 from resnet_deploy.checkpoint import load_checkpoint, meta_path, save_checkpoint
 from resnet_deploy.errors import CheckpointError
 from resnet_deploy.models import create_model
@@ -27,6 +28,7 @@ def test_round_trip_gives_the_same_outputs(tmp_path, model):
     assert meta["model"]["name"] == "resnet18" and meta["model"]["width"] == 0.125
     assert meta["accuracy"] == {"test": 0.5} and len(meta["class_names"]) == 10
     assert len(meta["state_dict_sha256"]) == 64
+    assert meta["normalization"] == {"mean": data.MEAN, "std": data.STD} and meta["input_shape"] == [1, 28, 28]
 
 
 def test_modified_checkpoint_fails_its_checksum(tmp_path, model):
@@ -47,7 +49,7 @@ def test_pickle_carrying_code_is_refused_and_not_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.pt"
     with path.open("wb") as handle:
-        pickle.dump({"fc.weight": RunsCode()}, handle)
+        pickle.dump({"fc.weight": RunsCode()}, handle, protocol=2)
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(path, "resnet18")
     assert not (tmp_path / "pwned-by-checkpoint").exists()

@@ -12,9 +12,19 @@ from resnet_deploy.models import (BasicBlock, Bottleneck, ResNet, ZeroPadShortcu
                                   create_model, list_models)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small tensors on a shared 2-core machine: a second thread spins and costs 10-100x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_forward_and_backward_at_28x28(name):
     model = create_model(name)
+    assert model.training
     logits = model(torch.randn(2, 1, 28, 28))
     assert logits.shape == (2, 10)
     logits.sum().backward()
@@ -53,7 +63,7 @@ def test_convolutions_carry_no_bias():
 
 
 def test_shortcut_options():
-    a, b, c = (create_model("resnet18", shortcut=s, width=0.25) for s in "ABC")
+    a, b, c = (create_model("resnet18", shortcut=s, width=0.125) for s in "ABC")
     assert isinstance(a.layer2[0].downsample, ZeroPadShortcut)
     assert a.layer1[0].downsample is None and count_parameters(a) < count_parameters(b) < count_parameters(c)
     assert b.layer1[0].downsample is None and b.layer2[0].downsample is not None
@@ -108,8 +118,20 @@ def test_unknown_model_names_the_choices():
 
 def test_models_command_lists_the_zoo(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["models", "--width", "0.25", "--json", str(tmp_path / "zoo.json")])
+        main(["models", "--width", "0.125", "--json", str(tmp_path / "zoo.json")])
     assert exit_info.value.code == 0
-    rows = json.loads((tmp_path / "zoo.json").read_text())
-    assert [r["name"] for r in rows] == list_models()
+    rows = {row["name"]: row for row in json.loads((tmp_path / "zoo.json").read_text())}
+    assert list(rows) == list_models()
+    assert [rows[f"resnet{d}"]["depth"] for d in (18, 34, 50, 101, 152)] == [18, 34, 50, 101, 152]
+    resnet50 = create_model("resnet50", width=0.125)
+    assert rows["resnet50"]["parameters"] == count_parameters(resnet50)
+    assert rows["resnet50"]["macs"] == count_macs(resnet50)
+    assert rows["preact_resnet34"]["block"] == "BasicBlock" and rows["preact_resnet34"]["preact"]
     assert "preact_resnet152" in capsys.readouterr().out
+
+
+def test_models_help_has_an_example(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["models", "--help"])
+    assert exit_info.value.code == 0
+    assert "resnet-deploy models --width" in capsys.readouterr().out

@@ -30,18 +30,25 @@ def models(width, stem, json_path) -> None:
     rows = []
     for name in list_models():
         model = create_model(name, width=width, stem=stem)
-        rows.append({"name": name, "block": model.config["block"], "layers": model.config["layers"],
+        rows.append({"name": name, "block": model.config["block"], "depth": _depth(model.config),
+                     "layers": model.config["layers"],
                      "preact": model.config["preact"], "parameters": count_parameters(model),
                      "macs": count_macs(model, (1, 1, 28, 28))})
     table = Table(title=f"ResNet zoo (width {width:g}, {stem} stem, 1x28x28 input, 10 classes)")
-    for column in ("model", "block", "layers", "params (M)", "MACs (M)"):
-        table.add_column(column, justify="right" if column[0] in "pM" else "left")
+    for column in ("model", "block", "depth", "layers", "params (M)", "MACs (M)"):
+        table.add_column(column, justify="right" if column[0] in "dpM" else "left")
     for row in rows:
-        table.add_row(row["name"], row["block"], "-".join(map(str, row["layers"])), f"{row['parameters'] / 1e6:.2f}",
-                      f"{row['macs'] / 1e6:.1f}")
+        table.add_row(row["name"], row["block"], str(row["depth"]), "-".join(map(str, row["layers"])),
+                      f"{row['parameters'] / 1e6:.2f}", f"{row['macs'] / 1e6:.1f}")
     console.print(table)
     if json_path:
         atomic_write_json(json_path, rows)
+
+
+def _depth(config: dict) -> int:
+    """Weighted layers as the paper counts them: stem conv + block convs + fc."""
+    convs_per_block = 2 if config["block"] == "BasicBlock" else 3
+    return convs_per_block * sum(config["layers"]) + 2
 
 
 COMMANDS = [models]
