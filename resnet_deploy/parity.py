@@ -44,7 +44,12 @@ def precision_of_artifact(path: str | Path) -> str:
         return "int8" if precision.startswith("int8") else precision
     if path.suffix in (".engine", ".plan"):
         sidecar = path.with_suffix(".json")
-        return json.loads(sidecar.read_text())["precision"] if sidecar.is_file() else "unknown"
+        if not sidecar.is_file():
+            return "unknown"
+        try:
+            return str(json.loads(sidecar.read_text())["precision"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ArtifactError(f"{sidecar}: engine sidecar without a precision ({exc})") from exc
     return "fp32"
 
 
@@ -76,49 +81,70 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray,
     }
 
 
-def run_parity(reference: BaseRunner, candidates: dict[str, tuple[BaseRunner, str]], images: np.ndarray,
-               labels: np.ndarray, *, max_drop_pp: float = 0.5, batch_size: int = 256,
-               class_names: Sequence[str] = data.CLASS_NAMES) -> dict[str, Any]:
-    """Parity of each (runner, precision) in `candidates` against `reference`; gates evaluated, not raised."""
+def run_parity(reference: BaseRunner, candidates: dict[str, BaseRunner], images: np.ndarray,
+               labels: np.ndarray, *, precisions: dict[str, str] | None = None, max_drop_pp: float = 0.5,
+               batch_size: int = 256, class_names: Sequence[str] = data.CLASS_NAMES) -> dict[str, Any]:
+    """Parity of each labelled runner against `reference`; gates are evaluated, not raised.
+
+    `precisions` maps a label to fp32/fp16/int8 and picks its gate; a label it lacks is held to
+    the strictest one (FP32 agreement), so a forgotten label fails loudly rather than passing.
+    """
+    precisions = precisions or {}
     started = time.perf_counter()
     with reference:
         reference_logits = collect_logits(reference, images, batch_size)
     report: dict[str, Any] = {
         "dataset": {"split": "test", "count": int(len(images))},
+        "thresholds": {"fp32_min_agreement": FP32_MIN_AGREEMENT, "fp16_max_drop_pp": FP16_MAX_DROP_PP,
+                       "int8_max_drop_pp": max_drop_pp},
         "reference": {"name": reference.name, "backend": reference.backend,
                       "top1": float((reference_logits.argmax(1) == labels).mean()),
                       "seconds": round(time.perf_counter() - started, 3)},
         "artifacts": [],
     }
-    for label, (runner, precision) in candidates.items():
-        started = time.perf_counter()
-        with runner:
-            logits = collect_logits(runner, images, batch_size)
-        entry = {"label": label, "backend": runner.backend, "precision": precision,
-                 **compare(reference_logits, logits, labels, class_names)}
-        metric, threshold = gate_for(precision, max_drop_pp)
-        passed = entry[metric] >= threshold if metric == "agreement" else entry[metric] <= threshold
-        entry["gates"] = [{"name": f"{precision} {metric}", "value": entry[metric], "threshold": threshold,
-                           "passed": bool(passed)}]
-        entry["seconds"] = round(time.perf_counter() - started, 3)
-        report["artifacts"].append(entry)
+    for label, runner in candidates.items():
+        report["artifacts"].append(_candidate_entry(label, runner, precisions.get(label, "fp32"), reference_logits,
+                                                    images, labels, max_drop_pp, batch_size, class_names))
     report["passed"] = all(g["passed"] for a in report["artifacts"] for g in a["gates"])
     return report
 
 
-def apply_baseline(report: dict[str, Any], baseline_path: str | Path, max_drop_pp: float) -> None:
-    """Add a baseline gate to each artifact the baseline knows (top-1 may not fall more than max_drop_pp)."""
+def _candidate_entry(label: str, runner: BaseRunner, precision: str, reference_logits: np.ndarray,
+                     images: np.ndarray, labels: np.ndarray, max_drop_pp: float, batch_size: int,
+                     class_names: Sequence[str]) -> dict[str, Any]:
+    started = time.perf_counter()
+    with runner:
+        logits = collect_logits(runner, images, batch_size)
+    entry = {"label": label, "backend": runner.backend, "precision": precision,
+             **compare(reference_logits, logits, labels, class_names)}
+    metric, threshold = gate_for(precision, max_drop_pp)
+    passed = entry[metric] >= threshold if metric == "agreement" else entry[metric] <= threshold
+    entry["gates"] = [{"name": f"{precision} {metric}", "value": entry[metric], "threshold": threshold,
+                       "passed": bool(passed)}]
+    entry["seconds"] = round(time.perf_counter() - started, 3)
+    return entry
+
+
+def read_baseline(baseline_path: str | Path) -> dict[str, float]:
+    """Per-artifact top-1 recorded by `write_baseline`; a missing or malformed file raises `ArtifactError`."""
     baseline_path = Path(baseline_path)
     try:
-        baseline = json.loads(baseline_path.read_text())["top1"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"{baseline_path}: not a parity baseline ({exc})") from exc
+        top1 = json.loads(baseline_path.read_text())["top1"]
+        return {str(label): float(value) for label, value in top1.items()}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ArtifactError(f"{baseline_path}: not a parity baseline ({type(exc).__name__}: {exc})") from exc
+
+
+def apply_baseline(report: dict[str, Any], baseline: dict[str, float], max_drop_pp: float,
+                   source: str | Path = "baseline") -> None:
+    """Add a baseline gate to each artifact the baseline knows (top-1 may not fall more than max_drop_pp)."""
     for entry in report["artifacts"]:
         if entry["label"] in baseline:
             drop = (baseline[entry["label"]] - entry["top1"]) * 100
             entry["gates"].append({"name": "baseline top1_drop_pp", "value": round(drop, 4),
                                    "threshold": max_drop_pp, "passed": bool(drop <= max_drop_pp)})
-    report["baseline"] = str(baseline_path)
+    report["baseline"] = str(source)
+    report["thresholds"]["max_baseline_drop_pp"] = max_drop_pp
     report["passed"] = all(g["passed"] for a in report["artifacts"] for g in a["gates"])
 
 
@@ -128,24 +154,39 @@ def write_baseline(report: dict[str, Any], baseline_path: str | Path) -> None:
                                       "count": report["dataset"]["count"]})
 
 
+def artifact_label(path: str | Path, artifacts: Sequence[str | Path]) -> str:
+    """The file name, or the whole path where two artifacts share a name (baselines key on it)."""
+    name = Path(path).name
+    return name if sum(Path(p).name == name for p in artifacts) == 1 else str(path)
+
+
 def parity_for_artifacts(reference: str | Path, artifacts: Sequence[str | Path], report_path: str | Path, *,
                          backend: str = "auto", max_drop_pp: float = 0.5, limit: int = 0,
                          batch_size: int = 256, data_dir: str | Path | None = None,
                          baseline: str | Path | None = None, update_baseline: bool = False,
                          max_baseline_drop_pp: float = 0.1) -> dict[str, Any]:
-    """Parity of artifact files on the test split; writes the JSON report, raises `GateFailed` on failure."""
+    """Parity of artifact files on the test split; writes the JSON report, raises `GateFailed` on failure.
+
+    Every file and the baseline are checked before any inference, so a bad input fails in seconds.
+    """
+    for path in (reference, *artifacts):
+        if not Path(path).is_file():
+            raise ArtifactError(f"{path}: file not found")
+    recorded = read_baseline(baseline) if baseline and not update_baseline else None
     dataset = data.load_fashion_mnist(data_dir)
     images, labels = data.normalize(dataset.test_images), dataset.test_labels
     if limit:
         images, labels = images[:limit], labels[:limit]
-    candidates = {}
+    candidates, precisions = {}, {}
     for path in artifacts:
+        label = artifact_label(path, artifacts)
         chosen = backend_for(path, backend if Path(path).suffix != ".pt" else "auto")
-        candidates[Path(path).name] = (load_runner(path, chosen), precision_of_artifact(path))
-    report = run_parity(load_runner(reference), candidates, images, labels,
+        precisions[label] = precision_of_artifact(path)
+        candidates[label] = load_runner(path, chosen)
+    report = run_parity(load_runner(reference), candidates, images, labels, precisions=precisions,
                         max_drop_pp=max_drop_pp, batch_size=batch_size)
-    if baseline and not update_baseline:
-        apply_baseline(report, baseline, max_baseline_drop_pp)
+    if recorded is not None:
+        apply_baseline(report, recorded, max_baseline_drop_pp, baseline)
     if baseline and update_baseline:
         write_baseline(report, baseline)
     atomic_write_json(report_path, report)

@@ -16,7 +16,8 @@ from resnet_deploy.runners import BACKENDS
 @click.option("--model", "model_name", default=None, help="Model of a bare state dict without sidecar.")
 @click.option("--out", "onnx_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="ONNX path (default: artifacts/<run>.onnx).")
-@click.option("--opset", default=18, show_default=True)
+@click.option("--opset", default=18, show_default=True,
+              help="ONNX opset: 18+ via torch.export (torch's default exporter), 17 via the TorchScript exporter.")
 @click.option("--atol", default=1e-3, show_default=True, help="Max abs logit difference allowed vs PyTorch.")
 @click.option("--check-images", default=1000, show_default=True, help="Test images for the parity check.")
 @data_dir_option
@@ -39,7 +40,8 @@ def export(checkpoint_path, model_name, onnx_path, opset, atol, check_images, da
                            source_checkpoint=checkpoint_path)
     parity = manifest["parity"]
     console.print(f"{onnx_path}: opset {manifest['opset']}, {manifest['node_count']} nodes, "
-                  f"BatchNorm nodes {manifest['batchnorm_nodes']}, export {manifest['export_seconds']:.1f} s")
+                  f"BatchNorm nodes {manifest['batchnorm_nodes']}, export {manifest['export_seconds']:.1f} s "
+                  f"({manifest['exporter']})")
     console.print(f"parity vs PyTorch on {parity['images']} test images: max |logit diff| "
                   f"{parity['max_abs_diff']:.2e}, argmax agreement {parity['argmax_agreement'] * 100:.2f}%")
     console.print(f"manifest {manifest_path(onnx_path)}")
@@ -97,14 +99,15 @@ def print_parity_table(report: dict) -> None:
     table = Table(title=f"parity on {report['dataset']['count']} test images; reference {ref['name']} "
                         f"({ref['backend']}) top-1 {ref['top1'] * 100:.2f}%")
     for column in ("artifact", "backend", "precision", "top-1", "drop pp", "agreement", "max |diff|", "p99 |diff|",
-                   "gates"):
+                   "worst class", "gates"):
         table.add_column(column)
     for entry in report["artifacts"]:
         gates = ", ".join(("[green]pass[/]" if g["passed"] else "[red]FAIL[/]") + f" {g['name']}" for g in entry["gates"])
         diff = entry["logit_abs_diff"]
+        worst = min(entry["per_class_delta_pp"].items(), key=lambda item: item[1])
         table.add_row(entry["label"], entry["backend"], entry["precision"], f"{entry['top1'] * 100:.2f}%",
                       f"{entry['top1_drop_pp']:+.2f}", f"{entry['agreement'] * 100:.2f}%", f"{diff['max']:.2e}",
-                      f"{diff['p99']:.2e}", gates)
+                      f"{diff['p99']:.2e}", f"{worst[0]} {worst[1]:+.2f} pp", gates)
     console.print(table)
 
 
