@@ -50,8 +50,8 @@ def test_calibration_images_come_from_the_train_part_only(data_dir):
     calibration = data.calibration_images(64, data_dir=data_dir)
     train_set = {img.tobytes() for img in data.normalize(dataset.train_images)}
     assert all(img.tobytes() in train_set for img in calibration)
-    held_out = {img.tobytes() for img in data.normalize(np.concatenate([dataset.val_images, dataset.test_images]))}
-    assert not any(img.tobytes() in held_out and img.tobytes() not in train_set for img in calibration)
+    with pytest.raises(ValueError, match="1..55000"):
+        data.calibration_images(55001, data_dir=data_dir)
 
 
 def test_normalize_uses_train_statistics():
@@ -114,23 +114,28 @@ def test_raw_idx_files_are_read_too(data_copy):
     assert images.shape == (10000, 28, 28)
 
 
+def linked_copy(source: Path, target: Path) -> Path:
+    target.mkdir(parents=True)
+    for path in source.glob("*.gz"):
+        (target / path.name).symlink_to(path)
+    return target
+
+
 def test_search_order(tmp_path, data_dir, monkeypatch):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    monkeypatch.setattr(data, "DEBIAN_DIR", empty)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("RESNET_DEPLOY_DATA", str(data_dir))
-    assert data.find_data_dir() == Path(data_dir)
+    """Argument, then $RESNET_DEPLOY_DATA, then Debian's folder, then the cache; each shadows the next."""
+    explicit, env, debian = (linked_copy(Path(data_dir), tmp_path / n) for n in ("explicit", "env", "debian"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    cache = linked_copy(Path(data_dir), data.cache_dir())
+    monkeypatch.setattr(data, "DEBIAN_DIR", debian)
+    monkeypatch.setenv("RESNET_DEPLOY_DATA", str(env))
+    assert data.find_data_dir(explicit) == explicit
+    assert data.find_data_dir() == env
     monkeypatch.delenv("RESNET_DEPLOY_DATA")
-    monkeypatch.setattr(data, "DEBIAN_DIR", Path(data_dir))
-    assert data.find_data_dir() == Path(data_dir)
-    monkeypatch.setattr(data, "DEBIAN_DIR", empty)
+    assert data.find_data_dir() == debian
+    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "absent")
+    assert data.find_data_dir(download=False) == cache
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-xdg"))
     with pytest.raises(DataError, match="not found in"):
         data.find_data_dir(download=False)
-    cache = data.cache_dir()
-    cache.mkdir(parents=True)
-    for path in Path(data_dir).glob("*.gz"):
-        (cache / path.name).symlink_to(path)
-    assert data.find_data_dir(download=False) == cache
     with pytest.raises(DataError, match="missing Fashion-MNIST files"):
-        data.find_data_dir(empty)
+        data.find_data_dir(tmp_path / "absent")
