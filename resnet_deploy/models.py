@@ -14,8 +14,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-SHORTCUTS = ("A", "B", "C")
-STEMS = ("small", "imagenet")
+from resnet_deploy.model_options import SHORTCUTS, STEMS
+
 BASE_WIDTHS = (64, 128, 256, 512)
 
 _REGISTRY: dict[str, Callable[..., "ResNet"]] = {}

@@ -25,8 +25,9 @@ FP16_MAX_DROP_PP = 0.05
 
 
 def collect_logits(runner: BaseRunner, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Run `images` (normalized float32) through an active runner in batches."""
+    """Run `images` (normalized float32) through an active runner in batches (at most its max batch)."""
     name = runner.input_metadata()[0].name
+    batch_size = min(batch_size, getattr(runner, "max_batch", 0) or batch_size)
     chunks = []
     for start in range(0, len(images), batch_size):
         outputs = runner.infer({name: images[start:start + batch_size]})

@@ -8,7 +8,6 @@ artifacts and says what to run on the target.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -77,7 +76,9 @@ def build(options: BuildOptions, log: Log = print) -> BuildResult:
     if reference is not None and compared:
         stages.append(parity_stage(reference, compared, options))
         parity = stages[-1].details
-    engine_path, message = engine_stage(artifact, options, stages, log)
+    legacy = options.engine.get("legacy_calibrator")
+    engine_source = fp32_onnx if legacy and fp32_onnx is not None else artifact
+    engine_path, message = engine_stage(engine_source, options, stages, log)
     return BuildResult(stages, artifact, parity, engine_path, message)
 
 
@@ -195,19 +196,25 @@ def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult
             "on the target GPU or Jetson (with TensorRT and pycuda) run:\n"
             f"  resnet-deploy build --precision {options.precision} --onnx {artifact}"
         )
-    from resnet_deploy.engine import build_engine
+    from resnet_deploy.engine import build_engine, planned_engine_path
     from resnet_deploy.parity import parity_for_artifacts
+    from resnet_deploy.sidecar import sidecar_path
 
-    started = time.perf_counter()
-    info = build_engine(artifact, options.engines_dir, precision=options.precision, log=log,
-                        calibration_cache=_calibration_cache(stages), **options.engine)
-    engine_path = info.engine_path
-    stages.append(StageResult("engine", [engine_path, info.sidecar_path], False, time.perf_counter() - started))
+    model_name = artifact.name.split(".")[0]
+    engine_path = planned_engine_path(artifact, options.engines_dir, options.precision,
+                                      options.engine.get("max_batch", 256), model_name)
+    cache = _calibration_cache(stages)
+    settings = {"precision": options.precision, **options.engine}
+    inputs = {"onnx": artifact, **({"calibration_cache": cache} if cache and settings.get("legacy_calibrator") else {})}
+    stages.append(run_stage("engine", [engine_path, sidecar_path(engine_path)], inputs, settings,
+                            lambda: build_engine(artifact, options.engines_dir, precision=options.precision, log=log,
+                                                 calibration_cache=cache, model_name=model_name, **options.engine)))
     report_path = options.reports_dir / f"parity-{engine_path.stem}.json"
-    started = time.perf_counter()
-    parity_for_artifacts(artifact, [engine_path], report_path, max_drop_pp=options.max_drop_pp,
-                         limit=options.parity_limit, data_dir=options.data_dir)
-    stages.append(StageResult("engine parity", [report_path], False, time.perf_counter() - started))
+    stages.append(run_stage("engine parity", [report_path], {"engine": engine_path, "reference": artifact},
+                            {"max_drop_pp": options.max_drop_pp, "limit": options.parity_limit},
+                            lambda: parity_for_artifacts(artifact, [engine_path], report_path,
+                                                         max_drop_pp=options.max_drop_pp, limit=options.parity_limit,
+                                                         data_dir=options.data_dir)))
     return engine_path, None
 
 

@@ -26,6 +26,15 @@ def data_dir() -> Path:
     pytest.fail("Fashion-MNIST not found; set RESNET_DEPLOY_DATA or place ../shared/data/fashion-mnist")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def offline_data(data_dir):
+    """Every test finds the real files locally, and any download attempt goes to a closed local port."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RESNET_DEPLOY_DATA", str(data_dir))
+        patch.setenv("RESNET_DEPLOY_MIRROR", "http://127.0.0.1:9/")
+        yield
+
+
 TINY_RECIPE = dict(model="resnet18", width=0.125, epochs=2, train_limit=8192, batch_size=128,
                    lr=0.2, seed=0, threads=2)
 

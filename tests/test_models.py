@@ -135,3 +135,9 @@ def test_models_help_has_an_example(capsys):
         main(["models", "--help"])
     assert exit_info.value.code == 0
     assert "resnet-deploy models --width" in capsys.readouterr().out
+
+
+def test_torch_free_name_list_matches_the_registry():
+    from resnet_deploy.model_options import MODEL_NAMES
+
+    assert sorted(MODEL_NAMES) == sorted(list_models())

@@ -64,10 +64,10 @@ def infer(artifact, backend, count, offset, data_dir) -> None:
     from resnet_deploy import data
     from resnet_deploy.runners import load_runner
 
-    dataset = data.load_fashion_mnist(data_dir)
-    images = dataset.test_images[offset:offset + count]
-    labels = dataset.test_labels[offset:offset + count]
     with load_runner(artifact, backend) as runner:
+        dataset = data.load_fashion_mnist(data_dir)
+        images = dataset.test_images[offset:offset + count]
+        labels = dataset.test_labels[offset:offset + count]
         name = runner.input_metadata()[0].name
         logits = next(iter(runner.infer({name: data.normalize(images)}).values())).astype(np.float32)
         seconds = runner.last_inference_time

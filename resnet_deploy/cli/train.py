@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from resnet_deploy.cli.common import console, data_dir_option
-from resnet_deploy.models import SHORTCUTS, STEMS, list_models
+from resnet_deploy.model_options import MODEL_NAMES, SHORTCUTS, STEMS
 
 DEFAULT_CHECKPOINT_DIR = Path("checkpoints")
 
@@ -19,7 +19,7 @@ def default_run_dir(tag: str) -> Path:
 
 
 @click.command()
-@click.option("--model", default="resnet18", show_default=True, type=click.Choice(list_models()))
+@click.option("--model", default="resnet18", show_default=True, type=click.Choice(MODEL_NAMES))
 @click.option("--width", default=0.25, show_default=True, help="Width multiplier of the stages (64..512 x width).")
 @click.option("--stem", default="small", show_default=True, type=click.Choice(STEMS))
 @click.option("--shortcut", default="B", show_default=True, type=click.Choice(SHORTCUTS))
@@ -90,7 +90,7 @@ def _on_progress(progress: Progress, task, event: str, values: dict) -> None:
 @click.command()
 @click.option("--checkpoint", "checkpoint_path", required=True, type=click.Path(dir_okay=False),
               help="A .pt checkpoint (with its .json sidecar, or a bare state dict with --model).")
-@click.option("--model", "model_name", default=None, type=click.Choice(list_models()),
+@click.option("--model", "model_name", default=None, type=click.Choice(MODEL_NAMES),
               help="Model of a bare state dict that has no sidecar.")
 @click.option("--width", default=None, type=float, help="Width of a bare state dict's model.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.common import console
-from resnet_deploy.models import STEMS
+from resnet_deploy.model_options import STEMS
 
 
 @click.command()

@@ -1,0 +1,122 @@
+"""TensorRT runner: one engine, one execution context, one CUDA stream, pinned host buffers.
+
+Per batch: copy into pinned memory, set the input shape, set every tensor address, async H2D,
+`execute_async_v3`, async D2H, synchronize. CUDA events around each phase report H2D, compute and
+D2H apart; the host time of the enqueue call is reported as `enqueue`. Imports no torch.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from resnet_deploy.errors import ArtifactError, ResnetDeployError
+from resnet_deploy.runners.base import BaseRunner, TensorMeta
+from resnet_deploy.sidecar import check_compatible, read_sidecar
+
+PHASES = ("h2d", "compute", "d2h")
+
+
+class TensorRTRunner(BaseRunner):
+    backend = "tensorrt"
+
+    def __init__(self, engine_path: str | Path, device: int = 0, name: str | None = None):
+        super().__init__(name or Path(engine_path).name)
+        self.engine_path = Path(engine_path)
+        self.device = device
+        self._reset()
+
+    def _reset(self) -> None:
+        self._context = self._cuda = self._runtime = self._engine = self._execution = None
+        self._stream = self._timer = None
+        self._buffers: dict = {}
+        self._inputs: list[TensorMeta] = []
+        self._outputs: list[TensorMeta] = []
+        self.max_batch = 0
+
+    def _activate(self) -> None:
+        import tensorrt as trt
+
+        from resnet_deploy.cuda import CudaContext, EventTimer, driver
+
+        sidecar = read_sidecar(self.engine_path)
+        self._cuda = CudaContext(self.device)
+        check_compatible(sidecar, trt.__version__, self._cuda.info.compute_capability, self.engine_path)
+        with self._cuda:
+            self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+            if self._engine is None:
+                raise ArtifactError(f"{self.engine_path}: TensorRT could not deserialize the engine")
+            self._execution = self._engine.create_execution_context()
+            self._stream = driver().Stream()
+            self._timer = EventTimer(self._stream, PHASES)
+            self._allocate(trt)
+
+    def _allocate(self, trt) -> None:
+        from resnet_deploy.cuda import HostDeviceBuffer
+
+        engine = self._engine
+        for index in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(index)
+            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            shape = tuple(engine.get_tensor_shape(name))
+            meta = TensorMeta(name, dtype, shape)
+            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                max_shape = tuple(engine.get_tensor_profile_shape(name, 0)[2])
+                self.max_batch = max_shape[0]
+                self._inputs.append(meta)
+            else:
+                max_shape = tuple(self.max_batch if d < 0 else d for d in shape)
+                self._outputs.append(meta)
+            self._buffers[name] = HostDeviceBuffer(max_shape, dtype)
+
+    def _deactivate(self) -> None:
+        if self._cuda is not None:
+            with self._cuda:
+                for buffer in self._buffers.values():
+                    buffer.free()
+                self._execution = self._engine = self._runtime = None
+                self._stream = self._timer = None
+            self._cuda.release()
+        self._reset()
+
+    def _input_metadata(self) -> list[TensorMeta]:
+        return list(self._inputs)
+
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from resnet_deploy.cuda import driver
+
+        cuda = driver()
+        (input_meta,) = self._inputs
+        batch = np.asarray(next(iter(feed.values())) if input_meta.name not in feed else feed[input_meta.name])
+        if not 1 <= batch.shape[0] <= self.max_batch:
+            raise ResnetDeployError(f"{self.engine_path.name}: batch {batch.shape[0]} is outside the engine's "
+                                    f"profile 1..{self.max_batch}; rebuild with a larger --max-batch")
+        with self._cuda:
+            host_in = self._buffers[input_meta.name].host_view(batch.shape)
+            np.copyto(host_in, batch, casting="same_kind")
+            self._execution.set_input_shape(input_meta.name, batch.shape)
+            for name, buffer in self._buffers.items():
+                self._execution.set_tensor_address(name, int(buffer.device))
+            self._timer.start("h2d")
+            cuda.memcpy_htod_async(self._buffers[input_meta.name].device, host_in, self._stream)
+            self._timer.stop("h2d")
+            self._timer.start("compute")
+            enqueue_started = time.perf_counter()
+            if not self._execution.execute_async_v3(self._stream.handle):
+                raise ResnetDeployError(f"{self.engine_path.name}: execute_async_v3 failed")
+            enqueue = time.perf_counter() - enqueue_started
+            self._timer.stop("compute")
+            self._timer.start("d2h")
+            outputs = {}
+            for meta in self._outputs:
+                host_out = self._buffers[meta.name].host_view(tuple(self._execution.get_tensor_shape(meta.name)))
+                cuda.memcpy_dtoh_async(host_out, self._buffers[meta.name].device, self._stream)
+                outputs[meta.name] = host_out
+            self._timer.stop("d2h")
+            self._stream.synchronize()
+            self.last_timings = {**self._timer.seconds(), "enqueue": enqueue}
+        return {name: array.copy() for name, array in outputs.items()}

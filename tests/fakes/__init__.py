@@ -1,0 +1,1 @@
+"""Recording fakes of `tensorrt` (per major version, generated from the real API surfaces) and `pycuda`."""
