@@ -1,0 +1,75 @@
+"""`resnet-deploy build`: the chain on a trained model, stage reuse, --strict, and the engine step on fakes."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from resnet_deploy.cli import main
+from resnet_deploy.cuda import DeviceInfo
+from resnet_deploy.errors import ResnetDeployError
+from resnet_deploy.pipeline import BuildOptions, build
+from tests.fakes import fake_pycuda, fake_tensorrt
+
+pytestmark = pytest.mark.slow
+
+
+def options_for(tmp_path, checkpoint, precision="int8", **kwargs) -> BuildOptions:
+    return BuildOptions(precision=precision, checkpoint=checkpoint, artifacts_dir=tmp_path / "artifacts",
+                        calibration_dir=tmp_path / "calibration", engines_dir=tmp_path / "engines",
+                        reports_dir=tmp_path / "reports", calibration_count=128, parity_limit=2000, **kwargs)
+
+
+def test_int8_chain_without_tensorrt_then_reuse(tmp_path, trained_checkpoint):
+    first = build(options_for(tmp_path, trained_checkpoint), log=lambda _: None)
+    assert [s.name for s in first.stages] == ["export", "int8", "parity"]
+    assert not any(s.skipped for s in first.stages)
+    assert first.artifact.name.endswith(".qdq.onnx") and first.engine is None
+    assert "TensorRT is not installed here" in first.engine_message and "--onnx" in first.engine_message
+    assert {a["precision"] for a in first.parity["artifacts"]} == {"fp32", "int8"} and first.parity["passed"]
+    started = time.perf_counter()
+    second = build(options_for(tmp_path, trained_checkpoint), log=lambda _: None)
+    assert all(s.skipped for s in second.stages) and time.perf_counter() - started < 10
+    assert second.artifact == first.artifact
+
+
+def test_changed_settings_rerun_the_stage(tmp_path, trained_checkpoint):
+    build(options_for(tmp_path, trained_checkpoint, precision="fp16"), log=lambda _: None)
+    again = build(options_for(tmp_path, trained_checkpoint, precision="fp16", max_drop_pp=0.4), log=lambda _: None)
+    assert [s.skipped for s in again.stages] == [True, True, False]
+
+
+def test_cli_strict_exits_1_without_tensorrt(tmp_path, trained_checkpoint, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["build", "--precision", "fp16", "--checkpoint", str(trained_checkpoint)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 0 and "TensorRT is not installed here" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(args + ["--strict"])
+    assert exit_info.value.code == 1 and "--strict" in capsys.readouterr().err
+
+
+def test_engine_step_with_tensorrt_fakes(tmp_path, trained_checkpoint, monkeypatch):
+    rec = fake_pycuda.install(monkeypatch)
+    trt = fake_tensorrt.install(monkeypatch, "11.4", device_memory=rec.memory)
+    monkeypatch.setattr("resnet_deploy.engine.tensorrt_available", lambda: True)
+    result = build(options_for(tmp_path, trained_checkpoint, engine={"max_batch": 64, "opt_batch": 16}),
+                   log=lambda _: None)
+    assert result.engine.is_file() and result.engine_message is None
+    sidecar = json.loads(result.engine.with_suffix(".json").read_text())
+    assert sidecar["precision"] == "int8" and sidecar["tensorrt_version"] == trt.__version__
+    report = json.loads((tmp_path / "reports" / f"parity-{result.engine.stem}.json").read_text())
+    assert report["artifacts"][0]["backend"] == "tensorrt" and report["passed"]
+    assert [s.name for s in result.stages][-2:] == ["engine", "engine parity"]
+    again = build(options_for(tmp_path, trained_checkpoint, engine={"max_batch": 64, "opt_batch": 16}),
+                  log=lambda _: None)
+    assert all(s.skipped for s in again.stages)
+
+
+def test_onnx_of_another_precision_is_refused(tmp_path, trained_checkpoint):
+    first = build(options_for(tmp_path, trained_checkpoint, precision="fp16"), log=lambda _: None)
+    with pytest.raises(ResnetDeployError, match="is an fp16 graph; --precision int8 needs the FP32 ONNX"):
+        build(BuildOptions(precision="int8", onnx=first.artifact), log=lambda _: None)
