@@ -15,12 +15,18 @@ CANDIDATE_DATA_DIRS = [
 ]
 
 
+def _user_cache() -> Path:
+    from resnet_deploy.data import cache_dir
+
+    return cache_dir()
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real Fashion-MNIST folder; the suite fails (never skips) without it."""
     from resnet_deploy.data import has_all_files
 
-    for candidate in CANDIDATE_DATA_DIRS:
+    for candidate in [*CANDIDATE_DATA_DIRS, _user_cache()]:
         if candidate and has_all_files(Path(candidate)):
             return Path(candidate)
     pytest.fail("Fashion-MNIST not found; set RESNET_DEPLOY_DATA or place ../shared/data/fashion-mnist")
