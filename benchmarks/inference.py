@@ -10,7 +10,6 @@ noisy machine. Writes benchmarks/results/inference-<tag>.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path

@@ -52,3 +52,15 @@ def trained_checkpoint(tmp_path_factory, data_dir) -> Path:
 
     result = train(TrainConfig(**TINY_RECIPE), tmp_path_factory.mktemp("tiny-run"), data_dir=data_dir)
     return result.best_checkpoint
+
+
+@pytest.fixture(scope="session")
+def trained_onnx(tmp_path_factory, trained_checkpoint) -> Path:
+    """The FP32 ONNX export of `trained_checkpoint`."""
+    from resnet_deploy.checkpoint import load_checkpoint
+    from resnet_deploy.export import export_onnx
+
+    model, _ = load_checkpoint(trained_checkpoint)
+    path = tmp_path_factory.mktemp("trained-onnx") / "tiny.onnx"
+    export_onnx(model, path)
+    return path

@@ -8,21 +8,11 @@ import numpy as np
 import pytest
 
 from resnet_deploy import data, parity
-from resnet_deploy.checkpoint import load_checkpoint
 from resnet_deploy.cli import main
-from resnet_deploy.export import export_onnx
 from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
 from resnet_deploy.runners.torch_runner import TorchRunner
 
 LIMIT = 1000
-
-
-@pytest.fixture(scope="module")
-def fp32_onnx(tmp_path_factory, trained_checkpoint):
-    model, _ = load_checkpoint(trained_checkpoint)
-    path = tmp_path_factory.mktemp("parity") / "tiny.onnx"
-    export_onnx(model, path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +39,9 @@ def test_compare_statistics_on_known_logits():
 
 
 @pytest.mark.slow
-def test_run_parity_reports_every_field(trained_checkpoint, fp32_onnx, test_split):
+def test_run_parity_reports_every_field(trained_checkpoint, trained_onnx, test_split):
     images, labels = test_split
-    report = parity.run_parity(TorchRunner(trained_checkpoint), {"onnx": OnnxRuntimeRunner(fp32_onnx)},
+    report = parity.run_parity(TorchRunner(trained_checkpoint), {"onnx": OnnxRuntimeRunner(trained_onnx)},
                                images, labels, precisions={"onnx": "fp32"})
     (entry,) = report["artifacts"]
     assert report["dataset"]["count"] == LIMIT and report["passed"]
@@ -64,17 +54,17 @@ def test_run_parity_reports_every_field(trained_checkpoint, fp32_onnx, test_spli
 
 
 @pytest.mark.slow
-def test_int8_gate_fails_when_its_threshold_is_impossible(trained_checkpoint, fp32_onnx, test_split):
+def test_int8_gate_fails_when_its_threshold_is_impossible(trained_checkpoint, trained_onnx, test_split):
     images, labels = test_split
-    report = parity.run_parity(TorchRunner(trained_checkpoint), {"q": OnnxRuntimeRunner(fp32_onnx)}, images, labels,
+    report = parity.run_parity(TorchRunner(trained_checkpoint), {"q": OnnxRuntimeRunner(trained_onnx)}, images, labels,
                                precisions={"q": "int8"}, max_drop_pp=-1.0)
     assert not report["passed"] and report["artifacts"][0]["gates"][0]["name"] == "int8 top1_drop_pp"
 
 
 @pytest.mark.slow
-def test_parity_command_writes_the_json_report(trained_checkpoint, fp32_onnx, data_dir, tmp_path, capsys):
+def test_parity_command_writes_the_json_report(trained_checkpoint, trained_onnx, data_dir, tmp_path, capsys):
     report_path = tmp_path / "parity.json"
-    code = run_cli("parity", "--checkpoint", str(trained_checkpoint), str(fp32_onnx), "--limit", str(LIMIT),
+    code = run_cli("parity", "--checkpoint", str(trained_checkpoint), str(trained_onnx), "--limit", str(LIMIT),
                    "--data-dir", str(data_dir), "--json", str(report_path))
     assert code == 0
     report = json.loads(report_path.read_text())
@@ -84,20 +74,20 @@ def test_parity_command_writes_the_json_report(trained_checkpoint, fp32_onnx, da
 
 
 @pytest.mark.slow
-def test_parity_command_exits_1_when_a_gate_fails(trained_checkpoint, fp32_onnx, data_dir, tmp_path, monkeypatch,
+def test_parity_command_exits_1_when_a_gate_fails(trained_checkpoint, trained_onnx, data_dir, tmp_path, monkeypatch,
                                                   capsys):
     monkeypatch.setattr(parity, "FP32_MIN_AGREEMENT", 1.01)
     report_path = tmp_path / "parity.json"
-    code = run_cli("parity", "--checkpoint", str(trained_checkpoint), str(fp32_onnx), "--limit", "200",
+    code = run_cli("parity", "--checkpoint", str(trained_checkpoint), str(trained_onnx), "--limit", "200",
                    "--data-dir", str(data_dir), "--json", str(report_path))
     assert code == 1 and "gate failed" in capsys.readouterr().err
     assert not json.loads(report_path.read_text())["passed"]
 
 
 @pytest.mark.slow
-def test_baseline_gate_passes_then_fails_when_top1_falls(trained_checkpoint, fp32_onnx, data_dir, tmp_path):
+def test_baseline_gate_passes_then_fails_when_top1_falls(trained_checkpoint, trained_onnx, data_dir, tmp_path):
     baseline = tmp_path / "baseline.json"
-    common = ["parity", "--checkpoint", str(trained_checkpoint), str(fp32_onnx), "--limit", "500",
+    common = ["parity", "--checkpoint", str(trained_checkpoint), str(trained_onnx), "--limit", "500",
               "--data-dir", str(data_dir), "--json", str(tmp_path / "parity.json"), "--baseline", str(baseline)]
     assert run_cli(*common, "--update-baseline") == 0
     recorded = json.loads(baseline.read_text())
@@ -113,10 +103,10 @@ def test_baseline_gate_passes_then_fails_when_top1_falls(trained_checkpoint, fp3
 
 
 @pytest.mark.parametrize("content", ["not json", '{"top1": 3}', "[]"])
-def test_malformed_baseline_exits_2_naming_it(trained_checkpoint, fp32_onnx, data_dir, tmp_path, capsys, content):
+def test_malformed_baseline_exits_2_naming_it(trained_checkpoint, trained_onnx, data_dir, tmp_path, capsys, content):
     baseline = tmp_path / "bad-baseline.json"
     baseline.write_text(content)
-    code = run_cli("parity", "--checkpoint", str(trained_checkpoint), str(fp32_onnx), "--data-dir", str(data_dir),
+    code = run_cli("parity", "--checkpoint", str(trained_checkpoint), str(trained_onnx), "--data-dir", str(data_dir),
                    "--json", str(tmp_path / "p.json"), "--baseline", str(baseline))
     assert code == 2 and "bad-baseline.json" in capsys.readouterr().err
 
@@ -128,5 +118,5 @@ def test_missing_artifact_exits_2_before_any_inference(trained_checkpoint, tmp_p
     assert not (tmp_path / "p.json").exists()
 
 
-def test_update_baseline_needs_a_baseline(trained_checkpoint, fp32_onnx):
-    assert run_cli("parity", "--checkpoint", str(trained_checkpoint), str(fp32_onnx), "--update-baseline") == 2
+def test_update_baseline_needs_a_baseline(trained_checkpoint, trained_onnx):
+    assert run_cli("parity", "--checkpoint", str(trained_checkpoint), str(trained_onnx), "--update-baseline") == 2

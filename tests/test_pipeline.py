@@ -8,7 +8,6 @@ import time
 import pytest
 
 from resnet_deploy.cli import main
-from resnet_deploy.cuda import DeviceInfo
 from resnet_deploy.errors import ResnetDeployError
 from resnet_deploy.pipeline import BuildOptions, build
 from tests.fakes import fake_pycuda, fake_tensorrt

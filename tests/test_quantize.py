@@ -10,10 +10,8 @@ import pytest
 from onnx import numpy_helper
 
 from resnet_deploy import data
-from resnet_deploy.checkpoint import load_checkpoint
 from resnet_deploy.cli import main
 from resnet_deploy.errors import ArtifactError
-from resnet_deploy.export import export_onnx
 from resnet_deploy.onnx_info import describe_onnx
 from resnet_deploy.quantize.cache import read_calibration_cache, version_code, write_calibration_cache
 from resnet_deploy.quantize.calibrate import (activation_tensors, entropy_amax, percentile_amax, HISTOGRAM_BINS)
@@ -23,16 +21,8 @@ from resnet_deploy.quantize.qdq import quantized_activations
 
 
 @pytest.fixture(scope="module")
-def fp32_onnx(tmp_path_factory, trained_checkpoint):
-    model, _ = load_checkpoint(trained_checkpoint)
-    path = tmp_path_factory.mktemp("q") / "tiny.onnx"
-    export_onnx(model, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def int8(fp32_onnx, data_dir):
-    return make_int8_artifacts(fp32_onnx, fp32_onnx.parent / "calibration", count=256, cpu_int8=True,
+def int8(trained_onnx, data_dir):
+    return make_int8_artifacts(trained_onnx, trained_onnx.parent / "calibration", count=256, cpu_int8=True,
                                data_dir=data_dir)
 
 
@@ -43,17 +33,17 @@ def validation(data_dir):
 
 
 @pytest.mark.slow
-def test_fp16_graph_keeps_fp32_io_and_accuracy(fp32_onnx, validation, tmp_path):
-    summary = convert_to_fp16(fp32_onnx, tmp_path / "tiny.fp16.onnx")
+def test_fp16_graph_keeps_fp32_io_and_accuracy(trained_onnx, validation, tmp_path):
+    summary = convert_to_fp16(trained_onnx, tmp_path / "tiny.fp16.onnx")
     info = describe_onnx(tmp_path / "tiny.fp16.onnx")
     assert info["precision"] == "fp16" and summary["source_onnx_sha256"]
     assert info["inputs"][0]["dtype"] == "float32" and info["outputs"][0]["dtype"] == "float32"
-    fp32, fp16 = (validation_top1(p, *validation) for p in (fp32_onnx, tmp_path / "tiny.fp16.onnx"))
+    fp32, fp16 = (validation_top1(p, *validation) for p in (trained_onnx, tmp_path / "tiny.fp16.onnx"))
     assert abs(fp32 - fp16) <= 0.002
 
 
 @pytest.mark.slow
-def test_int8_methods_produce_accurate_qdq_graphs(int8, fp32_onnx):
+def test_int8_methods_produce_accurate_qdq_graphs(int8, trained_onnx):
     fp32 = int8["methods"]["fp32"]["val_top1"]
     assert fp32 > 0.6
     for method in ("entropy", "max", "percentile", "cpu"):
@@ -63,30 +53,30 @@ def test_int8_methods_produce_accurate_qdq_graphs(int8, fp32_onnx):
 
 
 @pytest.mark.slow
-def test_qdq_graph_is_symmetric_int8_with_per_channel_weights(int8, fp32_onnx):
+def test_qdq_graph_is_symmetric_int8_with_per_channel_weights(int8, trained_onnx):
     model = onnx.load(int8["methods"]["entropy"]["onnx"])
     onnx.checker.check_model(model)
     initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     dq_weights = [n for n in model.graph.node
                   if n.op_type == "DequantizeLinear" and n.input[0] in initializers and initializers[n.input[0]].ndim >= 2]
-    assert len(dq_weights) == describe_onnx(fp32_onnx)["op_counts"]["Conv"] + 1
+    assert len(dq_weights) == describe_onnx(trained_onnx)["op_counts"]["Conv"] + 1
     for node in model.graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             zero_point = initializers[node.input[2]]
             assert zero_point.dtype == np.int8 and not zero_point.any()
     conv_weight_scale = initializers[dq_weights[0].input[1]]
     assert conv_weight_scale.ndim == 1 and conv_weight_scale.size == initializers[dq_weights[0].input[0]].shape[0]
-    fp32 = onnx.load(str(fp32_onnx))
+    fp32 = onnx.load(str(trained_onnx))
     activations = quantized_activations(fp32)
     assert activations[0] == "input" and len(activations) == sum(n.op_type == "QuantizeLinear" for n in model.graph.node)
 
 
 @pytest.mark.slow
-def test_cache_covers_every_activation_with_exact_scales(int8, fp32_onnx):
+def test_cache_covers_every_activation_with_exact_scales(int8, trained_onnx):
     header, scales = read_calibration_cache(int8["methods"]["max"]["cache"])
     amax = json.loads(open(int8["methods"]["max"]["amax"]).read())
     assert header.algorithm == "EntropyCalibration2" and header.version_code == 10300
-    assert set(scales) == set(activation_tensors(onnx.load(str(fp32_onnx))))
+    assert set(scales) == set(activation_tensors(onnx.load(str(trained_onnx))))
     for name, value in amax.items():
         assert scales[name] == float(np.float32(value / 127.0))
 
@@ -134,9 +124,9 @@ def test_cache_round_trip(tmp_path):
 
 
 @pytest.mark.slow
-def test_calibrate_command_writes_all_methods(fp32_onnx, data_dir, tmp_path, capsys):
+def test_calibrate_command_writes_all_methods(trained_onnx, data_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["calibrate", "--onnx", str(fp32_onnx), "--count", "128", "--out-dir", str(tmp_path),
+        main(["calibrate", "--onnx", str(trained_onnx), "--count", "128", "--out-dir", str(tmp_path),
               "--data-dir", str(data_dir)])
     assert exit_info.value.code == 0
     summary = json.loads((tmp_path / "tiny.calibration.json").read_text())
