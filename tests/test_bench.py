@@ -153,3 +153,33 @@ def test_bench_command_on_a_real_onnx(tmp_path, data_dir):
     assert set(report["results"]) == {"1", "8"}
     assert set(STATS) <= set(report["results"]["8"]["tiny.onnx"]["latency_ms"])
     assert json.loads((tmp_path / "base.json").read_text())["reference"] == "tiny.onnx"
+
+
+@pytest.mark.slow
+def test_bench_command_exit_codes_against_a_baseline(tmp_path, data_dir):
+    import torch
+
+    from resnet_deploy.export import export_onnx
+    from resnet_deploy.models import create_model
+
+    torch.manual_seed(0)
+    onnx_path = tmp_path / "tiny.onnx"
+    export_onnx(create_model("resnet18", width=0.0625).eval(), onnx_path)
+    baseline = tmp_path / "base.json"
+    args = ["bench", str(onnx_path), "--batch-sizes", "4", "--duration-s", "0.1", "--warmup-ms", "10", "--rounds", "1",
+            "--json", str(tmp_path / "b.json"), "--data-dir", str(data_dir), "--baseline", str(baseline),
+            "--max-regression", "10"]
+
+    def exit_code(extra=()):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, *extra])
+        return exit_info.value.code
+
+    assert exit_code(["--update-baseline"]) == 0
+    recorded = json.loads(baseline.read_text())
+    recorded["median_ms"]["4"]["tiny.onnx"] = 1e-6
+    baseline.write_text(json.dumps(recorded))
+    assert exit_code() == 1
+    recorded["median_ms"]["4"]["tiny.onnx"] = 1e6
+    baseline.write_text(json.dumps(recorded))
+    assert exit_code() == 0
