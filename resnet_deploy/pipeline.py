@@ -130,7 +130,8 @@ def export_stage(checkpoint: Path, options: BuildOptions) -> StageResult:
     def make() -> dict[str, Any]:
         model, _ = load_checkpoint(checkpoint)
         check_images = data.normalize(data.load_fashion_mnist(options.data_dir).test_images[:1000])
-        return export_onnx(model, onnx_path, opset=options.opset, check_images=check_images)
+        return export_onnx(model, onnx_path, opset=options.opset, check_images=check_images,
+                           source_checkpoint=checkpoint)
 
     return run_stage("export", [onnx_path], {"checkpoint": checkpoint}, {"opset": options.opset}, make)
 

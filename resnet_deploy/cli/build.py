@@ -65,6 +65,10 @@ def build(precision, checkpoint, onnx, calibration_method, calibration_count, ma
         table.add_row(stage.name, "reused" if stage.skipped else "built", f"{stage.seconds:.1f}",
                       ", ".join(str(p) for p in stage.outputs))
     console.print(table)
+    if result.parity:
+        from resnet_deploy.cli.quantize import print_parity_table
+
+        print_parity_table(result.parity)
     if result.engine:
         console.print(f"engine: {result.engine}")
     if result.engine_message:
