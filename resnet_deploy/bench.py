@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
@@ -25,16 +27,18 @@ from resnet_deploy.runners import BaseRunner
 
 PERCENTILES = (90, 95, 99)
 PHASES = ("h2d", "compute", "d2h", "enqueue")
+UNSTABLE_CV_PCT = 1.0  # trtexec warns above this coefficient of variation of GPU compute time
+MACHINE_KEYS = ("cpu", "cores", "gpu", "versions")
 Clock = Callable[[], float]
 
 
 def latency_stats(times_s: Sequence[float]) -> dict[str, float]:
-    """min / max / mean / median / p90 / p95 / p99 in milliseconds (numpy's linear percentiles)."""
+    """min / max / mean / std / median / p90 / p95 / p99 in milliseconds (numpy's linear percentiles)."""
     ms = np.asarray(times_s, dtype=np.float64) * 1000.0
     if ms.size == 0:
         raise ValueError("no timings to summarize")
     stats = {"count": int(ms.size), "min": float(ms.min()), "max": float(ms.max()), "mean": float(ms.mean()),
-             "median": float(np.median(ms))}
+             "std": float(ms.std()), "median": float(np.median(ms))}
     stats.update({f"p{p}": float(np.percentile(ms, p)) for p in PERCENTILES})
     return stats
 
@@ -49,6 +53,14 @@ def _feed(runner: BaseRunner, images: np.ndarray, batch_size: int) -> dict[str, 
     repeats = -(-batch_size // len(images))
     batch = np.concatenate([images] * repeats)[:batch_size] if repeats > 1 else images[:batch_size]
     return {runner.input_metadata()[0].name: np.ascontiguousarray(batch, dtype=np.float32)}
+
+
+def measure(runner: BaseRunner, images: np.ndarray, batch_size: int, warmup_s: float = 0.2,
+            min_duration_s: float = 3.0, min_iterations: int = 10, *, clock: Clock = time.perf_counter) -> dict[str, Any]:
+    """One active runner at one batch size: latency statistics, throughput, phases and warnings."""
+    report = compare({runner.name: runner}, images, [batch_size], warmup_s=warmup_s, min_duration_s=min_duration_s,
+                     min_iterations=min_iterations, rounds=1, clock=clock)
+    return report["results"][str(batch_size)][runner.name]
 
 
 def compare(runners: Mapping[str, BaseRunner], images: np.ndarray, batch_sizes: Sequence[int], *,
@@ -109,10 +121,14 @@ def _summary(times: list[float], phases: dict[str, list[float]], spent: float, b
 
 
 def phase_warnings(phases: Mapping[str, Mapping[str, float]]) -> list[str]:
-    """trtexec-like hints: enqueue-bound and transfer-bound runs."""
+    """trtexec-like hints: enqueue-bound, transfer-bound and unstable compute time."""
     warnings = []
     compute = phases.get("compute", {}).get("median")
     if compute:
+        cv_pct = 100.0 * phases["compute"].get("std", 0.0) / phases["compute"].get("mean", compute)
+        if cv_pct > UNSTABLE_CV_PCT:
+            warnings.append(f"unstable: compute time varies by {cv_pct:.1f}% (coefficient of variation); "
+                            "lock the GPU clocks or use a quieter machine before comparing")
         enqueue = phases.get("enqueue", {}).get("median", 0.0)
         if enqueue >= 0.8 * compute:
             warnings.append(f"enqueue-bound: median enqueue {enqueue:.3f} ms vs compute {compute:.3f} ms; "
@@ -129,8 +145,24 @@ def _add_ratios(by_label: dict[str, Any], reference: str) -> None:
         entry["speedup_vs_reference"] = reference_median / entry["latency_ms"]["median"]
 
 
+def _gpu() -> str | None:
+    """GPU names and driver from nvidia-smi, else the Jetson board model, else None."""
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout
+            if out.strip():
+                return "; ".join(line.strip() for line in out.splitlines() if line.strip())
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        return Path("/proc/device-tree/model").read_text().strip("\x00\n ") or None
+    except OSError:
+        return None
+
+
 def fingerprint() -> dict[str, Any]:
-    """What the numbers depend on: CPU, cores, OS, Python and runtime versions."""
+    """What the numbers depend on: CPU, cores, GPU, OS, Python and runtime versions."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -145,12 +177,13 @@ def fingerprint() -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             continue
-    return {"cpu": cpu, "cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": _gpu(), "os": f"{platform.system()} {platform.release()}",
             "python": platform.python_version(), "versions": versions}
 
 
 def same_machine(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    return {k: a.get(k) for k in ("cpu", "cores", "versions")} == {k: b.get(k) for k in ("cpu", "cores", "versions")}
+    """Absolute times are comparable only with the same CPU, core count, GPU and runtime versions."""
+    return all(a.get(key) == b.get(key) for key in MACHINE_KEYS)
 
 
 def make_baseline(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -162,6 +195,19 @@ def make_baseline(report: Mapping[str, Any]) -> dict[str, Any]:
         "median_ms": {bs: {label: e["latency_ms"]["median"] for label, e in entries.items()}
                       for bs, entries in report["results"].items()},
     }
+
+
+def _require_same_runs(report: Mapping[str, Any], baseline: Mapping[str, Any], path: Path) -> None:
+    """A baseline gates only the artifacts and batch sizes it recorded: a run missing any of them
+    (a renamed file, a dropped batch size) or using another reference would pass without checking."""
+    if baseline.get("reference") != report["reference"]:
+        raise ArtifactError(f"{path}: baseline reference is {baseline.get('reference')!r}, this run's is "
+                            f"{report['reference']!r}; pass --reference or --update-baseline")
+    missing = [f"{label} at batch {bs}" for bs, labels in baseline.get("speedup_vs_reference", {}).items()
+               for label in labels if label not in report["results"].get(bs, {})]
+    if missing or not baseline.get("speedup_vs_reference"):
+        raise ArtifactError(f"{path}: this run did not measure {', '.join(missing) or 'anything the baseline has'}; "
+                            "benchmark the same artifacts and batch sizes or pass --update-baseline")
 
 
 def check_baseline(report: Mapping[str, Any], baseline: Mapping[str, Any], max_regression_pct: float) -> list[dict[str, Any]]:
@@ -195,10 +241,13 @@ def apply_baseline_gate(report: dict[str, Any], baseline_path: str | Path, max_r
     if update:
         atomic_write_json(baseline_path, make_baseline(report))
         return
+    if not baseline_path.is_file():
+        raise ArtifactError(f"{baseline_path}: no latency baseline yet; record one with --update-baseline")
     try:
         baseline = json.loads(baseline_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{baseline_path}: cannot read latency baseline: {exc}") from exc
+    _require_same_runs(report, baseline, baseline_path)
     checks = check_baseline(report, baseline, max_regression_pct)
     report["baseline"] = {"path": str(baseline_path), "max_regression_pct": max_regression_pct, "checks": checks,
                           "same_machine": same_machine(report["fingerprint"], baseline.get("fingerprint", {}))}

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from resnet_deploy.bench import (apply_baseline_gate, compare, fingerprint, latency_stats, make_baseline,
-                                 phase_warnings)
+from resnet_deploy.bench import (apply_baseline_gate, compare, fingerprint, latency_stats, make_baseline, measure,
+                                 phase_warnings, same_machine)
 from resnet_deploy.cli import main
-from resnet_deploy.errors import GateFailed
+from resnet_deploy.errors import ArtifactError, GateFailed
 from resnet_deploy.runners.base import BaseRunner, TensorMeta
 
-STATS = ("count", "min", "max", "mean", "median", "p90", "p95", "p99")
+STATS = ("count", "min", "max", "mean", "std", "median", "p90", "p95", "p99")
 
 
 class FakeClock:
@@ -65,7 +65,8 @@ def test_latency_stats_match_numpy_percentiles():
     stats = latency_stats(times)
     ms = times * 1000
     assert stats["count"] == 997
-    for key, expected in [("min", ms.min()), ("max", ms.max()), ("mean", ms.mean()), ("median", np.median(ms)),
+    for key, expected in [("min", ms.min()), ("max", ms.max()), ("mean", ms.mean()), ("std", ms.std()),
+                          ("median", np.median(ms)),
                           ("p90", np.percentile(ms, 90)), ("p95", np.percentile(ms, 95)), ("p99", np.percentile(ms, 99))]:
         assert stats[key] == pytest.approx(expected)
 
@@ -132,54 +133,109 @@ def test_make_baseline_records_machine_and_reference():
     assert baseline["speedup_vs_reference"]["2"]["b"] == pytest.approx(0.5)
 
 
-@pytest.mark.slow
-def test_bench_command_on_a_real_onnx(tmp_path, data_dir):
+def test_measure_runs_at_least_the_duration_and_the_iterations():
+    clock, log = FakeClock(), []
+    runner = SleepRunner("fp32", clock, 0.001, log).activate()
+    entry = measure(runner, np.zeros((3, 1, 28, 28), np.float32), 8, warmup_s=0.01, min_duration_s=0.4,
+                    min_iterations=10, clock=clock)
+    assert entry["latency_ms"]["median"] == pytest.approx(8.0)
+    assert entry["iterations"] == 50 and entry["seconds"] == pytest.approx(0.4)
+    assert entry["throughput_ips"] == pytest.approx(1000.0)
+    assert len(log) == 50 + 2  # two warm-up inferences of 8 ms fill the 10 ms warm-up
+    few = measure(runner, np.zeros((3, 1, 28, 28), np.float32), 1, warmup_s=0, min_duration_s=0, min_iterations=7,
+                  clock=clock)
+    assert few["iterations"] == 7 and "phases_ms" not in few
+
+
+def test_unstable_compute_time_is_flagged():
+    steady = {"compute": {"median": 2.0, "mean": 2.0, "std": 0.01}}
+    noisy = {"compute": {"median": 2.0, "mean": 2.2, "std": 0.4}}
+    assert phase_warnings(steady) == []
+    assert [w.split(":")[0] for w in phase_warnings(noisy)] == ["unstable"]
+
+
+def test_baseline_must_cover_the_same_artifacts_and_reference(tmp_path):
+    baseline = tmp_path / "baseline.json"
+    with pytest.raises(ArtifactError, match="--update-baseline"):
+        apply_baseline_gate(run({"fp32": 0.002, "int8": 0.001})[0], baseline, 10)
+    apply_baseline_gate(run({"fp32": 0.002, "int8": 0.001})[0], baseline, 10, update=True)
+    renamed, _ = run({"fp32": 0.002, "int8-v2": 0.001})
+    with pytest.raises(ArtifactError, match="int8 at batch 1"):
+        apply_baseline_gate(renamed, baseline, 10)
+    other_reference, _ = run({"int8": 0.001, "fp32": 0.002})
+    with pytest.raises(ArtifactError, match="reference"):
+        apply_baseline_gate(other_reference, baseline, 10)
+    fewer_sizes, _ = run({"fp32": 0.002, "int8": 0.001}, batch_sizes=(1,))
+    with pytest.raises(ArtifactError, match="int8 at batch 4"):
+        apply_baseline_gate(fewer_sizes, baseline, 10)
+
+
+def test_fingerprint_names_the_machine():
+    machine = fingerprint()
+    assert machine["cores"] >= 1 and machine["cpu"] and "gpu" in machine
+    assert machine["versions"]["numpy"] == np.__version__
+    assert same_machine(machine, dict(machine))
+    assert not same_machine(machine, {**machine, "gpu": "NVIDIA H100 80GB HBM3, 570.86"})
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
     import torch
 
     from resnet_deploy.export import export_onnx
     from resnet_deploy.models import create_model
 
     torch.manual_seed(0)
-    onnx_path = tmp_path / "tiny.onnx"
-    export_onnx(create_model("resnet18", width=0.0625).eval(), onnx_path)
-    report_path = tmp_path / "bench.json"
-    args = ["bench", str(onnx_path), "--batch-sizes", "1,8", "--duration-s", "0.2", "--warmup-ms", "20",
-            "--rounds", "2", "--json", str(report_path), "--data-dir", str(data_dir),
-            "--baseline", str(tmp_path / "base.json"), "--update-baseline"]
+    path = tmp_path_factory.mktemp("bench") / "tiny.onnx"
+    export_onnx(create_model("resnet18", width=0.0625).eval(), path)
+    return path
+
+
+def _bench(args) -> int:
     with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 0
+        main(["bench", *map(str, args)])
+    return exit_info.value.code
+
+
+@pytest.mark.slow
+def test_bench_command_on_a_real_onnx(tmp_path, data_dir, tiny_onnx):
+    report_path, plots = tmp_path / "bench.json", tmp_path / "plots"
+    assert _bench([tiny_onnx, "--batch-sizes", "1,8", "--duration-s", "0.2", "--warmup-ms", "20", "--rounds", "2",
+                   "--json", report_path, "--data-dir", data_dir, "--plots", plots,
+                   "--baseline", tmp_path / "base.json", "--update-baseline"]) == 0
     report = json.loads(report_path.read_text())
     assert set(report["results"]) == {"1", "8"}
-    assert set(STATS) <= set(report["results"]["8"]["tiny.onnx"]["latency_ms"])
+    for bs in ("1", "8"):
+        entry = report["results"][bs]["tiny.onnx"]
+        assert set(STATS) <= set(entry["latency_ms"]) and entry["iterations"] >= 10 and entry["throughput_ips"] > 0
+    assert report["artifacts"]["tiny.onnx"]["backend"] == "onnxruntime" and report["fingerprint"]["cores"]
     assert json.loads((tmp_path / "base.json").read_text())["reference"] == "tiny.onnx"
+    for name in ("latency.png", "throughput.png"):
+        assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow
-def test_bench_command_exit_codes_against_a_baseline(tmp_path, data_dir):
-    import torch
+def test_bench_plots_are_skipped_with_a_note_without_matplotlib(tmp_path, data_dir, tiny_onnx, monkeypatch, capsys):
+    from resnet_deploy import plots
 
-    from resnet_deploy.export import export_onnx
-    from resnet_deploy.models import create_model
+    monkeypatch.setattr(plots, "_pyplot", lambda: None)
+    assert _bench([tiny_onnx, "--batch-sizes", "2", "--duration-s", "0.05", "--warmup-ms", "5", "--rounds", "1",
+                   "--json", tmp_path / "b.json", "--data-dir", data_dir, "--plots", tmp_path / "plots"]) == 0
+    assert "plots skipped: install matplotlib" in capsys.readouterr().out
+    assert not (tmp_path / "plots").exists()
 
-    torch.manual_seed(0)
-    onnx_path = tmp_path / "tiny.onnx"
-    export_onnx(create_model("resnet18", width=0.0625).eval(), onnx_path)
+
+@pytest.mark.slow
+def test_bench_command_exit_codes_against_a_baseline(tmp_path, data_dir, tiny_onnx):
     baseline = tmp_path / "base.json"
-    args = ["bench", str(onnx_path), "--batch-sizes", "4", "--duration-s", "0.1", "--warmup-ms", "10", "--rounds", "1",
-            "--json", str(tmp_path / "b.json"), "--data-dir", str(data_dir), "--baseline", str(baseline),
-            "--max-regression", "10"]
-
-    def exit_code(extra=()):
-        with pytest.raises(SystemExit) as exit_info:
-            main([*args, *extra])
-        return exit_info.value.code
-
-    assert exit_code(["--update-baseline"]) == 0
+    args = [tiny_onnx, "--batch-sizes", "4", "--duration-s", "0.1", "--warmup-ms", "10", "--rounds", "1",
+            "--json", tmp_path / "b.json", "--data-dir", data_dir, "--baseline", baseline, "--max-regression", "10"]
+    assert _bench([*args, "--update-baseline"]) == 0
     recorded = json.loads(baseline.read_text())
     recorded["median_ms"]["4"]["tiny.onnx"] = 1e-6
     baseline.write_text(json.dumps(recorded))
-    assert exit_code() == 1
+    assert _bench(args) == 1
     recorded["median_ms"]["4"]["tiny.onnx"] = 1e6
     baseline.write_text(json.dumps(recorded))
-    assert exit_code() == 0
+    assert _bench(args) == 0
+    assert _bench([*args[:-4], "--baseline", tmp_path / "missing.json"]) == 2
