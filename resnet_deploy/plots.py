@@ -32,7 +32,7 @@ def plot_bench(report: dict[str, Any], times_ms: dict[str, dict[str, list[float]
         labels = list(times_ms[bs])
         ax.boxplot([times_ms[bs][label] for label in labels], showfliers=False)
         ax.set_xticks(range(1, len(labels) + 1), [label[:18] for label in labels], rotation=30, ha="right", fontsize=7)
-        ax.set_title(f"batch {bs}")
+        ax.set_title(f"batch {bs} (whiskers 1.5 IQR)")
         ax.set_ylabel("latency (ms)")
     fig.tight_layout()
     written.append(_save(fig, out_dir / "latency.png", atomic_path, plt))
@@ -42,6 +42,7 @@ def plot_bench(report: dict[str, Any], times_ms: dict[str, dict[str, list[float]
         ax.plot([int(b) for b in batch_sizes], [report["results"][b][label]["throughput_ips"] for b in batch_sizes],
                 marker="o", label=label)
     ax.set_xscale("log", base=2)
+    ax.set_xticks([int(b) for b in batch_sizes], batch_sizes)
     ax.set_xlabel("batch size")
     ax.set_ylabel("throughput (images/s)")
     ax.legend(fontsize=7)

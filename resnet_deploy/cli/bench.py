@@ -23,7 +23,8 @@ def _batch_sizes(ctx, param, value: str) -> list[int]:
 
 @click.command()
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
+              help="Backend for every artifact but checkpoints (auto: by file suffix).")
 @click.option("--batch-sizes", default="1,8,64,256", show_default=True, callback=_batch_sizes)
 @click.option("--warmup-ms", default=200, show_default=True)
 @click.option("--duration-s", default=3.0, show_default=True, help="Minimum timed seconds per artifact and batch size.")
@@ -51,7 +52,8 @@ def bench(artifacts, backend, batch_sizes, warmup_ms, duration_s, iterations, ro
     Examples:
       resnet-deploy bench artifacts/resnet18-w0.25.onnx calibration/resnet18-w0.25.int8-cpu.onnx
       resnet-deploy bench checkpoints/resnet18-w0.25/best.pt artifacts/resnet18-w0.25.onnx --batch-sizes 1
-      resnet-deploy bench a.onnx b.onnx --baseline benchmarks/baselines/ci.json --max-regression 25
+      resnet-deploy bench a.onnx b.onnx --baseline benchmarks/baselines/ci-bench.json --max-regression 25
+      resnet-deploy bench engines/*_fp32_*.engine engines/*_int8_*.engine --backend tensorrt --batch-sizes 1,256
     """
     from contextlib import ExitStack
 
