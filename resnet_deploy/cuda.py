@@ -1,7 +1,9 @@
 """pycuda plumbing for the TensorRT runner: context, stream, pinned and device buffers, events.
 
-No `pycuda.autoinit`: the runner retains the device's primary context and pushes it around its own
-work, so it also runs from a worker thread. Everything allocated here is freed explicitly.
+No `pycuda.autoinit`: the runner retains the device's primary context (the one TensorRT and the
+CUDA runtime use) and pushes it around its own work, so it also runs from a worker thread.
+Everything allocated here is freed explicitly, while the context is current, instead of whenever
+the garbage collector runs (possibly with no context, which pycuda reports as a failed free).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class DeviceInfo:
 
 
 class CudaContext:
-    """The primary context of one device, pushed on `__enter__` and popped on `__exit__`."""
+    """The primary context of one device: `with context:` pushes it and pops it again."""
 
     def __init__(self, device: int = 0):
         cuda = driver()
@@ -37,6 +39,8 @@ class CudaContext:
         self._context = self._device.retain_primary_context()
 
     def __enter__(self) -> "CudaContext":
+        if self._context is None:
+            raise RuntimeError("CUDA context already released")
         self._context.push()
         return self
 
@@ -44,13 +48,23 @@ class CudaContext:
         driver().Context.pop()
 
     def release(self) -> None:
+        """Drop our reference to the primary context (idempotent)."""
         if self._context is not None:
             self._context.detach()
             self._context = None
 
 
+def device_info(device: int = 0) -> DeviceInfo:
+    """Name and compute capability of `device`, without keeping a context."""
+    context = CudaContext(device)
+    try:
+        return context.info
+    finally:
+        context.release()
+
+
 class HostDeviceBuffer:
-    """A page-locked host array and a device allocation of the same size."""
+    """A page-locked host array and a device allocation of the same size; free() releases both."""
 
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype):
         cuda = driver()
@@ -63,14 +77,17 @@ class HostDeviceBuffer:
         return self.host.reshape(-1)[:count].reshape(shape)
 
     def free(self) -> None:
+        """Free device then pinned host memory now (the context must be current)."""
         if self.device is not None:
             self.device.free()
             self.device = None
-        self.host = None
+        if self.host is not None:
+            self.host.base.free()
+            self.host = None
 
 
 class EventTimer:
-    """CUDA events around named phases on one stream; times in seconds after synchronizing."""
+    """CUDA events around named phases on one stream; times in seconds once the stream is synchronized."""
 
     def __init__(self, stream: Any, phases: tuple[str, ...]):
         cuda = driver()

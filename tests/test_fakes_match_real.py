@@ -17,7 +17,7 @@ import pytest
 from tests.fakes.fake_tensorrt import VERSIONS, Surfaced, load_surface, make_fake_tensorrt
 
 USED_ENUMS = ("BuilderFlag", "NetworkDefinitionCreationFlag", "MemoryPoolType", "DeviceType", "TensorIOMode",
-              "DataType", "HardwareCompatibilityLevel")
+              "DataType", "HardwareCompatibilityLevel", "ErrorCode", "CalibrationAlgoType")
 
 
 def fake_classes(trt) -> dict[str, type]:
@@ -41,6 +41,17 @@ def test_fakes_implement_only_members_the_real_classes_have(version):
         assert implemented <= set(surface["classes"][name]["members"]), (version, name)
 
 
+@pytest.mark.parametrize("version", list(VERSIONS))
+def test_fake_module_has_exactly_the_real_classes_enums_and_functions(version):
+    """So `hasattr(trt, name)`, which the builder's feature detection relies on, answers as for real."""
+    surface, trt = load_surface(version), make_fake_tensorrt(version)
+    public = {name for name in vars(trt) if not name.startswith("_")} - {"calls", "device_memory"}
+    assert public == set(surface["classes"]) | set(surface["enums"]) | set(surface["functions"])
+    for name, cls in fake_classes(trt).items():
+        public_members = {m for m in surface["classes"][name]["members"] if not m.startswith("_")}
+        assert public_members <= set(cls._surface), (version, name)
+
+
 def test_known_differences_between_versions():
     t10, t11 = make_fake_tensorrt("10.3"), make_fake_tensorrt("11.4")
     assert int(t10.BuilderFlag.INT8) == 1 and not hasattr(t11.BuilderFlag, "INT8")
@@ -55,7 +66,8 @@ import json, sys, inspect
 import tensorrt_bindings as trt
 enums = {name: {m: int(v) for m, v in getattr(trt, name).__members__.items()} for name in sys.argv[1].split(',')
          if hasattr(trt, name)}
-classes = {name: sorted(n for n in dir(getattr(trt, name)) if not n.startswith('_')) for name in sys.argv[2].split(',')}
+classes = {name: sorted(n for n in dir(getattr(trt, name)) if not n.startswith('_')) for name in sys.argv[2].split(',')
+           if hasattr(trt, name)}
 print(json.dumps({"version": trt.__version__, "enums": enums, "classes": classes}))
 """
 
@@ -79,6 +91,9 @@ def test_fakes_match_the_real_bindings(oracle):
     for enum in USED_ENUMS:
         fake_members = dict(getattr(trt, enum).__members__) if hasattr(trt, enum) else {}
         assert {m: int(v) for m, v in fake_members.items()} == real["enums"].get(enum, {}), enum
+    assert set(real["classes"]) == set(classes)
     for name, cls in classes.items():
+        surfaced = {m for m in cls._surface if not m.startswith("_")}
+        assert surfaced == set(real["classes"][name]), (name, surfaced ^ set(real["classes"][name]))
         implemented = {attr for base in cls.__mro__[1:-2] for attr in vars(base) if not attr.startswith("_")}
         assert implemented <= set(real["classes"][name]), (name, implemented - set(real["classes"][name]))

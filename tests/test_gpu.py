@@ -1,7 +1,8 @@
 """Real TensorRT + pycuda integration: runs only where both import and an NVIDIA GPU is present.
 
 Builds an engine of each precision from real ONNX graphs of a trained model, checks accuracy
-parity on the 10k test split, and runs 10,000 batches watching free device memory for a leak.
+parity on the full 10k test split, the legacy calibrator where TensorRT still has it, and runs
+10,000 batches (and repeated activations) watching free device memory for a leak.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _gpu_ready(), reason="need
 
 @pytest.fixture(scope="module")
 def portable_artifacts(tmp_path_factory, trained_checkpoint, data_dir):
+    """The whole build chain per precision, parity gates on the full test split included."""
     from resnet_deploy.pipeline import BuildOptions, build
 
     out = tmp_path_factory.mktemp("gpu")
@@ -43,27 +45,60 @@ def portable_artifacts(tmp_path_factory, trained_checkpoint, data_dir):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_engine_builds_and_keeps_accuracy_parity(portable_artifacts, precision):
+    import tensorrt
+
+    from resnet_deploy.sidecar import read_sidecar
+
     result = portable_artifacts[precision]
     assert result.engine is not None and result.engine.is_file()
-    engine_parity = [s for s in result.stages if s.name == "engine parity"]
-    assert engine_parity, "the engine's parity stage ran"
+    (stage,) = [s for s in result.stages if s.name == "engine parity"]
+    assert stage.details["passed"] and stage.details["dataset"] == {"split": "test", "count": 10_000}
+    sidecar = read_sidecar(result.engine)
+    assert sidecar["tensorrt_version"] == tensorrt.__version__ and sidecar["precision"] == precision
+
+
+def test_legacy_calibrator_engine_keeps_parity(portable_artifacts, tmp_path, data_dir):
+    import tensorrt
+
+    from resnet_deploy.engine import build_engine, capabilities
+    from resnet_deploy.parity import parity_for_artifacts
+
+    if not capabilities(tensorrt).legacy_calibrator:
+        pytest.skip(f"TensorRT {tensorrt.__version__} has no calibrators")
+    stages = {s.name: s for s in portable_artifacts["int8"].stages}
+    fp32_onnx, cache = stages["export"].outputs[0], stages["int8"].outputs[1]
+    info = build_engine(fp32_onnx, tmp_path, precision="int8", legacy_calibrator=True, calibration_cache=cache,
+                        max_batch=256, log=lambda _: None)
+    report = parity_for_artifacts(fp32_onnx, [info.engine_path], tmp_path / "parity.json", data_dir=data_dir)
+    assert report["passed"]
 
 
 def test_no_device_memory_leak_over_10000_batches(portable_artifacts, data_dir):
     import pycuda.driver as cuda
 
     from resnet_deploy import data
+    from resnet_deploy.cuda import CudaContext
     from resnet_deploy.runners import load_runner
 
     batch = data.normalize(data.load_fashion_mnist(data_dir).test_images[:32])
     engine = portable_artifacts["int8"].engine
+    probe = CudaContext(0)
+
+    def free_bytes() -> int:
+        with probe:
+            return cuda.mem_get_info()[0]
+
     with load_runner(engine) as runner:
         runner.infer({"input": batch})
-        with runner._cuda:
-            free_before, _ = cuda.mem_get_info()
+        before = free_bytes()
         for _ in range(10_000):
             runner.infer({"input": batch})
-        with runner._cuda:
-            free_after, _ = cuda.mem_get_info()
-    assert free_before - free_after < 1 << 20
-    assert np.isfinite(runner.last_timings["compute"])
+        after_batches = free_bytes()
+        assert np.isfinite(runner.last_timings["compute"]) and runner.last_timings["compute"] > 0
+    for _ in range(20):
+        with load_runner(engine) as runner:
+            runner.infer({"input": batch})
+    after_cycles = free_bytes()
+    probe.release()
+    assert before - after_batches < 1 << 20
+    assert before - after_cycles < 16 << 20

@@ -1,12 +1,15 @@
 """A recording fake of `pycuda.driver`: device memory is numpy arrays keyed by pointer.
 
-It records the order of stream operations and tracks every allocation, so tests can check that
-H2D precedes execute precedes D2H on one stream, and that everything is freed.
+It records the order of stream operations and tracks every allocation (device and page-locked
+host), so tests can check that H2D precedes execute precedes D2H on one stream and that
+everything is freed. As in CUDA, the context stack is per thread and allocations, copies, streams
+and events need a current context; async copies need page-locked host memory.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import types
 
 import numpy as np
@@ -16,11 +19,23 @@ class Recorder:
     def __init__(self):
         self.calls: list[tuple] = []
         self.memory: dict[int, np.ndarray] = {}
-        self.pinned: list[np.ndarray] = []
         self.freed: set[int] = set()
+        self.pinned: list = []
         self.next_pointer = 0x1000
-        self.context_depth = 0
+        self.depth: dict[int, int] = {}
         self.clock_ms = 0.0
+
+    @property
+    def context_depth(self) -> int:
+        """Contexts pushed and not popped, over all threads."""
+        return sum(self.depth.values())
+
+    def pinned_alive(self) -> int:
+        return sum(not h.freed for h in self.pinned)
+
+    def require_context(self, what: str) -> None:
+        if not self.depth.get(threading.get_ident()):
+            raise RuntimeError(f"fake pycuda: {what} without a current CUDA context in this thread")
 
 
 def make_fake_pycuda(device_name: str = "NVIDIA Jetson AGX Orin", compute_capability=(8, 7)):
@@ -32,12 +47,16 @@ def make_fake_pycuda(device_name: str = "NVIDIA Jetson AGX Orin", compute_capabi
 
     class Context:
         def push(self):
-            rec.context_depth += 1
+            thread = threading.get_ident()
+            rec.depth[thread] = rec.depth.get(thread, 0) + 1
             rec.calls.append(("push",))
 
         @staticmethod
         def pop():
-            rec.context_depth -= 1
+            thread = threading.get_ident()
+            if not rec.depth.get(thread):
+                raise RuntimeError("fake pycuda: Context.pop() with no context pushed in this thread")
+            rec.depth[thread] -= 1
             rec.calls.append(("pop",))
 
         def detach(self):
@@ -46,6 +65,10 @@ def make_fake_pycuda(device_name: str = "NVIDIA Jetson AGX Orin", compute_capabi
     class Device:
         def __init__(self, index):
             self.index = index
+
+        @staticmethod
+        def count():
+            return 1
 
         def name(self):
             return device_name
@@ -66,11 +89,27 @@ def make_fake_pycuda(device_name: str = "NVIDIA Jetson AGX Orin", compute_capabi
             return self.pointer
 
         def free(self):
+            rec.require_context("DeviceAllocation.free")
+            if self.pointer in rec.freed:
+                raise RuntimeError(f"fake pycuda: device memory {self.pointer:#x} freed twice")
             rec.freed.add(self.pointer)
             rec.calls.append(("free", self.pointer))
 
+    class HostAllocation(bytearray):
+        """Page-locked host memory: the `base` of the arrays pagelocked_empty returns, as in pycuda."""
+
+        freed = False
+
+        def free(self):
+            rec.require_context("HostAllocation.free")
+            if self.freed:
+                raise RuntimeError("fake pycuda: page-locked memory freed twice")
+            self.freed = True
+            rec.calls.append(("free_host", len(self)))
+
     class Stream:
         def __init__(self):
+            rec.require_context("Stream()")
             self.handle = 0xABC
 
         def synchronize(self):
@@ -78,6 +117,7 @@ def make_fake_pycuda(device_name: str = "NVIDIA Jetson AGX Orin", compute_capabi
 
     class Event:
         def __init__(self):
+            rec.require_context("Event()")
             self.time = None
 
         def record(self, stream=None):
@@ -89,30 +129,40 @@ def make_fake_pycuda(device_name: str = "NVIDIA Jetson AGX Orin", compute_capabi
             return self.time - other.time
 
     def pagelocked_empty(shape, dtype):
-        array = np.empty(shape, dtype)
-        rec.pinned.append(array)
-        return array
+        rec.require_context("pagelocked_empty")
+        dtype = np.dtype(dtype)
+        allocation = HostAllocation(int(np.prod(shape)) * dtype.itemsize)
+        rec.pinned.append(allocation)
+        return np.ndarray(shape, dtype, buffer=allocation)
 
     def mem_alloc(nbytes):
+        rec.require_context("mem_alloc")
         return DeviceAllocation(nbytes)
 
     def _check_pinned(array):
         base = array
-        while getattr(base, "base", None) is not None and not any(base is p for p in rec.pinned):
+        while isinstance(base, np.ndarray):
             base = base.base
-        assert any(base is p for p in rec.pinned), "async copy from memory that is not page-locked"
+        assert isinstance(base, HostAllocation) and not base.freed, "async copy with memory that is not page-locked"
 
-    def memcpy_htod_async(dest, src, stream):
+    def _check_device(pointer):
+        assert pointer in rec.memory and pointer not in rec.freed, f"device memory {pointer:#x} is not allocated"
+
+    def memcpy_htod_async(dest, src, stream=None):
+        rec.require_context("memcpy_htod_async")
         _check_pinned(src)
+        _check_device(int(dest))
         raw = np.ascontiguousarray(src).view(np.uint8).reshape(-1)
         rec.memory[int(dest)][: raw.size] = raw
-        rec.calls.append(("htod", int(dest), stream.handle))
+        rec.calls.append(("htod", int(dest), stream.handle if stream else None))
 
-    def memcpy_dtoh_async(dest, src, stream):
+    def memcpy_dtoh_async(dest, src, stream=None):
+        rec.require_context("memcpy_dtoh_async")
         _check_pinned(dest)
+        _check_device(int(src))
         flat = dest.reshape(-1).view(np.uint8)
         flat[:] = rec.memory[int(src)][: flat.size]
-        rec.calls.append(("dtoh", int(src), stream.handle))
+        rec.calls.append(("dtoh", int(src), stream.handle if stream else None))
 
     for name, value in dict(init=init, Context=Context, Device=Device, Stream=Stream, Event=Event,
                             pagelocked_empty=pagelocked_empty, mem_alloc=mem_alloc,

@@ -1,10 +1,14 @@
 """A recording fake of the `tensorrt` module, generated from the real API surface of one version.
 
-Enums carry the real member values; every attribute our code reads, sets or calls on a fake object
-must exist in that version's surface (a property must be settable to be set), so code that uses
-an API removed in TensorRT 11 fails here as it would on the real module. Behaviour is recorded,
-and the fake "engine" runs its ONNX graph with ONNX Runtime on the fake pycuda memory, so a
-runner test sees real logits.
+Every class, enum (with the real member values) and module function of that version's surface
+exists in the fake and nothing else, so `hasattr` answers as the real module does. On fake objects
+every attribute our code reads, sets or calls must exist in the surface (a property must be
+settable to be set), so code that uses an API removed in TensorRT 11 fails here as it would for
+real. Behaviour is recorded in `trt.calls` and follows TensorRT where our code depends on it:
+precision flags are refused on strongly typed networks, a weakly typed Q/DQ graph needs the INT8
+flag, a calibration cache with a foreign header is ignored (then calibration has no batches and
+the build fails), a version-compatible engine needs `engine_host_code_allowed`. The fake "engine"
+runs its ONNX graph with ONNX Runtime on the fake pycuda memory, so runner tests see real logits.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import numpy as np
 
 SURFACES = Path(__file__).resolve().parents[2].parent / "shared" / "tensorrt-api"
 VERSIONS = {"10.3": "10.3.0", "10.16": "10.16.1.11", "11.4": "11.4.0.106"}
+SEVERITY = {"INTERNAL_ERROR": 0, "ERROR": 1, "WARNING": 2, "INFO": 3, "VERBOSE": 4}
+ALGORITHMS = {"IInt8EntropyCalibrator2": "EntropyCalibration2", "IInt8EntropyCalibrator": "EntropyCalibration",
+              "IInt8MinMaxCalibrator": "MinMaxCalibration", "IInt8LegacyCalibrator": "LegacyCalibration"}
 
 
 def load_surface(version: str) -> dict:
@@ -56,6 +63,9 @@ class Surfaced:
     _surface: dict = {}
     _trt_version = "?"
 
+    def __init__(self, *args, **kwargs):
+        object.__setattr__(self, "_values", {})
+
     def __getattribute__(self, name):
         if not name.startswith("_") and name not in type(self)._surface:
             raise AttributeError(f"{type(self).__name__}.{name} does not exist in TensorRT {type(self)._trt_version}")
@@ -68,7 +78,7 @@ class Surfaced:
                 raise AttributeError(f"{type(self).__name__}.{name} is not a settable property in "
                                      f"TensorRT {type(self)._trt_version}")
             self._record("set", name, value)
-            self._values = {**object.__getattribute__(self, "_values"), name: value}
+            self._values[name] = value
             return
         object.__setattr__(self, name, value)
 
@@ -76,8 +86,18 @@ class Surfaced:
         self._trt.calls.append((type(self).__name__, *call))
 
 
+def _all_members(classes: dict, name: str) -> dict:
+    """A class's members including those of its bases in the surface."""
+    members = {}
+    for base in classes[name].get("bases", []):
+        if base in classes:
+            members.update(_all_members(classes, base))
+    members.update(classes[name]["members"])
+    return members
+
+
 def make_fake_tensorrt(version: str, device_memory: dict | None = None):
-    """Return (module, recorder) for TensorRT `version` ('10.3', '10.16' or '11.4')."""
+    """Return the fake module for TensorRT `version` ('10.3', '10.16' or '11.4')."""
     surface = load_surface(version)
     trt = types.ModuleType("tensorrt")
     trt.__version__ = surface["version"]
@@ -86,27 +106,48 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
     for name, members in surface["enums"].items():
         setattr(trt, name, make_enum(name, members))
     classes = surface["classes"]
+    for name in classes:
+        setattr(trt, name, type(name, (Surfaced,), {"_surface": _all_members(classes, name),
+                                                    "_trt_version": surface["version"], "_trt": trt}))
 
-    def fake(name: str, base: type = Surfaced):
-        def decorate(cls):
-            members = classes[name]["members"]
-            built = type(name, (cls,), {"_surface": members, "_trt_version": surface["version"], "_trt": trt})
-            setattr(trt, name, built)
-            return built
-        return decorate
+    def fake(cls):
+        """Give the surface class `cls.__name__` the behaviour defined in `cls`."""
+        name = cls.__name__
+        built = type(name, (cls, Surfaced), {"_surface": _all_members(classes, name),
+                                              "_trt_version": surface["version"], "_trt": trt})
+        setattr(trt, name, built)
+        return built
 
-    @fake("Logger")
-    class Logger(Surfaced):
-        def __init__(self, min_severity=None):
-            self._values = {}
-    trt.Logger.WARNING = trt.ILogger.Severity.WARNING if hasattr(trt, "ILogger") and hasattr(trt.ILogger, "Severity") else EnumMember("Severity", "WARNING", 2)
+    for name, value in SEVERITY.items():
+        setattr(trt.Logger, name, EnumMember("Severity", name, value))
+    trt.calls.clear()
 
-    @fake("ITensor")
-    class ITensor(Surfaced):
-        def __init__(self, name, shape):
-            self._values = {}
-            object.__setattr__(self, "_name", name)
-            object.__setattr__(self, "_shape", tuple(shape))
+    @fake
+    class ParserError:
+        def __init__(self, node, message):
+            Surfaced.__init__(self)
+            self._node, self._message = node, message
+
+        def node(self):
+            return self._node
+
+        def node_name(self):
+            return ""
+
+        def node_operator(self):
+            return ""
+
+        def code(self):
+            return trt.ErrorCode.MODEL_DESERIALIZE_FAILED
+
+        def desc(self):
+            return self._message
+
+    @fake
+    class ITensor:
+        def __init__(self, name, shape, dtype):
+            Surfaced.__init__(self)
+            self._name, self._shape, self._dtype = name, tuple(shape), dtype
 
         @property
         def name(self):
@@ -116,12 +157,16 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
         def shape(self):
             return self._shape
 
-    @fake("INetworkDefinition")
-    class INetworkDefinition(Surfaced):
+        @property
+        def dtype(self):
+            return self._dtype
+
+    @fake
+    class INetworkDefinition:
         def __init__(self, flags):
-            self._values = {}
+            Surfaced.__init__(self)
             self._flags = flags
-            self._inputs, self._outputs, self._onnx = [], [], None
+            self._inputs, self._outputs, self._onnx, self._qdq = [], [], None, False
 
         def get_input(self, index):
             return self._inputs[index]
@@ -137,29 +182,34 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
         def num_outputs(self):
             return len(self._outputs)
 
-    @fake("OnnxParser")
-    class OnnxParser(Surfaced):
+    onnx_dtypes = {1: trt.DataType.FLOAT, 10: trt.DataType.HALF, 3: trt.DataType.INT8, 6: trt.DataType.INT32}
+
+    @fake
+    class OnnxParser:
         def __init__(self, network, logger):
-            self._values = {}
+            Surfaced.__init__(self)
             self._network, self._errors = network, []
 
-        def parse_from_file(self, path):
+        def parse_from_file(self, model):
             import onnx
 
-            self._record("parse_from_file", path)
+            self._record("parse_from_file", model)
             try:
-                model = onnx.load(path)
-                onnx.checker.check_model(model)
+                graph = onnx.load(model)
+                onnx.checker.check_model(graph)
             except Exception as exc:
-                self._errors.append(f"In node -1: {type(exc).__name__}: {exc}")
+                self._errors.append(ParserError(-1, f"{type(exc).__name__}: {exc}"))
                 return False
 
-            def dims(value):
-                return tuple(d.dim_value if d.dim_value else -1 for d in value.type.tensor_type.shape.dim)
+            def tensor(value):
+                shape = tuple(d.dim_value if d.dim_value else -1 for d in value.type.tensor_type.shape.dim)
+                return ITensor(value.name, shape, onnx_dtypes[value.type.tensor_type.elem_type])
 
-            self._network._inputs = [ITensor(v.name, dims(v)) for v in model.graph.input]
-            self._network._outputs = [ITensor(v.name, dims(v)) for v in model.graph.output]
-            self._network._onnx = path
+            network = self._network
+            network._inputs = [tensor(v) for v in graph.graph.input]
+            network._outputs = [tensor(v) for v in graph.graph.output]
+            network._onnx = model
+            network._qdq = any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
             return True
 
         @property
@@ -169,20 +219,20 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
         def get_error(self, index):
             return self._errors[index]
 
-    @fake("IOptimizationProfile")
-    class IOptimizationProfile(Surfaced):
+    @fake
+    class IOptimizationProfile:
         def __init__(self):
-            self._values = {}
+            Surfaced.__init__(self)
             self._shapes = {}
 
         def set_shape(self, input, min, opt, max):
             self._record("set_shape", input, tuple(min), tuple(opt), tuple(max))
             self._shapes[input] = (tuple(min), tuple(opt), tuple(max))
 
-    @fake("IHostMemory")
-    class IHostMemory(Surfaced):
+    @fake
+    class IHostMemory:
         def __init__(self, data: bytes):
-            self._values = {}
+            Surfaced.__init__(self)
             self._data = data
 
         def __bytes__(self):
@@ -192,27 +242,27 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
         def nbytes(self):
             return len(self._data)
 
-    @fake("ITimingCache")
-    class ITimingCache(Surfaced):
+    @fake
+    class ITimingCache:
         def __init__(self, data: bytes):
-            self._values = {}
+            Surfaced.__init__(self)
             self._data = data
 
         def serialize(self):
             return IHostMemory(self._data + b"|timed")
 
-    @fake("IBuilderConfig")
-    class IBuilderConfig(Surfaced):
+    @fake
+    class IBuilderConfig:
         def __init__(self):
-            self._values = {}
+            Surfaced.__init__(self)
             self._flags, self._profiles, self._timing_cache = set(), [], None
 
         def set_flag(self, flag):
             self._record("set_flag", flag.name)
             self._flags.add(flag.name)
 
-        def set_memory_pool_limit(self, pool, size):
-            self._record("set_memory_pool_limit", pool.name, size)
+        def set_memory_pool_limit(self, pool, pool_size):
+            self._record("set_memory_pool_limit", pool.name, pool_size)
 
         def add_optimization_profile(self, profile):
             self._record("add_optimization_profile")
@@ -224,14 +274,33 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
             return ITimingCache(bytes(serialized_timing_cache))
 
         def set_timing_cache(self, cache, ignore_mismatch):
+            """A cache written by a build on another GPU is refused (marked b'|other-gpu' here)."""
             self._record("set_timing_cache", ignore_mismatch)
+            if cache._data.endswith(b"|other-gpu") and not ignore_mismatch:
+                return False
             self._timing_cache = cache
             return True
 
-    @fake("Builder")
-    class Builder(Surfaced):
+    def version_code():
+        major, minor, patch = (int(p) for p in trt.__version__.split(".")[:3])
+        return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
+
+    def calibrated_scales(calibrator, network):
+        """Scales from the calibrator's cache, or None when TensorRT would ignore it and find no batches."""
+        cache = calibrator.read_calibration_cache()
+        algorithm = next(ALGORITHMS[c.__name__] for c in type(calibrator).__mro__ if c.__name__ in ALGORITHMS)
+        lines = bytes(cache).decode().splitlines() if cache else []
+        if lines and lines[0] == f"TRT-{version_code()}-{algorithm}":
+            return dict(line.split(": ") for line in lines[1:] if line)
+        trt.calls.append(("Builder", "calibration cache ignored", lines[0] if lines else None))
+        if calibrator.get_batch([t.name for t in network._inputs]) is None:
+            return None
+        raise NotImplementedError("the fake cannot calibrate from batches")
+
+    @fake
+    class Builder:
         def __init__(self, logger):
-            self._values = {}
+            Surfaced.__init__(self)
             self._record("init")
 
         def create_network(self, flags=0):
@@ -246,31 +315,56 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
             return IOptimizationProfile()
 
         def build_serialized_network(self, network, config):
+            """None (as TensorRT after logging an error) for the configurations TensorRT rejects."""
             self._record("build_serialized_network")
+            strongly_typed = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") and bool(
+                network._flags & (1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)))
+            precision_flags = config._flags & {"FP16", "INT8", "BF16", "FP8", "INT4"}
             calibrator = config._values.get("int8_calibrator")
+            if strongly_typed and (precision_flags or calibrator):
+                return self._fail("precision flags and calibrators are not allowed on a strongly typed network")
+            if network._qdq and not strongly_typed and "INT8" not in precision_flags:
+                return self._fail("Q/DQ layers in a weakly typed network need BuilderFlag.INT8")
+            scales = None
+            if "INT8" in precision_flags and not network._qdq:
+                if calibrator is None:
+                    return self._fail("INT8 without Q/DQ layers needs a calibrator")
+                scales = calibrated_scales(calibrator, network)
+                if scales is None:
+                    return self._fail("calibration failed: get_batch returned no data")
+            if len(config._profiles) != 1:
+                return self._fail(f"expected one optimization profile, got {len(config._profiles)}")
             (profile,) = config._profiles
             plan = {"onnx": network._onnx, "flags": network._flags, "builder_flags": sorted(config._flags),
                     "profiles": {k: [list(s) for s in v] for k, v in profile._shapes.items()},
-                    "outputs": [[t.name, list(t.shape)] for t in network._outputs],
-                    "calibration_cache": calibrator.read_calibration_cache().decode() if calibrator else None}
+                    "outputs": [[t.name, list(t.shape)] for t in network._outputs], "scales": scales,
+                    "config": {k: str(v) for k, v in config._values.items() if k != "int8_calibrator"}}
             return IHostMemory(json.dumps(plan).encode())
 
-    @fake("Runtime")
-    class Runtime(Surfaced):
+        def _fail(self, message):
+            self._record("error", message)
+            return None
+
+    @fake
+    class Runtime:
         def __init__(self, logger):
-            self._values = {}
+            Surfaced.__init__(self)
 
         def deserialize_cuda_engine(self, serialized_engine):
             self._record("deserialize_cuda_engine")
             try:
-                return ICudaEngine(json.loads(bytes(serialized_engine)))
+                plan = json.loads(bytes(serialized_engine))
             except ValueError:
                 return None
+            if "VERSION_COMPATIBLE" in plan["builder_flags"] and not self._values.get("engine_host_code_allowed"):
+                self._record("error", "version-compatible engine needs engine_host_code_allowed")
+                return None
+            return ICudaEngine(plan)
 
-    @fake("ICudaEngine")
-    class ICudaEngine(Surfaced):
+    @fake
+    class ICudaEngine:
         def __init__(self, plan):
-            self._values = {}
+            Surfaced.__init__(self)
             self._plan = plan
             self._names = [*plan["profiles"], *(name for name, _ in plan["outputs"])]
 
@@ -299,14 +393,17 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
             self._record("create_execution_context")
             return IExecutionContext(self)
 
-    @fake("IExecutionContext")
-    class IExecutionContext(Surfaced):
+    @fake
+    class IExecutionContext:
         def __init__(self, engine):
-            self._values = {}
+            Surfaced.__init__(self)
             self._engine, self._shapes, self._addresses, self._session = engine, {}, {}, None
 
         def set_input_shape(self, name, shape):
             self._record("set_input_shape", name, tuple(shape))
+            low, _, high = self._engine._plan["profiles"][name]
+            if not all(lo <= s <= hi for lo, s, hi in zip(low, shape, high)) or len(shape) != len(low):
+                return False
             self._shapes[name] = tuple(shape)
             return True
 
@@ -326,7 +423,8 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
             import onnxruntime as ort
 
             self._record("execute_async_v3", stream_handle)
-            trt.device_memory_calls = getattr(trt, "device_memory_calls", 0) + 1
+            if set(self._addresses) != set(self._engine._names) or set(self._shapes) != set(self._engine._plan["profiles"]):
+                return False
             if self._session is None:
                 self._session = ort.InferenceSession(self._engine._plan["onnx"], providers=["CPUExecutionProvider"])
             feeds = {}
@@ -338,17 +436,24 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
                 trt.device_memory[self._addresses[name]][: raw.size] = raw
             return True
 
-    if "IInt8EntropyCalibrator2" in classes:
-        @fake("IInt8EntropyCalibrator2")
-        class IInt8EntropyCalibrator2:
-            def __init__(self):
-                pass
+    for name in ALGORITHMS:
+        if name in classes:
+            fake(type(name, (), {"__init__": lambda self: Surfaced.__init__(self)}))
 
     def nptype(dtype):
         return {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32}[dtype.name]
 
-    trt.nptype = nptype
+    functions = {"nptype": nptype}
+    for name in surface.get("functions", {}):
+        setattr(trt, name, functions.get(name, _unimplemented(name)))
     return trt
+
+
+def _unimplemented(name: str):
+    def function(*args, **kwargs):
+        raise NotImplementedError(f"the fake tensorrt does not implement {name}()")
+
+    return function
 
 
 def install(monkeypatch, version: str, device_memory: dict | None = None):
