@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from resnet_deploy.errors import ArtifactError, ResnetDeployError
 from resnet_deploy.fileio import atomic_write_bytes, sha256_file
+from resnet_deploy.quantize.cache import version_code as calibration_version_code
 from resnet_deploy.sidecar import engine_file_name, variant_tags, write_sidecar
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -69,12 +70,6 @@ def capabilities(trt) -> Capabilities:
         calibrators=tuple(name for name in CALIBRATOR_CLASSES.values() if hasattr(trt, name)),
         hardware_levels=tuple(n for n in HARDWARE_LEVELS if levels is not None and hasattr(levels, n.upper())),
     )
-
-
-def calibration_version_code(trt_version: str) -> int:
-    """The version number TensorRT writes in a calibration-cache header: 8.6.1 -> 8601, 10.3.0 -> 100300."""
-    major, minor, patch = (int(p) for p in (trt_version.split(".") + ["0", "0"])[:3])
-    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
 
 
 @dataclass

@@ -201,9 +201,9 @@ def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult
     from resnet_deploy.parity import parity_for_artifacts
     from resnet_deploy.sidecar import sidecar_path
 
-    model_name = artifact.name.split(".")[0]
-    engine_path = planned_engine_path(artifact, options.engines_dir, options.precision,
-                                      options.engine.get("max_batch", 256), model_name)
+    model_name = artifact.name.removesuffix(".onnx").removesuffix(".qdq")
+    engine_path = planned_engine_path(artifact, options.engines_dir, options.precision, model_name=model_name,
+                                      **options.engine)
     cache = _calibration_cache(stages)
     settings = {"precision": options.precision, **options.engine}
     inputs = {"onnx": artifact, **({"calibration_cache": cache} if cache and settings.get("legacy_calibrator") else {})}

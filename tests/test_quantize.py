@@ -75,7 +75,7 @@ def test_qdq_graph_is_symmetric_int8_with_per_channel_weights(int8, trained_onnx
 def test_cache_covers_every_activation_with_exact_scales(int8, trained_onnx):
     header, scales = read_calibration_cache(int8["methods"]["max"]["cache"])
     amax = json.loads(open(int8["methods"]["max"]["amax"]).read())
-    assert header.algorithm == "EntropyCalibration2" and header.version_code == 10300
+    assert header.algorithm == "EntropyCalibration2" and header.version_code == 100300
     assert set(scales) == set(activation_tensors(onnx.load(str(trained_onnx))))
     for name, value in amax.items():
         assert scales[name] == float(np.float32(value / 127.0))
@@ -96,7 +96,7 @@ def test_entropy_clips_a_heavy_tail_below_percentile_below_max():
 
 
 def test_version_codes():
-    assert version_code("10.3.0") == 10300 and version_code("8.6.1") == 8601 and version_code("11.4") == 11400
+    assert version_code("10.3.0") == 100300 and version_code("8.6.1") == 8601 and version_code("11.4") == 110400
 
 
 @pytest.mark.parametrize("text, line", [
@@ -117,7 +117,7 @@ def test_cache_round_trip(tmp_path):
     amax = {"input": 2.0226629, "layer1/relu": 6.3, "weird name:with colon": 0.001}
     write_calibration_cache(tmp_path / "c.cache", amax, trt_version="10.16.1")
     header, scales = read_calibration_cache(tmp_path / "c.cache")
-    assert header.version_code == 11601
+    assert header.version_code == 101601
     assert scales == {k: float(np.float32(v / 127)) for k, v in amax.items()}
     write_calibration_cache(tmp_path / "one.cache", {"x": 127.0})
     assert (tmp_path / "one.cache").read_text().splitlines()[1] == "x: 3f800000"

@@ -1,6 +1,6 @@
 """TensorRT's text calibration cache, the INT8 artifact for TensorRT <= 10 and DeepStream.
 
-First line `TRT-<major*1000 + minor*100 + patch>-<algorithm>`, then one `tensor_name: XXXXXXXX` line
+First line `TRT-<version code>-<algorithm>` (8.6.1 -> 8601; TensorRT 10 counts major*10000: 10.3.0 -> 100300), then one `tensor_name: XXXXXXXX` line
 per tensor: the big-endian bits of the float32 scale amax / 127. Tensor names are the ONNX value
 names of the FP32 graph, which TensorRT's ONNX parser gives its tensors. TensorRT silently ignores
 a cache it considers incompatible, so the header version should match the target's TensorRT.
@@ -30,12 +30,12 @@ class CacheHeader:
 
 
 def version_code(trt_version: str) -> int:
-    """'10.3.0' -> 10300, '8.6.1' -> 8601."""
+    """The number TensorRT writes in a cache header: '8.6.1' -> 8601; from 10.0 on major*10000, '10.3.0' -> 100300."""
     try:
         major, minor, patch = (int(part) for part in (trt_version.split(".") + ["0", "0"])[:3])
     except ValueError as exc:
         raise ArtifactError(f"TensorRT version {trt_version!r} is not of the form MAJOR.MINOR.PATCH") from exc
-    return major * 1000 + minor * 100 + patch
+    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
 
 
 def scale_to_hex(scale: float) -> str:
