@@ -8,14 +8,18 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.common import console, data_dir_option
+from resnet_deploy.data import VAL_SIZE
 from resnet_deploy.quantize.calibrate import METHODS
+
+TRAIN_SIZE = 60000 - VAL_SIZE
 
 
 @click.command()
 @click.option("--onnx", "onnx_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The FP32 ONNX (from `resnet-deploy export`).")
 @click.option("--method", type=click.Choice([*METHODS, "all"]), default="all", show_default=True)
-@click.option("--count", default=512, show_default=True, help="Calibration images from the train split.")
+@click.option("--count", default=512, show_default=True, type=click.IntRange(1, TRAIN_SIZE),
+              help="Calibration images from the train split.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("calibration"),
               show_default=True)

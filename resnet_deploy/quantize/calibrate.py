@@ -98,10 +98,10 @@ def entropy_amax(histogram: np.ndarray, top: float, levels: int = QUANTIZED_LEVE
     """The clipping threshold with the least KL divergence between clipped and quantized histograms.
 
     The zero bin is set to its neighbour's count first (as NVIDIA's calibrators do), so the spike
-    of exact zeros after a ReLU does not decide the threshold. A tensor with other spikes (over
-    `SPIKE_FRACTION` of its values in bins that stand far above their neighbours: Fashion-MNIST's
-    constant background in the input and the stem's per-channel response to it) makes KL clip at the spike and lose every foreground value;
-    such tensors take the percentile range instead.
+    of exact zeros after a ReLU does not decide the threshold. Other spikes (over `SPIKE_FRACTION`
+    of the values in bins far above their neighbours: Fashion-MNIST's constant background in the
+    input and the stem's per-channel response to it) make KL clip at the spike and lose every
+    foreground value, so such tensors take the percentile range instead.
     """
     histogram = histogram.astype(np.float64).copy()
     bins = len(histogram)
@@ -118,7 +118,7 @@ def entropy_amax(histogram: np.ndarray, top: float, levels: int = QUANTIZED_LEVE
         divergence = _kl_to_quantized(reference, histogram[:index], levels)
         if divergence < best_divergence:
             best_divergence, best_index = divergence, index
-    return (best_index + 0.5) * top / bins
+    return best_index * top / bins
 
 
 def _kl_to_quantized(reference: np.ndarray, clipped: np.ndarray, levels: int) -> float:

@@ -23,23 +23,35 @@ from resnet_deploy.fileio import atomic_path, sha256_file
 INT8_MAX = 127.0
 
 
-def _residual_input(add_node, producers: dict[str, Any]) -> str:
-    """The input of a residual Add to quantize: not the conv output TensorRT fuses the Add into."""
+def _residual_input(add_node, producers: dict[str, Any], consumers: dict[str, int]) -> str:
+    """The input of a residual Add to quantize: the identity branch, not the conv TensorRT fuses the Add into.
+
+    With one conv input, the other one is the identity. When both are convs (a downsampling block),
+    the shortcut conv reads the block input, which the main branch's first conv also reads; the
+    main branch's last conv reads a tensor nothing else consumes.
+    """
+    def shortcut_score(name: str) -> int:
+        node = producers.get(name)
+        return consumers.get(node.input[0], 0) if node is not None and node.op_type == "Conv" else 1 << 30
+
     first, second = add_node.input[:2]
-    first_is_conv = producers.get(first) is not None and producers[first].op_type == "Conv"
-    return second if first_is_conv else first
+    return first if shortcut_score(first) > shortcut_score(second) else second
 
 
 def quantized_activations(model) -> list[str]:
     """Tensor names that get an activation Q/DQ pair, in graph order."""
     producers = {out: node for node in model.graph.node for out in node.output}
+    constants = {init.name for init in model.graph.initializer}
+    consumers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
     names = []
     for node in model.graph.node:
         if node.op_type in ("Conv", "Gemm"):
             names.append(node.input[0])
-        elif node.op_type == "Add" and len(node.input) == 2 and all(i in producers or i for i in node.input):
-            if not any(i in {init.name for init in model.graph.initializer} for i in node.input):
-                names.append(_residual_input(node, producers))
+        elif node.op_type == "Add" and len(node.input) == 2 and not constants.intersection(node.input):
+            names.append(_residual_input(node, producers, consumers))
     return list(dict.fromkeys(names))
 
 
@@ -118,7 +130,7 @@ def insert_qdq(fp32_onnx: str | Path, amax: dict[str, float], out_path: str | Pa
             before = _weight_qdq(model, node, axis=0)
         if node.op_type in ("Conv", "Gemm", "Add"):
             for index, name in enumerate(node.input):
-                if name in rewired and (node.op_type != "Add" or name in targets):
+                if name in rewired:
                     node.input[index] = rewired[name]
         if before:
             ordered.insert(len(ordered) - 1, before[0])

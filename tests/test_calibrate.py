@@ -1,0 +1,163 @@
+"""Activation statistics and amax per method on real train images; the `calibrate` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from resnet_deploy import data
+from resnet_deploy.cli import main
+from resnet_deploy.export import export_onnx
+from resnet_deploy.models import create_model
+from resnet_deploy.quantize.cache import read_calibration_cache
+from resnet_deploy.quantize.calibrate import (HISTOGRAM_BINS, METHODS, activation_tensors, calibrate_all,
+                                              calibrate_onnx, collect_stats, entropy_amax, percentile_amax)
+
+EXPECTED_OPS = {"Conv", "Relu", "Add", "Gemm", "ReduceMean", "GlobalAveragePool", "MaxPool", "Flatten", "Reshape"}
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    """An untrained resnet18 at width 0.125 (BN folded by the export): the graph is what matters here."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("calibrate") / "tiny.onnx"
+    export_onnx(create_model("resnet18", width=0.125).eval(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(data_dir):
+    return data.calibration_images(64, seed=0, data_dir=data_dir)
+
+
+@pytest.fixture(scope="module")
+def calibrated(tiny_onnx, images):
+    return calibrate_all(tiny_onnx, images)
+
+
+def histogram_of(values: np.ndarray) -> tuple[np.ndarray, float]:
+    counts, _ = np.histogram(values, bins=HISTOGRAM_BINS, range=(0, values.max()))
+    return counts, float(values.max())
+
+
+def test_activation_tensors_are_the_input_and_every_quantizable_output(tiny_onnx):
+    model = onnx.load(str(tiny_onnx))
+    expected = ["input"] + [n.output[0] for n in model.graph.node if n.op_type in EXPECTED_OPS]
+    names = activation_tensors(model)
+    assert names == expected
+    assert sum(n.op_type in ("Conv", "Add") for n in model.graph.node) == 28
+    assert "logits" in names
+
+
+def test_every_method_ranges_every_activation(calibrated, tiny_onnx):
+    amax_by_method, timings = calibrated
+    names = set(activation_tensors(onnx.load(str(tiny_onnx))))
+    assert set(amax_by_method) == set(METHODS)
+    for method, amax in amax_by_method.items():
+        assert set(amax) == names, method
+        assert all(np.isfinite(v) and v > 0 for v in amax.values()), method
+    for name, top in amax_by_method["max"].items():
+        assert amax_by_method["percentile"][name] <= top * (1 + 1e-6)
+        assert amax_by_method["entropy"][name] <= top * (1 + 1e-6)
+    assert sum(amax_by_method["entropy"][n] < amax_by_method["max"][n] for n in names) > len(names) / 2
+    assert {"statistics_seconds", "entropy_seconds", "max_seconds", "percentile_seconds"} <= set(timings)
+
+
+def test_max_is_the_exact_absolute_maximum(calibrated, tiny_onnx, images):
+    amax = calibrated[0]["max"]
+    logits = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"]).run(None, {"input": images})[0]
+    assert amax["input"] == pytest.approx(float(np.abs(images).max()), rel=1e-6)
+    assert amax["logits"] == pytest.approx(float(np.abs(logits).max()), rel=1e-6)
+
+
+def test_statistics_are_bounded_and_cover_every_value(tiny_onnx, images):
+    stats = collect_stats(tiny_onnx, images, batch_size=16)
+    assert all(h.shape == (HISTOGRAM_BINS,) for h in stats.histograms.values())
+    assert stats.histograms["input"].sum() == images.size
+    assert stats.histograms["logits"].sum() == len(images) * 10
+
+
+def test_calibrate_onnx_matches_calibrate_all_and_refuses_unknown_methods(calibrated, tiny_onnx, images):
+    assert calibrate_onnx(tiny_onnx, images, "percentile") == calibrated[0]["percentile"]
+    with pytest.raises(ValueError, match="calibration method"):
+        calibrate_onnx(tiny_onnx, images, "minmax")
+
+
+def test_entropy_is_a_kl_search_that_depends_on_the_shape():
+    rng = np.random.default_rng(0)
+    cauchy = np.abs(rng.standard_cauchy(200_000))
+    counts, top = histogram_of(cauchy[cauchy < 200])
+    entropy, percentile = entropy_amax(counts, top), percentile_amax(counts, top, 99.99)
+    assert entropy < percentile <= top and entropy < 0.6 * top
+    uniform_counts, uniform_top = histogram_of(rng.uniform(0, 1, 200_000))
+    assert 0.98 * uniform_top <= entropy_amax(uniform_counts, uniform_top) <= uniform_top
+    laplace_counts, laplace_top = histogram_of(np.abs(rng.laplace(size=200_000)))
+    laplace = entropy_amax(laplace_counts, laplace_top)
+    assert percentile_amax(laplace_counts, laplace_top, 99.0) < laplace < percentile_amax(laplace_counts, laplace_top, 99.99)
+
+
+def test_entropy_ignores_the_relu_zero_spike():
+    rng = np.random.default_rng(1)
+    positive = np.abs(rng.laplace(size=100_000))
+    with_zeros = np.concatenate([positive, np.zeros(100_000)])
+    counts, top = histogram_of(positive)
+    zero_counts, _ = np.histogram(with_zeros, bins=HISTOGRAM_BINS, range=(0, top))
+    assert entropy_amax(zero_counts, top) == pytest.approx(entropy_amax(counts, top), rel=0.05)
+
+
+def test_calibration_images_come_from_the_train_split_only(data_dir):
+    dataset = data.load_fashion_mnist(data_dir)
+    picked = data.calibration_images(256, seed=3, data_dir=data_dir)
+    train = {image.tobytes() for image in data.normalize(dataset.train_images)}
+    assert all(image.tobytes() in train for image in picked)
+    held_out = {image.tobytes() for image in data.normalize(np.concatenate([dataset.val_images, dataset.test_images]))}
+    assert sum(image.tobytes() in held_out for image in picked) <= 2  # exact duplicates across splits only
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--count", "0"], "--count"),
+    (["--count", "55001"], "--count"),
+    (["--method", "minmax"], "--method"),
+])
+def test_calibrate_command_refuses_bad_options(tiny_onnx, args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["calibrate", "--onnx", str(tiny_onnx), *args])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_calibrate_command_refuses_a_bad_onnx(tmp_path, capsys):
+    (tmp_path / "broken.onnx").write_bytes(b"not a protobuf")
+    for path in (tmp_path / "broken.onnx", tmp_path / "missing.onnx"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["calibrate", "--onnx", str(path), "--out-dir", str(tmp_path / "out")])
+        assert exit_info.value.code == 2 and path.name in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_calibrate_help_has_an_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--help"])
+    assert "resnet-deploy calibrate --onnx" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_calibrate_command_one_method_with_cpu_int8(trained_onnx, data_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["calibrate", "--onnx", str(trained_onnx), "--method", "entropy", "--count", "128", "--cpu-int8",
+              "--trt-version", "8.6.1", "--out-dir", str(tmp_path), "--data-dir", str(data_dir)])
+    assert exit_info.value.code == 0
+    stem = trained_onnx.stem
+    summary = json.loads((tmp_path / f"{stem}.calibration.json").read_text())
+    assert set(summary["methods"]) == {"fp32", "entropy", "cpu"} and summary["best_method"] == "entropy"
+    assert summary["calibration"] == {"split": "train", "count": 128, "seed": 0}
+    header, scales = read_calibration_cache(tmp_path / f"{stem}.entropy.cache")
+    assert header.version_code == 8601
+    amax = json.loads((tmp_path / f"{stem}.entropy.amax.json").read_text())
+    assert scales == {name: float(np.float32(value / 127.0)) for name, value in amax.items()}
+    assert (tmp_path / f"{stem}.int8-entropy.qdq.onnx").is_file() and (tmp_path / f"{stem}.int8-cpu.onnx").is_file()
+    assert "(best)" in capsys.readouterr().out
