@@ -18,7 +18,7 @@ import numpy as np
 from resnet_deploy.fileio import atomic_path, sha256_file
 
 
-class _ImageReader:
+class ImageReader:
     """onnxruntime.quantization.CalibrationDataReader over normalized images."""
 
     def __init__(self, input_name: str, images: np.ndarray, batch_size: int = 64):
@@ -42,7 +42,7 @@ def quantize_for_cpu(fp32_onnx: str | Path, out_path: str | Path, images: np.nda
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
         with atomic_path(out_path) as tmp:
-            quantize_static(str(prepared), str(tmp), _ImageReader(input_name, images),
+            quantize_static(str(prepared), str(tmp), ImageReader(input_name, images),
                             quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, per_channel=True, calibrate_method=methods[method],
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
