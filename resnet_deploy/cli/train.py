@@ -45,7 +45,7 @@ def train(out_dir, resume, data_dir, **options) -> None:
     \b
     Examples:
       resnet-deploy train
-      resnet-deploy train --width 0.5 --epochs 40 --random-erasing 0.25
+      resnet-deploy train --width 0.5 --epochs 30 --random-erasing 0.25
       resnet-deploy train --out-dir checkpoints/resnet18-w0.25 --resume
     """
     from resnet_deploy.train import TrainConfig, resume_config, train as run_training
