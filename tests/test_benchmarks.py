@@ -1,0 +1,45 @@
+"""benchmarks/modelopt_ptq.py: its table, its refusal without ModelOpt, and (where ModelOpt imports)
+the real comparison on the shared trained ONNX."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "modelopt_ptq.py"
+
+
+@pytest.fixture(scope="module")
+def modelopt_ptq():
+    spec = importlib.util.spec_from_file_location("modelopt_ptq", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_table_rows_and_unmeasured_seconds(modelopt_ptq):
+    rows = [{"tool": "none (FP32)", "method": "-", "seconds": None, "val_top1": 0.9392},
+            {"tool": "modelopt", "method": "max", "seconds": 1.234, "val_top1": 0.93915}]
+    lines = modelopt_ptq.table(rows, "header").splitlines()
+    assert lines[0] == "header"
+    assert lines[-2] == "| none (FP32) | - | 93.92% | - |"
+    assert lines[-1] == "| modelopt | max | 93.92% | 1.2 |"
+
+
+def test_exit_2_without_modelopt(modelopt_ptq, monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "modelopt", None)
+    assert modelopt_ptq.main([str(tmp_path / "m.onnx"), "--out-dir", str(tmp_path)]) == 2
+    assert "modelopt is not installed" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_real_comparison(modelopt_ptq, trained_onnx, tmp_path):
+    pytest.importorskip("modelopt.onnx.quantization")
+    assert modelopt_ptq.main([str(trained_onnx), "--methods", "max", "--count", "64",
+                              "--out-dir", str(tmp_path)]) == 0
+    report = (tmp_path / f"modelopt-{trained_onnx.stem}.md").read_text()
+    fp32, ours, theirs = (line for line in report.splitlines() if line.startswith("| ") and "top-1" not in line
+                          and "---" not in line)
+    top1 = [float(row.split("|")[3].strip().rstrip("%")) for row in (fp32, ours, theirs)]
+    assert abs(top1[1] - top1[0]) < 2.0 and abs(top1[2] - top1[0]) < 2.0
