@@ -46,6 +46,20 @@ TINY_RECIPE = dict(model="resnet18", width=0.125, epochs=2, train_limit=8192, ba
 
 
 @pytest.fixture(scope="session")
+def untrained_onnx(tmp_path_factory) -> Path:
+    """An untrained resnet18 at width 0.125 exported to ONNX (BN folded), for graph-level tests."""
+    import torch
+
+    from resnet_deploy.export import export_onnx
+    from resnet_deploy.models import create_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("untrained-onnx") / "tiny.onnx"
+    export_onnx(create_model("resnet18", width=0.125).eval(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def trained_checkpoint(tmp_path_factory, data_dir) -> Path:
     """A resnet18 at width 0.125 trained for two short epochs on 8k real images (about 75-80% top-1)."""
     from resnet_deploy.train import TrainConfig, train

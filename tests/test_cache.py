@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from resnet_deploy import data
 from resnet_deploy.errors import ArtifactError
-from resnet_deploy.export import export_onnx
-from resnet_deploy.models import create_model
 from resnet_deploy.quantize.cache import read_calibration_cache, version_code, write_calibration_cache
 from resnet_deploy.quantize.calibrate import calibrate_onnx
 
@@ -31,10 +28,8 @@ def test_header_and_known_big_endian_bits(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.cache", "b.cache"]
 
 
-def test_round_trip_of_real_ranges_is_exact_and_named_after_onnx_values(tmp_path, data_dir):
-    torch.manual_seed(0)
-    export_onnx(create_model("resnet18", width=0.125).eval(), tmp_path / "tiny.onnx")
-    amax = calibrate_onnx(tmp_path / "tiny.onnx", data.calibration_images(32, data_dir=data_dir), "percentile")
+def test_round_trip_of_real_ranges_is_exact_and_named_after_onnx_values(tmp_path, data_dir, untrained_onnx):
+    amax = calibrate_onnx(untrained_onnx, data.calibration_images(32, data_dir=data_dir), "percentile")
     write_calibration_cache(tmp_path / "tiny.cache", amax, trt_version="10.3.0")
     header, scales = read_calibration_cache(tmp_path / "tiny.cache")
     assert (header.version_code, header.algorithm) == (100300, "EntropyCalibration2")
@@ -56,9 +51,11 @@ def test_names_with_colons_and_blank_trailing_lines_survive(tmp_path):
     (f"{HEADER}\ninput 3c010204\n", "line 2"),
     (f"{HEADER}\ninput: 3c01020g\n", "line 2"),
     (f"{HEADER}\ninput: 3c0102041\n", "line 2"),
+    (f"{HEADER}\ninput: 3c01020\n", "line 2"),
     (f"{HEADER}\ninput: 3c010204\nrelu:3c010204\n", "line 3"),
     (f"{HEADER}\ninput: 3c010204\nrelu: bf800000\n", "line 3"),
     (f"{HEADER}\ninput: 7f800000\n", "line 2"),
+    (f"{HEADER}\ninput: 7fc00000\n", "line 2"),
 ])
 def test_malformed_cache_names_the_file_and_line(tmp_path, text, where):
     path = tmp_path / "broken.cache"

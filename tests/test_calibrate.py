@@ -8,12 +8,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 
 from resnet_deploy import data
 from resnet_deploy.cli import main
-from resnet_deploy.export import export_onnx
-from resnet_deploy.models import create_model
 from resnet_deploy.quantize.cache import read_calibration_cache
 from resnet_deploy.quantize.calibrate import (HISTOGRAM_BINS, METHODS, activation_tensors, calibrate_all,
                                               calibrate_onnx, collect_stats, entropy_amax, percentile_amax)
@@ -22,22 +19,13 @@ EXPECTED_OPS = {"Conv", "Relu", "Add", "Gemm", "ReduceMean", "GlobalAveragePool"
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    """An untrained resnet18 at width 0.125 (BN folded by the export): the graph is what matters here."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("calibrate") / "tiny.onnx"
-    export_onnx(create_model("resnet18", width=0.125).eval(), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def images(data_dir):
     return data.calibration_images(64, seed=0, data_dir=data_dir)
 
 
 @pytest.fixture(scope="module")
-def calibrated(tiny_onnx, images):
-    return calibrate_all(tiny_onnx, images)
+def calibrated(untrained_onnx, images):
+    return calibrate_all(untrained_onnx, images)
 
 
 def histogram_of(values: np.ndarray) -> tuple[np.ndarray, float]:
@@ -45,8 +33,8 @@ def histogram_of(values: np.ndarray) -> tuple[np.ndarray, float]:
     return counts, float(values.max())
 
 
-def test_activation_tensors_are_the_input_and_every_quantizable_output(tiny_onnx):
-    model = onnx.load(str(tiny_onnx))
+def test_activation_tensors_are_the_input_and_every_quantizable_output(untrained_onnx):
+    model = onnx.load(str(untrained_onnx))
     expected = ["input"] + [n.output[0] for n in model.graph.node if n.op_type in EXPECTED_OPS]
     names = activation_tensors(model)
     assert names == expected
@@ -54,9 +42,9 @@ def test_activation_tensors_are_the_input_and_every_quantizable_output(tiny_onnx
     assert "logits" in names
 
 
-def test_every_method_ranges_every_activation(calibrated, tiny_onnx):
+def test_every_method_ranges_every_activation(calibrated, untrained_onnx):
     amax_by_method, timings = calibrated
-    names = set(activation_tensors(onnx.load(str(tiny_onnx))))
+    names = set(activation_tensors(onnx.load(str(untrained_onnx))))
     assert set(amax_by_method) == set(METHODS)
     for method, amax in amax_by_method.items():
         assert set(amax) == names, method
@@ -68,24 +56,24 @@ def test_every_method_ranges_every_activation(calibrated, tiny_onnx):
     assert {"statistics_seconds", "entropy_seconds", "max_seconds", "percentile_seconds"} <= set(timings)
 
 
-def test_max_is_the_exact_absolute_maximum(calibrated, tiny_onnx, images):
+def test_max_is_the_exact_absolute_maximum(calibrated, untrained_onnx, images):
     amax = calibrated[0]["max"]
-    logits = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"]).run(None, {"input": images})[0]
+    logits = ort.InferenceSession(str(untrained_onnx), providers=["CPUExecutionProvider"]).run(None, {"input": images})[0]
     assert amax["input"] == pytest.approx(float(np.abs(images).max()), rel=1e-6)
     assert amax["logits"] == pytest.approx(float(np.abs(logits).max()), rel=1e-6)
 
 
-def test_statistics_are_bounded_and_cover_every_value(tiny_onnx, images):
-    stats = collect_stats(tiny_onnx, images, batch_size=16)
+def test_statistics_are_bounded_and_cover_every_value(untrained_onnx, images):
+    stats = collect_stats(untrained_onnx, images, batch_size=16)
     assert all(h.shape == (HISTOGRAM_BINS,) for h in stats.histograms.values())
     assert stats.histograms["input"].sum() == images.size
     assert stats.histograms["logits"].sum() == len(images) * 10
 
 
-def test_calibrate_onnx_matches_calibrate_all_and_refuses_unknown_methods(calibrated, tiny_onnx, images):
-    assert calibrate_onnx(tiny_onnx, images, "percentile") == calibrated[0]["percentile"]
+def test_calibrate_onnx_matches_calibrate_all_and_refuses_unknown_methods(calibrated, untrained_onnx, images):
+    assert calibrate_onnx(untrained_onnx, images, "percentile") == calibrated[0]["percentile"]
     with pytest.raises(ValueError, match="calibration method"):
-        calibrate_onnx(tiny_onnx, images, "minmax")
+        calibrate_onnx(untrained_onnx, images, "minmax")
 
 
 def test_entropy_is_a_kl_search_that_depends_on_the_shape():
@@ -124,9 +112,9 @@ def test_calibration_images_come_from_the_train_split_only(data_dir):
     (["--count", "55001"], "--count"),
     (["--method", "minmax"], "--method"),
 ])
-def test_calibrate_command_refuses_bad_options(tiny_onnx, args, message, capsys):
+def test_calibrate_command_refuses_bad_options(untrained_onnx, args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["calibrate", "--onnx", str(tiny_onnx), *args])
+        main(["calibrate", "--onnx", str(untrained_onnx), *args])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 

@@ -6,24 +6,18 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from onnx import numpy_helper
 
 from resnet_deploy import data
-from resnet_deploy.export import export_onnx
 from resnet_deploy.fileio import sha256_file
-from resnet_deploy.models import create_model
 from resnet_deploy.quantize.cpu_int8 import ImageReader, quantize_for_cpu
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, data_dir):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("cpu-int8")
-    export_onnx(create_model("resnet18", width=0.125).eval(), folder / "tiny.onnx")
-    summary = quantize_for_cpu(folder / "tiny.onnx", folder / "tiny.int8-cpu.onnx",
-                               data.calibration_images(64, data_dir=data_dir))
-    return folder / "tiny.onnx", folder / "tiny.int8-cpu.onnx", summary
+def tiny(tmp_path_factory, data_dir, untrained_onnx):
+    quantized = tmp_path_factory.mktemp("cpu-int8") / "tiny.int8-cpu.onnx"
+    summary = quantize_for_cpu(untrained_onnx, quantized, data.calibration_images(64, data_dir=data_dir))
+    return untrained_onnx, quantized, summary
 
 
 def logits(path, images: np.ndarray) -> np.ndarray:

@@ -6,34 +6,23 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from onnx import numpy_helper
 
 from resnet_deploy import data
 from resnet_deploy.errors import ArtifactError
-from resnet_deploy.export import export_onnx
-from resnet_deploy.models import create_model
 from resnet_deploy.quantize.calibrate import calibrate_onnx
 from resnet_deploy.quantize.qdq import insert_qdq, quantized_activations
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("qdq") / "tiny.onnx"
-    export_onnx(create_model("resnet18", width=0.125).eval(), path)
-    return path
+def amax(untrained_onnx, data_dir):
+    return calibrate_onnx(untrained_onnx, data.calibration_images(64, data_dir=data_dir), "max")
 
 
 @pytest.fixture(scope="module")
-def amax(tiny_onnx, data_dir):
-    return calibrate_onnx(tiny_onnx, data.calibration_images(64, data_dir=data_dir), "max")
-
-
-@pytest.fixture(scope="module")
-def qdq(tiny_onnx, amax, tmp_path_factory):
+def qdq(untrained_onnx, amax, tmp_path_factory):
     path = tmp_path_factory.mktemp("qdq-out") / "tiny.int8.qdq.onnx"
-    return path, insert_qdq(tiny_onnx, amax, path)
+    return path, insert_qdq(untrained_onnx, amax, path)
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +57,9 @@ def test_graph_is_valid_symmetric_int8_and_fp32_elsewhere(qdq):
     assert summary["sha256"] and summary["quantized_activations"] == sum(n.op_type == "QuantizeLinear" for n in model.graph.node)
 
 
-def test_weights_are_int8_per_output_channel(qdq, tiny_onnx):
+def test_weights_are_int8_per_output_channel(qdq, untrained_onnx):
     model, initializers, producers = graph_parts(qdq[0])
-    fp32 = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tiny_onnx)).graph.initializer}
+    fp32 = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(untrained_onnx)).graph.initializer}
     layers = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
     assert len(layers) == 21
     for node in layers:
@@ -116,8 +105,8 @@ def test_residual_adds_quantize_the_identity_branch_and_fuse_into_the_main_conv(
     assert producers["logits"].op_type == "Gemm"
 
 
-def test_quantized_activations_pick_the_identity_branch_whatever_the_add_order(tiny_onnx):
-    model = onnx.load(str(tiny_onnx))
+def test_quantized_activations_pick_the_identity_branch_whatever_the_add_order(untrained_onnx):
+    model = onnx.load(str(untrained_onnx))
     before = quantized_activations(model)
     for node in model.graph.node:
         if node.op_type == "Add":
@@ -125,17 +114,17 @@ def test_quantized_activations_pick_the_identity_branch_whatever_the_add_order(t
     assert quantized_activations(model) == before
 
 
-def test_qdq_graph_tracks_fp32_on_real_images(qdq, tiny_onnx, val_images):
+def test_qdq_graph_tracks_fp32_on_real_images(qdq, untrained_onnx, val_images):
     images = val_images[0][:500]
-    fp32, int8 = logits(tiny_onnx, images), logits(qdq[0], images)
+    fp32, int8 = logits(untrained_onnx, images), logits(qdq[0], images)
     assert np.abs(fp32 - int8).max() < 0.15 * np.abs(fp32).max()
     assert (fp32.argmax(1) == int8.argmax(1)).mean() >= 0.95
 
 
-def test_missing_range_is_refused_and_nothing_written(tiny_onnx, amax, tmp_path):
+def test_missing_range_is_refused_and_nothing_written(untrained_onnx, amax, tmp_path):
     partial = {k: v for k, v in amax.items() if k != "input"}
     with pytest.raises(ArtifactError, match="no calibration range for tensors input"):
-        insert_qdq(tiny_onnx, partial, tmp_path / "x.onnx")
+        insert_qdq(untrained_onnx, partial, tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
 
 
