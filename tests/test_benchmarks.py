@@ -2,6 +2,7 @@
 the real comparison on the shared trained ONNX."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -38,8 +39,8 @@ def test_real_comparison(modelopt_ptq, trained_onnx, tmp_path):
     pytest.importorskip("modelopt.onnx.quantization")
     assert modelopt_ptq.main([str(trained_onnx), "--methods", "max", "--count", "64",
                               "--out-dir", str(tmp_path)]) == 0
-    report = (tmp_path / f"modelopt-{trained_onnx.stem}.md").read_text()
-    fp32, ours, theirs = (line for line in report.splitlines() if line.startswith("| ") and "top-1" not in line
-                          and "---" not in line)
-    top1 = [float(row.split("|")[3].strip().rstrip("%")) for row in (fp32, ours, theirs)]
-    assert abs(top1[1] - top1[0]) < 2.0 and abs(top1[2] - top1[0]) < 2.0
+    rows = json.loads((tmp_path / f"modelopt-{trained_onnx.stem}.json").read_text())["rows"]
+    assert [(row["tool"], row["method"]) for row in rows] == [("none (FP32)", "-"), ("resnet-deploy", "max"),
+                                                              ("modelopt", "max")]
+    fp32, ours, theirs = (row["val_top1"] for row in rows)
+    assert abs(ours - fp32) < 0.02 and abs(theirs - fp32) < 0.02
