@@ -189,7 +189,7 @@ def parity_stage(reference: Path, artifacts: list[Path], options: BuildOptions) 
 def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult],
                  log: Log) -> tuple[Path | None, str | None]:
     """Build the engine and check its parity where TensorRT imports; otherwise say what to run on the target."""
-    from resnet_deploy.engine import tensorrt_available
+    from resnet_deploy.trt.builder import tensorrt_available
 
     if not tensorrt_available():
         return None, (
@@ -197,9 +197,9 @@ def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult
             "on the target GPU or Jetson (with TensorRT and pycuda) run:\n"
             f"  resnet-deploy build --precision {options.precision} --onnx {artifact}"
         )
-    from resnet_deploy.engine import build_engine, planned_engine_path
+    from resnet_deploy.trt.builder import build_engine, planned_engine_path
     from resnet_deploy.parity import parity_for_artifacts
-    from resnet_deploy.sidecar import sidecar_path
+    from resnet_deploy.trt.sidecar import sidecar_path
 
     model_name = artifact.name.removesuffix(".onnx").removesuffix(".qdq")
     engine_path = planned_engine_path(artifact, options.engines_dir, options.precision, model_name=model_name,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from resnet_deploy import data
-from resnet_deploy.engine import build_engine
+from resnet_deploy.trt.builder import build_engine
 from resnet_deploy.errors import ResnetDeployError
 from resnet_deploy.runners import RunnerStateError, load_runner
 from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
@@ -142,7 +142,7 @@ def test_parity_accepts_the_tensorrt_backend(engine, graphs, data_dir, tmp_path)
 
 def test_engine_runtime_imports_no_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import resnet_deploy.runners.tensorrt, resnet_deploy.cuda, resnet_deploy.sidecar, resnet_deploy.engine\n"
+            "import resnet_deploy.trt.runner, resnet_deploy.trt.cuda, resnet_deploy.trt.sidecar, resnet_deploy.trt.builder\n"
             "import resnet_deploy.cli.engine, resnet_deploy.parity, resnet_deploy.bench, resnet_deploy.cli\n"
             "print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -10,11 +10,11 @@ import json
 
 import pytest
 
-from resnet_deploy import engine as engine_module
-from resnet_deploy.engine import build_engine, calibration_version_code, capabilities, planned_engine_path
+from resnet_deploy.trt import builder as engine_module
+from resnet_deploy.trt.builder import build_engine, calibration_version_code, capabilities, planned_engine_path
 from resnet_deploy.errors import ArtifactError, ResnetDeployError
 from resnet_deploy.quantize.cache import read_calibration_cache
-from resnet_deploy.sidecar import read_sidecar
+from resnet_deploy.trt.sidecar import read_sidecar
 from tests.fakes import fake_pycuda, fake_tensorrt
 from tests.fakes.graphs import ORIN, tiny_graphs
 

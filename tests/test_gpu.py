@@ -47,7 +47,7 @@ def portable_artifacts(tmp_path_factory, trained_checkpoint, data_dir):
 def test_engine_builds_and_keeps_accuracy_parity(portable_artifacts, precision):
     import tensorrt
 
-    from resnet_deploy.sidecar import read_sidecar
+    from resnet_deploy.trt.sidecar import read_sidecar
 
     result = portable_artifacts[precision]
     assert result.engine is not None and result.engine.is_file()
@@ -60,7 +60,7 @@ def test_engine_builds_and_keeps_accuracy_parity(portable_artifacts, precision):
 def test_legacy_calibrator_engine_keeps_parity(portable_artifacts, tmp_path, data_dir):
     import tensorrt
 
-    from resnet_deploy.engine import build_engine, capabilities
+    from resnet_deploy.trt.builder import build_engine, capabilities
     from resnet_deploy.parity import parity_for_artifacts
 
     if not capabilities(tensorrt).legacy_calibrator:
@@ -77,7 +77,7 @@ def test_no_device_memory_leak_over_10000_batches(portable_artifacts, data_dir):
     import pycuda.driver as cuda
 
     from resnet_deploy import data
-    from resnet_deploy.cuda import CudaContext
+    from resnet_deploy.trt.cuda import CudaContext
     from resnet_deploy.runners import load_runner
 
     batch = data.normalize(data.load_fashion_mnist(data_dir).test_images[:32])

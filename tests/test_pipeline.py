@@ -54,7 +54,7 @@ def test_cli_strict_exits_1_without_tensorrt(tmp_path, trained_checkpoint, monke
 def test_engine_step_with_tensorrt_fakes(tmp_path, trained_checkpoint, monkeypatch):
     rec = fake_pycuda.install(monkeypatch)
     trt = fake_tensorrt.install(monkeypatch, "11.4", device_memory=rec.memory)
-    monkeypatch.setattr("resnet_deploy.engine.tensorrt_available", lambda: True)
+    monkeypatch.setattr("resnet_deploy.trt.builder.tensorrt_available", lambda: True)
     result = build(options_for(tmp_path, trained_checkpoint, engine={"max_batch": 64, "opt_batch": 16}),
                    log=lambda _: None)
     assert result.engine.is_file() and result.engine_message is None

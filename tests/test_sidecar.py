@@ -8,11 +8,11 @@ import pytest
 
 from resnet_deploy import data
 from resnet_deploy.cli import main
-from resnet_deploy.engine import build_engine
+from resnet_deploy.trt.builder import build_engine
 from resnet_deploy.errors import ArtifactError
 from resnet_deploy.fileio import sha256_file
 from resnet_deploy.runners import load_runner
-from resnet_deploy.sidecar import check_compatible, engine_file_name, read_sidecar, sidecar_path, variant_tags
+from resnet_deploy.trt.sidecar import check_compatible, engine_file_name, read_sidecar, sidecar_path, variant_tags
 from tests.fakes import fake_pycuda, fake_tensorrt
 from tests.fakes.graphs import ORIN, tiny_graphs
 

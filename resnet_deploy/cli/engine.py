@@ -41,7 +41,7 @@ def inspect(path: Path) -> None:
         info = {"path": str(path), "version_code": header.version_code, "algorithm": header.algorithm,
                 "tensors": len(scales), "scales": scales}
     elif path.suffix in (".engine", ".plan"):
-        from resnet_deploy.sidecar import read_sidecar
+        from resnet_deploy.trt.sidecar import read_sidecar
 
         info = read_sidecar(path)
         console.print_json(json.dumps(info, default=str))
@@ -60,8 +60,8 @@ def _check_engine_here(path: Path, sidecar: dict) -> None:
     except ImportError:
         console_err.print("TensorRT or pycuda is not installed here: compatibility not checked")
         return
-    from resnet_deploy.cuda import device_info
-    from resnet_deploy.sidecar import check_compatible
+    from resnet_deploy.trt.cuda import device_info
+    from resnet_deploy.trt.sidecar import check_compatible
 
     here = device_info(0)
     for warning in check_compatible(sidecar, tensorrt.__version__, here.compute_capability, here.name, path):

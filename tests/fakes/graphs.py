@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from resnet_deploy.cuda import DeviceInfo
+from resnet_deploy.trt.cuda import DeviceInfo
 
 ORIN = DeviceInfo(0, "NVIDIA Jetson AGX Orin", "8.7")
 

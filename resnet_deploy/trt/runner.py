@@ -17,7 +17,7 @@ import numpy as np
 
 from resnet_deploy.errors import ArtifactError, ResnetDeployError
 from resnet_deploy.runners.base import BaseRunner, TensorMeta
-from resnet_deploy.sidecar import check_compatible, read_sidecar
+from resnet_deploy.trt.sidecar import check_compatible, read_sidecar
 
 PHASES = ("h2d", "compute", "d2h")
 
@@ -43,7 +43,7 @@ class TensorRTRunner(BaseRunner):
     def _activate(self) -> None:
         import tensorrt as trt
 
-        from resnet_deploy.cuda import CudaContext
+        from resnet_deploy.trt.cuda import CudaContext
 
         self.sidecar = read_sidecar(self.engine_path)
         self._cuda = CudaContext(self.device)
@@ -59,7 +59,7 @@ class TensorRTRunner(BaseRunner):
             raise
 
     def _load(self, trt) -> None:
-        from resnet_deploy.cuda import EventTimer, driver
+        from resnet_deploy.trt.cuda import EventTimer, driver
 
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         if self.sidecar.get("version_compatible"):
@@ -76,7 +76,7 @@ class TensorRTRunner(BaseRunner):
 
     def _allocate(self, trt) -> None:
         """Pinned and device buffers for every I/O tensor, sized for the profile's max batch."""
-        from resnet_deploy.cuda import HostDeviceBuffer
+        from resnet_deploy.trt.cuda import HostDeviceBuffer
 
         engine = self._engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -125,7 +125,7 @@ class TensorRTRunner(BaseRunner):
         return batch
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from resnet_deploy.cuda import driver
+        from resnet_deploy.trt.cuda import driver
 
         cuda = driver()
         batch = self._batch(feed)

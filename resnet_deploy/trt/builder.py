@@ -19,7 +19,7 @@ from typing import Any, Callable
 from resnet_deploy.errors import ArtifactError, ResnetDeployError
 from resnet_deploy.fileio import atomic_write_bytes, sha256_file
 from resnet_deploy.quantize.cache import version_code as calibration_version_code
-from resnet_deploy.sidecar import engine_file_name, variant_tags, write_sidecar
+from resnet_deploy.trt.sidecar import engine_file_name, variant_tags, write_sidecar
 
 PRECISIONS = ("fp32", "fp16", "int8")
 HARDWARE_LEVELS = ("none", "ampere_plus", "same_compute_capability")
@@ -343,7 +343,7 @@ def _sidecar(trt, network, onnx_path: Path, engine_path: Path, info, precision: 
 
 
 def _device_info(device: int):
-    from resnet_deploy.cuda import device_info
+    from resnet_deploy.trt.cuda import device_info
 
     return device_info(device)
 
