@@ -1,16 +1,15 @@
-"""TensorRT engine builds for TensorRT 10.x and 11.x: the only module that knows TensorRT versions.
+"""TensorRT engine builds for TensorRT 10.x and 11.x, from an ONNX graph and an `EngineSettings`.
 
 One path for both: the precision is in the ONNX graph (FP32, FP16 graph, Q/DQ graph) and the
-network is strongly typed. Capabilities are detected by feature (does `BuilderFlag` have `INT8`?
-does `NetworkDefinitionCreationFlag` have `STRONGLY_TYPED`?), not by version string. TensorRT 10
-also builds weakly typed (a Q/DQ graph then needs the INT8 flag) and offers the legacy path: FP32
-ONNX + FP16/INT8 builder flags + a calibrator serving our calibration cache. TensorRT 11 removed
-both and the builder says so instead of failing on a missing attribute.
+network is strongly typed. TensorRT 10 also builds weakly typed (a Q/DQ graph then needs the INT8
+flag) and offers the legacy path: FP32 ONNX + FP16/INT8 builder flags + a calibrator serving our
+calibration cache. TensorRT 11 removed both and the builder says so instead of failing on a missing
+attribute. The configuration follows trtexec (`setupNetworkAndConfig` in samples/common/
+sampleEngines.cpp) and Polygraphy's `CreateConfig` (tools/Polygraphy/polygraphy/backend/trt/config.py).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,57 +18,14 @@ from typing import Any, Callable
 from resnet_deploy.errors import ArtifactError, ResnetDeployError
 from resnet_deploy.fileio import atomic_write_bytes, sha256_file
 from resnet_deploy.quantize.cache import version_code as calibration_version_code
-from resnet_deploy.trt.sidecar import engine_file_name, variant_tags, write_sidecar
+from resnet_deploy.trt.compat import (CALIBRATOR_CLASSES, DLA_RELEASES, Capabilities, capabilities, dla_supported,
+                                      import_tensorrt, trt_logger, version_numbers)
+from resnet_deploy.trt.cuda import DeviceInfo, device_info, pushed
+from resnet_deploy.trt.settings import EngineSettings
+from resnet_deploy.trt.sidecar import engine_file_name, write_sidecar
 
-PRECISIONS = ("fp32", "fp16", "int8")
-HARDWARE_LEVELS = ("none", "ampere_plus", "same_compute_capability")
-# Calibration-cache algorithm (header) -> the calibrator class TensorRT accepts that cache from.
-CALIBRATOR_CLASSES = {"EntropyCalibration2": "IInt8EntropyCalibrator2", "EntropyCalibration": "IInt8EntropyCalibrator",
-                      "MinMaxCalibration": "IInt8MinMaxCalibrator"}
 GRAPH_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8-qdq": "int8"}
-
-
-def tensorrt_available() -> bool:
-    """True when the `tensorrt` module can be imported (without importing it)."""
-    return importlib.util.find_spec("tensorrt") is not None
-
-
-def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise ResnetDeployError("TensorRT is not installed: `pip install tensorrt` on a GPU host, or use "
-                                "JetPack's TensorRT on Jetson") from exc
-    return tensorrt
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What the imported TensorRT offers, detected by feature."""
-
-    version: str
-    strongly_typed: bool
-    explicit_batch_flag: bool
-    precision_flags: bool
-    calibrators: tuple[str, ...]
-    hardware_levels: tuple[str, ...]
-
-    @property
-    def legacy_calibrator(self) -> bool:
-        return self.precision_flags and bool(self.calibrators)
-
-
-def capabilities(trt) -> Capabilities:
-    creation = trt.NetworkDefinitionCreationFlag
-    levels = getattr(trt, "HardwareCompatibilityLevel", None)
-    return Capabilities(
-        version=trt.__version__,
-        strongly_typed=hasattr(creation, "STRONGLY_TYPED"),
-        explicit_batch_flag=hasattr(creation, "EXPLICIT_BATCH"),
-        precision_flags=hasattr(trt.BuilderFlag, "INT8") and hasattr(trt.BuilderFlag, "FP16"),
-        calibrators=tuple(name for name in CALIBRATOR_CLASSES.values() if hasattr(trt, name)),
-        hardware_levels=tuple(n for n in HARDWARE_LEVELS if levels is not None and hasattr(levels, n.upper())),
-    )
+Log = Callable[[str], None]
 
 
 @dataclass
@@ -182,51 +138,103 @@ def _check_graph(onnx_path: Path, precision: str, strongly_typed: bool, legacy: 
             "with the FP32 graph on TensorRT 10")
 
 
-def _precision_flags(trt, caps: Capabilities, config, precision: str, strongly_typed: bool,
-                     legacy_cache: LegacyCache | None) -> Any:
+def _precision_flags(trt, caps: Capabilities, config, settings: EngineSettings, legacy_cache: LegacyCache | None,
+                     profile) -> Any:
     """Builder flags for the weakly typed branches (TensorRT <= 10 only); returns the calibrator to keep alive."""
-    if strongly_typed:
+    if settings.network_strongly_typed:
         return None
     if not caps.precision_flags:
         raise ResnetDeployError(f"TensorRT {caps.version} removed weak typing (BuilderFlag.FP16/INT8 and "
                                 "calibrators): build the FP16 or Q/DQ graph strongly typed instead")
-    if precision in ("fp16", "int8"):
+    if settings.precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
+    if settings.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
     if legacy_cache is None:
         return None
     calibrator = make_cache_calibrator(trt, legacy_cache)
     config.int8_calibrator = calibrator
+    # NvInfer.h (10.x), setCalibrationProfile: "Calibration optimization profile must be set if int8
+    # calibration is used to set scales for a network with runtime dimensions" (our batch axis is one).
+    if not config.set_calibration_profile(profile):
+        raise ArtifactError("TensorRT refused the calibration profile (see its log above)")
     return calibrator
 
 
-def _load_timing_cache(config, path: str | Path | None, log: Callable[[str], None]):
-    """The timing cache from `path` (empty when absent); one from another GPU or version starts afresh."""
-    data = Path(path).read_bytes() if path is not None and Path(path).is_file() else b""
-    cache = config.create_timing_cache(data)
-    if config.set_timing_cache(cache, False):
-        return cache
-    log(f"timing cache {path} does not match this GPU or TensorRT; starting an empty one")
-    cache = config.create_timing_cache(b"")
-    config.set_timing_cache(cache, False)
+def _tf32(trt, caps: Capabilities, config, tf32: bool) -> None:
+    """BuilderFlag.TF32 is on by default: clear it unless asked, so an "fp32" engine computes in FP32.
+
+    Polygraphy's CreateConfig does the same (tf32=False clears the flag); trtexec clears it on --noTF32.
+    """
+    if not caps.tf32_flag:
+        if tf32:
+            raise ResnetDeployError(f"TensorRT {caps.version} has no BuilderFlag.TF32; drop --tf32")
+        return
+    if tf32:
+        config.set_flag(trt.BuilderFlag.TF32)
+    else:
+        config.clear_flag(trt.BuilderFlag.TF32)
+
+
+def _create_timing_cache(config, data: bytes):
+    """`create_timing_cache`, or None where TensorRT returns null or raises on data it cannot use."""
+    try:
+        return config.create_timing_cache(data)
+    except Exception:  # noqa: BLE001 - pybind11 maps TensorRT's failure to whatever it likes; we start afresh
+        return None
+
+
+def _load_timing_cache(config, path: Path | None, log: Log):
+    """The timing cache of `path`, or an empty one (with a one-line notice) when it cannot be used.
+
+    NVIDIA's `buildTimingCacheFromFile` (shared/utils/cacheUtils.cpp) checks `createTimingCache` for
+    null and `setTimingCache` for false; the Python binding passes the null on as None.
+    """
+    data = path.read_bytes() if path is not None and path.is_file() else b""
+    cache = _create_timing_cache(config, data) if data else None
+    if data and cache is None:
+        log(f"note: timing cache {path} is unreadable (corrupt, or from another TensorRT); starting an empty one")
+    elif cache is not None and not config.set_timing_cache(cache, False):
+        log(f"note: timing cache {path} was made on another GPU or TensorRT; starting an empty one")
+        cache = None
+    if cache is None:
+        cache = _create_timing_cache(config, b"")
+        if cache is None:
+            raise ArtifactError("TensorRT could not create an empty timing cache (see its log above)")
+        config.set_timing_cache(cache, False)
     return cache
 
 
-def _device_options(trt, caps: Capabilities, config, dla_core: int | None, hardware_compatibility: str | None,
-                    version_compatible: bool) -> None:
-    if hardware_compatibility and hardware_compatibility != "none":
-        if hardware_compatibility not in caps.hardware_levels:
-            raise ResnetDeployError(f"TensorRT {caps.version} has no hardware-compatibility level "
-                                    f"{hardware_compatibility!r}; it offers {', '.join(caps.hardware_levels)}")
-        if dla_core is not None:
-            raise ResnetDeployError("hardware-compatible engines run on the GPU only; drop --dla-core")
-        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, hardware_compatibility.upper())
-    if dla_core is not None:
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = dla_core
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    if version_compatible:
+def _dla(trt, builder, config, core: int | None) -> None:
+    """DLA as trtexec sets it up: a release with DLA and a core that exists, default device DLA, GPU fallback."""
+    if core is None:
+        return
+    if not dla_supported(trt.__version__):
+        raise ResnetDeployError(f"--dla-core: TensorRT {trt.__version__} has no DLA support ({DLA_RELEASES})")
+    cores = builder.num_DLA_cores
+    if core >= cores:
+        have = "no DLA (builder.num_DLA_cores is 0)" if cores == 0 else f"{cores} DLA cores (0..{cores - 1})"
+        raise ResnetDeployError(f"--dla-core {core}: this device has {have}")
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = core
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+
+
+def _compatibility(trt, caps: Capabilities, config, settings: EngineSettings, info: DeviceInfo) -> None:
+    """Hardware compatibility (Ampere and later, not on JetPack) and version compatibility."""
+    level = settings.hardware_compatibility
+    if level != "none":
+        if level not in caps.hardware_levels:
+            raise ResnetDeployError(f"TensorRT {caps.version} has no hardware-compatibility level {level!r}; "
+                                    f"it offers {', '.join(caps.hardware_levels)}")
+        if info.integrated:
+            raise ResnetDeployError(f"hardware compatibility is not supported on Jetson ({info.name} is an "
+                                    "integrated GPU); build with --hardware-compatibility none")
+        if level == "ampere_plus" and version_numbers(info.compute_capability, 2) < (8, 0):
+            raise ResnetDeployError(f"--hardware-compatibility ampere_plus is built on Ampere or later; {info.name} "
+                                    f"has compute capability {info.compute_capability}")
+        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, level.upper())
+    if settings.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
 
 
@@ -236,135 +244,125 @@ def _tensor_meta(trt, tensor, shape: list[int]) -> dict[str, Any]:
     return {"name": tensor.name, "dtype": np.dtype(trt.nptype(tensor.dtype)).name, "shape": shape}
 
 
-def _check_settings(onnx_path: Path, precision: str, min_batch: int, opt_batch: int, max_batch: int) -> None:
-    if precision not in PRECISIONS:
-        raise ResnetDeployError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if not 1 <= min_batch <= opt_batch <= max_batch:
-        raise ResnetDeployError(f"batch profile must satisfy 1 <= min <= opt <= max, got {min_batch}/{opt_batch}/{max_batch}")
-    if not onnx_path.is_file():
-        raise ArtifactError(f"{onnx_path}: ONNX file not found")
+def _legacy_cache(trt, caps: Capabilities, settings: EngineSettings,
+                  calibration_cache: str | Path | None) -> LegacyCache | None:
+    if not settings.legacy_calibrator:
+        return None
+    if not caps.legacy_calibrator:
+        raise ResnetDeployError(f"--legacy-calibrator needs TensorRT <= 10; TensorRT {caps.version} removed "
+                                "IInt8Calibrator and the INT8 builder flag. Build the Q/DQ graph instead.")
+    if settings.precision != "int8":
+        return None
+    if calibration_cache is None:
+        raise ResnetDeployError("--legacy-calibrator with int8 needs a calibration cache")
+    return load_legacy_cache(trt, caps, calibration_cache)
 
 
-def build_engine(onnx_path: str | Path, engines_dir: str | Path = "engines", *, precision: str,
-                 min_batch: int = 1, opt_batch: int = 32, max_batch: int = 256, workspace_mib: int = 1024,
-                 timing_cache_path: str | Path | None = None, dla_core: int | None = None,
-                 hardware_compatibility: str | None = None, version_compatible: bool = False,
-                 legacy_calibrator: bool = False, calibration_cache: str | Path | None = None,
-                 strongly_typed: bool = True, model_name: str | None = None, device: int = 0,
-                 extra_metadata: dict[str, Any] | None = None, log: Callable[[str], None] = print,
-                 trt=None, device_info=None) -> EngineInfo:
-    """Build and save an engine from an ONNX graph (FP32, FP16 or Q/DQ) with its sidecar.
+@dataclass
+class _Built:
+    plan: bytes
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
 
-    `legacy_calibrator` (TensorRT <= 10): weakly typed FP32 graph + FP16/INT8 flags, INT8 scales from
-    `calibration_cache`. `trt` and `device_info` default to the real `tensorrt` module and GPU.
-    """
-    onnx_path = Path(onnx_path)
-    _check_settings(onnx_path, precision, min_batch, opt_batch, max_batch)
-    trt = trt or import_tensorrt()
-    caps = capabilities(trt)
-    legacy_cache = None
-    if legacy_calibrator:
-        if not caps.legacy_calibrator:
-            raise ResnetDeployError(f"--legacy-calibrator needs TensorRT <= 10; TensorRT {caps.version} removed "
-                                    "IInt8Calibrator and the INT8 builder flag. Build the Q/DQ graph instead.")
-        if precision == "int8":
-            if calibration_cache is None:
-                raise ResnetDeployError("--legacy-calibrator with int8 needs a calibration cache")
-            legacy_cache = load_legacy_cache(trt, caps, calibration_cache)
-        strongly_typed = False
-    started = time.perf_counter()
-    logger = trt.Logger(trt.Logger.WARNING)
+
+def _build(trt, caps: Capabilities, onnx_path: Path, settings: EngineSettings, legacy_cache: LegacyCache | None,
+           info: DeviceInfo, log: Log) -> _Built:
+    """Parse, configure and build with the device's context current; every TensorRT object dies here."""
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
-    network, _parser = _parse(trt, builder, _network_flags(trt, caps, strongly_typed), onnx_path, logger)
-    _check_graph(onnx_path, precision, strongly_typed, legacy_calibrator)
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    calibrator = _precision_flags(trt, caps, config, precision, strongly_typed, legacy_cache)
+    network, _parser = _parse(trt, builder, _network_flags(trt, caps, settings.network_strongly_typed), onnx_path,
+                              logger)
+    _check_graph(onnx_path, settings.precision, settings.network_strongly_typed, settings.legacy_calibrator)
     if network.num_inputs != 1:
         raise ArtifactError(f"{onnx_path}: expected one input, the graph has {network.num_inputs}")
     input_tensor = network.get_input(0)
     sample_shape = tuple(input_tensor.shape)[1:]
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
     profile = builder.create_optimization_profile()
-    shapes = {k: (b, *sample_shape) for k, b in (("min", min_batch), ("opt", opt_batch), ("max", max_batch))}
+    shapes = {k: (b, *sample_shape) for k, b in settings.batches.items()}
     profile.set_shape(input_tensor.name, shapes["min"], shapes["opt"], shapes["max"])
     config.add_optimization_profile(profile)
-    timing_cache = _load_timing_cache(config, timing_cache_path, log)
-    _device_options(trt, caps, config, dla_core, hardware_compatibility, version_compatible)
-    log(f"building {precision} engine from {onnx_path} with TensorRT {caps.version} "
-        f"({'strongly' if strongly_typed else 'weakly'} typed, batch {min_batch}/{opt_batch}/{max_batch})")
+    _tf32(trt, caps, config, settings.tf32)
+    calibrator = _precision_flags(trt, caps, config, settings, legacy_cache, profile)
+    timing_cache = _load_timing_cache(config, settings.timing_cache, log)
+    _dla(trt, builder, config, settings.dla_core)
+    _compatibility(trt, caps, config, settings, info)
+    log(f"building {settings.precision} engine from {onnx_path} with TensorRT {caps.version} on {info.name} "
+        f"({'strongly' if settings.network_strongly_typed else 'weakly'} typed, batch "
+        f"{settings.min_batch}/{settings.opt_batch}/{settings.max_batch})")
     serialized = builder.build_serialized_network(network, config)
+    del calibrator
     if serialized is None:
         raise ArtifactError(f"{onnx_path}: TensorRT could not build an engine (see the TensorRT log above)")
-    if timing_cache_path is not None:
-        atomic_write_bytes(timing_cache_path, bytes(timing_cache.serialize()))
-    del calibrator
-    info = device_info or _device_info(device)
-    tags = variant_tags(legacy_calibrator=legacy_calibrator, strongly_typed=strongly_typed, dla_core=dla_core,
-                        hardware_compatibility=hardware_compatibility, version_compatible=version_compatible)
-    engine_path = engine_path_for(onnx_path, engines_dir, precision, max_batch, caps.version, info, model_name, tags)
-    atomic_write_bytes(engine_path, bytes(serialized))
-    sidecar = _sidecar(trt, network, onnx_path, engine_path, info, precision, shapes, strongly_typed,
-                       legacy_calibrator, legacy_cache)
-    sidecar.update({
-        "hardware_compatibility": hardware_compatibility or "none", "version_compatible": version_compatible,
-        "build_settings": {"min_batch": min_batch, "opt_batch": opt_batch, "max_batch": max_batch,
-                           "workspace_mib": workspace_mib, "dla_core": dla_core,
-                           "timing_cache": str(timing_cache_path) if timing_cache_path else None},
-        "build_seconds": round(time.perf_counter() - started, 2),
-        **(extra_metadata or {}),
-    })
+    if settings.timing_cache is not None:
+        atomic_write_bytes(settings.timing_cache, bytes(timing_cache.serialize()))
+    outputs = [network.get_output(i) for i in range(network.num_outputs)]
+    return _Built(bytes(serialized), [_tensor_meta(trt, input_tensor, [-1, *sample_shape])],
+                  [_tensor_meta(trt, t, list(t.shape)) for t in outputs])
+
+
+def build_engine(onnx_path: str | Path, settings: EngineSettings, engines_dir: str | Path = "engines", *,
+                 calibration_cache: str | Path | None = None, model_name: str | None = None,
+                 extra_metadata: dict[str, Any] | None = None, log: Log = print) -> EngineInfo:
+    """Build and save an engine from an ONNX graph (FP32, FP16 or Q/DQ) on `settings.device`, with its sidecar.
+
+    `calibration_cache` serves the legacy calibrator (int8 with `settings.legacy_calibrator`).
+    """
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise ArtifactError(f"{onnx_path}: ONNX file not found")
+    trt = import_tensorrt("building an engine")
+    caps = capabilities(trt)
+    legacy_cache = _legacy_cache(trt, caps, settings, calibration_cache)
+    info = device_info(settings.device)
+    started = time.perf_counter()
+    # TensorRT builds on the device of the current CUDA context (trtexec calls cudaSetDevice first).
+    with pushed(settings.device):
+        built = _build(trt, caps, onnx_path, settings, legacy_cache, info, log)
+    engine_path = engine_path_for(onnx_path, settings, engines_dir, caps.version, info, model_name)
+    atomic_write_bytes(engine_path, built.plan)
+    sidecar = _sidecar(trt.__version__, onnx_path, engine_path, info, settings, built, legacy_cache)
+    sidecar.update({"build_seconds": round(time.perf_counter() - started, 2), **(extra_metadata or {})})
     return EngineInfo(engine_path, write_sidecar(engine_path, sidecar), sidecar)
 
 
-def _sidecar(trt, network, onnx_path: Path, engine_path: Path, info, precision: str, shapes: dict,
-             strongly_typed: bool, legacy_calibrator: bool, legacy_cache: LegacyCache | None) -> dict[str, Any]:
+def _sidecar(trt_version: str, onnx_path: Path, engine_path: Path, info: DeviceInfo, settings: EngineSettings,
+             built: _Built, legacy_cache: LegacyCache | None) -> dict[str, Any]:
     """What a runner must know before deserializing, and what the engine was made from."""
     from resnet_deploy.data import CLASS_NAMES, MEAN, STD
 
-    input_tensor = network.get_input(0)
-    outputs = [network.get_output(i) for i in range(network.num_outputs)]
     if legacy_cache is not None:
         calibration = {"method": "legacy-calibrator", "cache": str(legacy_cache.path),
                        "cache_sha256": sha256_file(legacy_cache.path), "algorithm": legacy_cache.algorithm,
                        "calibrator": legacy_cache.calibrator_class, "tensors": legacy_cache.tensors}
     else:
-        calibration = {"method": "qdq-graph" if precision == "int8" else None}
+        calibration = {"method": "qdq-graph" if settings.precision == "int8" else None}
     return {
-        "engine": engine_path.name, "tensorrt_version": trt.__version__, "gpu_name": info.name,
-        "compute_capability": info.compute_capability, "precision": precision,
-        "profile": {k: list(v) for k, v in shapes.items()},
-        "inputs": [_tensor_meta(trt, input_tensor, [-1, *shapes["max"][1:]])],
-        "outputs": [_tensor_meta(trt, t, list(t.shape)) for t in outputs],
+        "engine": engine_path.name, "tensorrt_version": trt_version, "gpu_name": info.name,
+        "compute_capability": info.compute_capability, "integrated_gpu": info.integrated, "platform": info.platform,
+        "precision": settings.precision, "tf32": settings.tf32, "dla_core": settings.dla_core,
+        "hardware_compatibility": settings.hardware_compatibility, "version_compatible": settings.version_compatible,
+        "strongly_typed": settings.network_strongly_typed, "legacy_calibrator": settings.legacy_calibrator,
+        "profile": {k: [b, *built.inputs[0]["shape"][1:]] for k, b in settings.batches.items()},
+        "inputs": built.inputs, "outputs": built.outputs,
         "source_onnx": str(onnx_path), "source_onnx_sha256": sha256_file(onnx_path),
-        "strongly_typed": strongly_typed, "legacy_calibrator": legacy_calibrator,
-        "calibration": calibration,
+        "calibration": calibration, "build_settings": settings.as_dict(),
         "normalization": {"mean": MEAN, "std": STD}, "class_names": list(CLASS_NAMES),
     }
 
 
-def _device_info(device: int):
-    from resnet_deploy.trt.cuda import device_info
-
-    return device_info(device)
-
-
-def engine_path_for(onnx_path: Path, engines_dir: str | Path, precision: str, max_batch: int, trt_version: str,
-                    device_info, model_name: str | None = None, tags: list[str] | tuple[str, ...] = ()) -> Path:
+def engine_path_for(onnx_path: str | Path, settings: EngineSettings, engines_dir: str | Path, trt_version: str,
+                    info: DeviceInfo, model_name: str | None = None) -> Path:
     """Where the engine for these settings, this TensorRT and this GPU goes."""
     name = model_name or Path(onnx_path).name.split(".")[0]
-    return Path(engines_dir) / engine_file_name(name, precision, max_batch, device_info.name,
-                                                device_info.compute_capability, trt_version, tags)
+    return Path(engines_dir) / engine_file_name(name, settings.precision, settings.max_batch, info.name,
+                                                info.compute_capability, trt_version, settings.tags())
 
 
-def planned_engine_path(onnx_path: Path, engines_dir: str | Path, precision: str, max_batch: int = 256,
-                        model_name: str | None = None, device: int = 0, **settings: Any) -> Path:
-    """The engine path `build_engine` with these settings would write here (imports TensorRT and pycuda).
-
-    Other `build_engine` keyword arguments are accepted, so a caller can pass the same settings to both.
-    """
-    tags = variant_tags(legacy_calibrator=bool(settings.get("legacy_calibrator")),
-                        strongly_typed=settings.get("strongly_typed", True),
-                        dla_core=settings.get("dla_core"), hardware_compatibility=settings.get("hardware_compatibility"),
-                        version_compatible=bool(settings.get("version_compatible")))
-    return engine_path_for(onnx_path, engines_dir, precision, max_batch, import_tensorrt().__version__,
-                           _device_info(device), model_name, tags)
+def planned_engine_path(onnx_path: str | Path, settings: EngineSettings, engines_dir: str | Path = "engines",
+                        model_name: str | None = None) -> Path:
+    """The engine path `build_engine` with these settings would write here (imports TensorRT and pycuda)."""
+    trt = import_tensorrt("planning an engine")
+    return engine_path_for(onnx_path, settings, engines_dir, trt.__version__, device_info(settings.device),
+                           model_name)

@@ -1,67 +1,74 @@
 """TensorRT runner: one engine, one execution context, one CUDA stream, pinned host buffers.
 
-Per batch: copy into pinned memory, set the input shape, set every tensor address, async H2D,
-`execute_async_v3`, async D2H, synchronize. CUDA events around each phase report H2D, compute and
-D2H apart; the host time of the enqueue call is reported as `enqueue`. Imports no torch, so it
-runs on a Jetson with only TensorRT, pycuda and numpy.
+Per batch: set the input shape and every tensor address, then `cuda.StreamLoop`: copy into pinned
+memory, async H2D, `execute_async_v3`, async D2H, synchronize; CUDA events around each phase report
+H2D, compute and D2H apart, and the host time of the enqueue call is reported as `enqueue`. An
+execution context is not thread-safe (TensorRT's threading rules), so `infer` holds a lock; with
+`thread_safe=False` there is no lock and a call from any thread but the one that activated the
+runner is refused. Imports no torch, so it runs on a Jetson with only TensorRT, pycuda and numpy.
 """
 
 from __future__ import annotations
 
-import time
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 
 from resnet_deploy.errors import ArtifactError, ResnetDeployError
-from resnet_deploy.runners.base import BaseRunner, TensorMeta
+from resnet_deploy.runners.base import BaseRunner, RunnerStateError, TensorMeta
+from resnet_deploy.trt.compat import import_tensorrt, require, trt_logger
+from resnet_deploy.trt.cuda import HostDeviceBuffer, StreamLoop, device_info, pushed
 from resnet_deploy.trt.sidecar import check_compatible, read_sidecar
-
-PHASES = ("h2d", "compute", "d2h")
 
 
 class TensorRTRunner(BaseRunner):
     backend = "tensorrt"
 
-    def __init__(self, engine_path: str | Path, device: int = 0, name: str | None = None):
+    def __init__(self, engine_path: str | Path, device: int = 0, name: str | None = None, thread_safe: bool = True):
         super().__init__(name or Path(engine_path).name)
+        require(f"{Path(engine_path).name}: running a TensorRT engine")
         self.engine_path = Path(engine_path)
         self.device = device
+        self.thread_safe = thread_safe
+        self._lock = threading.Lock()
         self._reset()
 
     def _reset(self) -> None:
-        self._cuda = self._runtime = self._engine = self._execution = None
-        self._stream = self._timer = None
-        self._buffers: dict = {}
+        self._runtime = self._engine = self._execution = self._loop = None
+        self._owner: int | None = None
         self._inputs: list[TensorMeta] = []
         self._outputs: list[TensorMeta] = []
         self.sidecar: dict = {}
         self.max_batch = 0
 
     def _activate(self) -> None:
-        import tensorrt as trt
-
-        from resnet_deploy.trt.cuda import CudaContext
-
+        trt = import_tensorrt(f"{self.engine_path.name}: running a TensorRT engine")
         self.sidecar = read_sidecar(self.engine_path)
-        self._cuda = CudaContext(self.device)
+        here = device_info(self.device)
+        for warning in check_compatible(self.sidecar, trt.__version__, here, self.engine_path):
+            warnings.warn(warning, stacklevel=3)
         try:
-            info = self._cuda.info
-            for warning in check_compatible(self.sidecar, trt.__version__, info.compute_capability, info.name,
-                                            self.engine_path):
-                warnings.warn(warning, stacklevel=3)
-            with self._cuda:
+            with pushed(self.device):
                 self._load(trt)
         except BaseException:
             self._deactivate()
             raise
+        self._owner = threading.get_ident()
 
     def _load(self, trt) -> None:
-        from resnet_deploy.trt.cuda import EventTimer, driver
-
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._runtime = trt.Runtime(trt_logger(trt))
+        dla_core = self.sidecar.get("dla_core")
+        if dla_core is not None:
+            cores = self._runtime.num_DLA_cores
+            if dla_core >= cores:
+                raise ArtifactError(f"{self.engine_path}: built for DLA core {dla_core}; this device has "
+                                    f"{cores} DLA cores")
+            # trtexec sets the runtime's DLA core before deserializing (samples/common/sampleEngines.cpp).
+            self._runtime.DLA_core = dla_core
         if self.sidecar.get("version_compatible"):
             self._runtime.engine_host_code_allowed = True
         self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
@@ -70,40 +77,40 @@ class TensorRTRunner(BaseRunner):
         self._execution = self._engine.create_execution_context()
         if self._execution is None:
             raise ArtifactError(f"{self.engine_path}: TensorRT could not create an execution context")
-        self._stream = driver().Stream()
-        self._timer = EventTimer(self._stream, PHASES)
-        self._allocate(trt)
+        self._loop = StreamLoop(self._allocate(trt))
 
-    def _allocate(self, trt) -> None:
-        """Pinned and device buffers for every I/O tensor, sized for the profile's max batch."""
-        from resnet_deploy.trt.cuda import HostDeviceBuffer
-
+    def _allocate(self, trt) -> dict[str, HostDeviceBuffer]:
+        """Pinned and device buffers for every I/O tensor, of the engine's dtypes, sized for the max batch."""
         engine = self._engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         if len(inputs) != 1:
             raise ArtifactError(f"{self.engine_path}: expected one input tensor, the engine has {len(inputs)}")
         self.max_batch = int(tuple(engine.get_tensor_profile_shape(inputs[0], 0)[2])[0])
+        buffers = {}
         for name in names:
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
             shape = tuple(engine.get_tensor_shape(name))
-            meta = TensorMeta(name, dtype, shape)
-            (self._inputs if name in inputs else self._outputs).append(meta)
-            max_shape = tuple(self.max_batch if d < 0 else d for d in shape)
-            self._buffers[name] = HostDeviceBuffer(max_shape, dtype)
+            (self._inputs if name in inputs else self._outputs).append(TensorMeta(name, dtype, shape))
+            buffers[name] = HostDeviceBuffer(tuple(self.max_batch if d < 0 else d for d in shape), dtype)
+        return buffers
 
     def _deactivate(self) -> None:
-        """Free buffers, context, engine and runtime in that order, with the CUDA context current."""
-        if self._cuda is not None:
-            with self._cuda:
-                for buffer in self._buffers.values():
-                    buffer.free()
-                self._timer = self._stream = None
-                self._execution = None
-                self._engine = None
-                self._runtime = None
-            self._cuda.release()
-        self._reset()
+        """Free buffers, stream, execution context, engine and runtime in that order, the context current."""
+        with self._lock:
+            if self._runtime is not None:
+                with pushed(self.device):
+                    if self._loop is not None:
+                        self._loop.free()
+                    self._execution = None
+                    self._engine = None
+                    self._runtime = None
+            self._reset()
+
+    @property
+    def io_bytes(self) -> int:
+        """Device bytes of this activation's I/O buffers (as many again are pinned on the host)."""
+        return sum(buffer.host.nbytes for buffer in self._loop.buffers.values()) if self._loop else 0
 
     def _input_metadata(self) -> list[TensorMeta]:
         return list(self._inputs)
@@ -124,36 +131,34 @@ class TensorRTRunner(BaseRunner):
                                     f"profile 1..{self.max_batch}; rebuild with a larger --max-batch")
         return batch
 
-    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from resnet_deploy.trt.cuda import driver
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """The lock (thread_safe) or a refusal of every thread but the activating one (not thread_safe)."""
+        if self.thread_safe:
+            with self._lock:
+                yield
+            return
+        if threading.get_ident() != self._owner:
+            raise RunnerStateError(f"runner {self.name!r} was made with thread_safe=False and is used from another "
+                                   "thread than the one that activated it; use one runner per thread")
+        yield
 
-        cuda = driver()
-        batch = self._batch(feed)
-        (input_meta,) = self._inputs
-        input_buffer = self._buffers[input_meta.name]
-        with self._cuda:
-            host_in = input_buffer.host_view(batch.shape)
-            np.copyto(host_in, batch, casting="same_kind")
-            if not self._execution.set_input_shape(input_meta.name, batch.shape):
-                raise ResnetDeployError(f"{self.engine_path.name}: TensorRT rejected input shape {batch.shape}")
-            for name, buffer in self._buffers.items():
-                self._execution.set_tensor_address(name, int(buffer.device))
-            self._timer.start("h2d")
-            cuda.memcpy_htod_async(input_buffer.device, host_in, self._stream)
-            self._timer.stop("h2d")
-            self._timer.start("compute")
-            enqueue_started = time.perf_counter()
-            if not self._execution.execute_async_v3(self._stream.handle):
-                raise ResnetDeployError(f"{self.engine_path.name}: execute_async_v3 failed (see the TensorRT log)")
-            enqueue = time.perf_counter() - enqueue_started
-            self._timer.stop("compute")
-            self._timer.start("d2h")
-            outputs = {}
-            for meta in self._outputs:
-                host_out = self._buffers[meta.name].host_view(tuple(self._execution.get_tensor_shape(meta.name)))
-                cuda.memcpy_dtoh_async(host_out, self._buffers[meta.name].device, self._stream)
-                outputs[meta.name] = host_out
-            self._timer.stop("d2h")
-            self._stream.synchronize()
-            self.last_timings = {**self._timer.seconds(), "enqueue": enqueue}
-        return {name: array.copy() for name, array in outputs.items()}
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self._exclusive():
+            if self._loop is None:
+                raise RunnerStateError(f"infer() called on inactive runner {self.name!r}")
+            batch = self._batch(feed)
+            (input_meta,) = self._inputs
+            with pushed(self.device):
+                if not self._execution.set_input_shape(input_meta.name, batch.shape):
+                    raise ResnetDeployError(f"{self.engine_path.name}: TensorRT rejected input shape {batch.shape}")
+                for name, buffer in self._loop.buffers.items():
+                    self._execution.set_tensor_address(name, int(buffer.device))
+                shapes = {m.name: tuple(self._execution.get_tensor_shape(m.name)) for m in self._outputs}
+                outputs = self._loop.run({input_meta.name: batch}, shapes, self._enqueue)
+                self.last_timings = dict(self._loop.last_timings)
+            return outputs
+
+    def _enqueue(self, stream) -> None:
+        if not self._execution.execute_async_v3(stream.handle):
+            raise ResnetDeployError(f"{self.engine_path.name}: execute_async_v3 failed (see the TensorRT log)")
