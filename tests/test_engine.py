@@ -222,6 +222,12 @@ def test_tf32_is_cleared_unless_asked_and_recorded(monkeypatch, tmp_path, graphs
     assert read_sidecar(info.engine_path)["tf32"] is True
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_fake_config_starts_with_tf32_on_as_tensorrt_does(version):
+    trt = fake_tensorrt.make_fake_tensorrt(version)
+    assert trt.IBuilderConfig().get_flag(trt.BuilderFlag.TF32)
+
+
 def test_dla_build_on_jetson(monkeypatch, tmp_path, graphs):
     trt, info, plan = fake_build(monkeypatch, "10.3", graphs["fp16"], tmp_path, "fp16", min_batch=8, opt_batch=8,
                                  max_batch=8, dla_core=1, version_compatible=True)

@@ -132,3 +132,36 @@ def test_capabilities_and_the_logger_on_the_real_bindings(oracle):
     fake = json.loads(json.dumps(dataclasses.asdict(capabilities(make_fake_tensorrt(version)))))
     assert real["capabilities"] == fake
     assert real["severities"] == ["WARNING", "VERBOSE"] and real["same_logger"]
+
+
+PYCUDA_DUMP = """
+import json, pycuda.driver as driver
+names = {"module": sorted(n for n in dir(driver) if not n.startswith("_"))}
+for name in ("Device", "Context", "Stream", "Event", "device_attribute"):
+    names[name] = sorted(n for n in dir(getattr(driver, name)) if not n.startswith("_"))
+try:
+    driver.init()
+except driver.Error as exc:
+    names["init"] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(names))
+"""
+
+
+@pytest.mark.skipif(not os.environ.get("RESNET_DEPLOY_PYCUDA_ORACLE"),
+                    reason="RESNET_DEPLOY_PYCUDA_ORACLE not set (see tools/pycuda_oracle.sh)")
+def test_fake_pycuda_uses_only_names_the_real_pycuda_has():
+    """The fake pycuda's module functions, classes and their members all exist in the real pycuda.driver."""
+    from tests.fakes.fake_pycuda import make_fake_pycuda
+
+    oracle = Path(os.environ["RESNET_DEPLOY_PYCUDA_ORACLE"]).resolve()
+    env = {**os.environ, "LD_LIBRARY_PATH": str(oracle / "lib")}
+    result = subprocess.run([str(oracle / "venv" / "bin" / "python"), "-c", PYCUDA_DUMP], capture_output=True,
+                            text=True, env=env, check=True, cwd=oracle)
+    real = json.loads(result.stdout)
+    _, driver, _ = make_fake_pycuda()
+    public = {name for name in vars(driver) if not name.startswith("_")}
+    assert public <= set(real["module"]), public - set(real["module"])
+    for name in ("Device", "Context", "Stream", "Event", "device_attribute"):
+        members = {m for m in vars(getattr(driver, name)) if not m.startswith("_")}
+        assert members <= set(real[name]), (name, members - set(real[name]))
+    assert real["init"] == "RuntimeError: cuInit failed: no CUDA-capable device is detected"
