@@ -8,21 +8,21 @@ artifacts and says what to run on the target.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from resnet_deploy import data
 from resnet_deploy.errors import ResnetDeployError
 from resnet_deploy.stages import StageResult, run_stage
-
-PRECISIONS = ("fp32", "fp16", "int8")
+from resnet_deploy.trt.compat import DEFAULT_TRT_VERSION
+from resnet_deploy.trt.settings import PRECISIONS, EngineSettings
 DEFAULT_CHECKPOINT = Path("checkpoints/resnet18-w0.25/best.pt")
 
 
 @dataclass
 class BuildOptions:
-    """Settings of one `build`; the engine options go to `engine.build_engine` unchanged."""
+    """Settings of one `build`; `engine` (its precision is `precision`) goes to `build_engine` unchanged."""
 
     precision: str = "int8"
     checkpoint: Path | None = None
@@ -34,11 +34,18 @@ class BuildOptions:
     opset: int = 18
     calibration_method: str = "auto"
     calibration_count: int = 512
-    trt_cache_version: str = "10.3.0"
+    trt_cache_version: str = DEFAULT_TRT_VERSION
     max_drop_pp: float = 0.5
     parity_limit: int = 0
     data_dir: Path | None = None
-    engine: dict[str, Any] = field(default_factory=dict)
+    engine: EngineSettings | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine is None:
+            self.engine = EngineSettings(precision=self.precision)
+        elif self.engine.precision != self.precision:
+            raise ResnetDeployError(f"the engine settings say precision {self.engine.precision!r}, the build "
+                                    f"{self.precision!r}")
 
 
 @dataclass
@@ -76,7 +83,7 @@ def build(options: BuildOptions, log: Log = print) -> BuildResult:
     if reference is not None and compared:
         stages.append(parity_stage(reference, compared, options))
         parity = stages[-1].details
-    legacy = options.engine.get("legacy_calibrator")
+    legacy = options.engine.legacy_calibrator
     engine_source = fp32_onnx if legacy and fp32_onnx is not None else artifact
     engine_path, message = engine_stage(engine_source, options, stages, log)
     return BuildResult(stages, artifact, parity, engine_path, message)
@@ -189,27 +196,27 @@ def parity_stage(reference: Path, artifacts: list[Path], options: BuildOptions) 
 def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult],
                  log: Log) -> tuple[Path | None, str | None]:
     """Build the engine and check its parity where TensorRT imports; otherwise say what to run on the target."""
-    from resnet_deploy.engine import tensorrt_available
+    from resnet_deploy.trt.compat import missing_modules
 
-    if not tensorrt_available():
+    missing = missing_modules()
+    if missing:
         return None, (
-            "TensorRT is not installed here, so the engine step was not run. The portable artifacts are ready; "
-            "on the target GPU or Jetson (with TensorRT and pycuda) run:\n"
+            f"TensorRT is not installed here ({' and '.join(missing)} missing), so the engine step was not run. "
+            "The portable artifacts are ready; on the target GPU or Jetson (with TensorRT and pycuda) run:\n"
             f"  resnet-deploy build --precision {options.precision} --onnx {artifact}"
         )
-    from resnet_deploy.engine import build_engine, planned_engine_path
     from resnet_deploy.parity import parity_for_artifacts
-    from resnet_deploy.sidecar import sidecar_path
+    from resnet_deploy.trt.builder import build_engine, planned_engine_path
+    from resnet_deploy.trt.sidecar import sidecar_path
 
+    settings = options.engine
     model_name = artifact.name.removesuffix(".onnx").removesuffix(".qdq")
-    engine_path = planned_engine_path(artifact, options.engines_dir, options.precision, model_name=model_name,
-                                      **options.engine)
-    cache = _calibration_cache(stages)
-    settings = {"precision": options.precision, **options.engine}
-    inputs = {"onnx": artifact, **({"calibration_cache": cache} if cache and settings.get("legacy_calibrator") else {})}
-    stages.append(run_stage("engine", [engine_path, sidecar_path(engine_path)], inputs, settings,
-                            lambda: build_engine(artifact, options.engines_dir, precision=options.precision, log=log,
-                                                 calibration_cache=cache, model_name=model_name, **options.engine)))
+    engine_path = planned_engine_path(artifact, settings, options.engines_dir, model_name=model_name)
+    cache = _calibration_cache(stages) if settings.legacy_calibrator else None
+    inputs = {"onnx": artifact, **({"calibration_cache": cache} if cache else {})}
+    stages.append(run_stage("engine", [engine_path, sidecar_path(engine_path)], inputs, settings.as_dict(),
+                            lambda: build_engine(artifact, settings, options.engines_dir, calibration_cache=cache,
+                                                 model_name=model_name, log=log)))
     report_path = options.reports_dir / f"parity-{engine_path.stem}.json"
     stages.append(run_stage("engine parity", [report_path], {"engine": engine_path, "reference": artifact},
                             {"max_drop_pp": options.max_drop_pp, "limit": options.parity_limit},

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from resnet_deploy import data
-from resnet_deploy.engine import build_engine
-from resnet_deploy.errors import ResnetDeployError
+from resnet_deploy.errors import ArtifactError, ResnetDeployError
 from resnet_deploy.runners import RunnerStateError, load_runner
 from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
+from resnet_deploy.trt import cuda
+from resnet_deploy.trt.builder import build_engine
+from resnet_deploy.trt.compat import TensorRTMissing
+from resnet_deploy.trt.runner import TensorRTRunner
+from resnet_deploy.trt.settings import EngineSettings
+from resnet_deploy.trt.sidecar import sidecar_path
+from tests import fakes
 from tests.fakes import fake_pycuda, fake_tensorrt
-from tests.fakes.graphs import ORIN, tiny_graphs
+from tests.fakes.fake_pycuda import H100, ORIN
+from tests.fakes.graphs import tiny_graphs
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +35,18 @@ def graphs(tmp_path_factory):
 
 
 @pytest.fixture(params=["10.3", "11.4"])
-def fakes(monkeypatch, request):
-    rec = fake_pycuda.install(monkeypatch)
-    trt = fake_tensorrt.install(monkeypatch, request.param, device_memory=rec.memory)
-    trt.calls = rec.calls
-    return rec, trt
+def gpu(monkeypatch, request):
+    return fakes.install(monkeypatch, request.param)
+
+
+def build(graphs, tmp_path, graph="fp32", **settings):
+    settings = {"precision": "fp32", "opt_batch": 8, "max_batch": 16, **settings}
+    return build_engine(graphs[graph], EngineSettings(**settings), tmp_path, log=lambda _: None).engine_path
 
 
 @pytest.fixture
-def engine(fakes, graphs, tmp_path):
-    return build_engine(graphs["fp32"], tmp_path, precision="fp32", opt_batch=8, max_batch=16, device_info=ORIN,
-                        log=lambda _: None).engine_path
+def engine(gpu, graphs, tmp_path):
+    return build(graphs, tmp_path)
 
 
 def test_runner_matches_onnx_runtime_on_real_images(engine, graphs, data_dir):
@@ -51,8 +63,8 @@ def test_runner_matches_onnx_runtime_on_real_images(engine, graphs, data_dir):
     np.testing.assert_allclose(smaller, logits[:5], rtol=1e-5, atol=1e-5)
 
 
-def test_loop_order_on_one_stream_and_everything_freed(fakes, engine):
-    rec, _ = fakes
+def test_loop_order_on_one_stream_and_everything_freed(gpu, engine):
+    rec, _ = gpu
     with load_runner(engine) as runner:
         start = len(rec.calls)
         runner.infer({"input": np.zeros((3, 1, 28, 28), np.float32)})
@@ -65,33 +77,205 @@ def test_loop_order_on_one_stream_and_everything_freed(fakes, engine):
     assert len(addresses) == 2
     handles = {c[-1] for c in calls if c[0] in ("htod", "dtoh", "synchronize")}
     handles.add(calls[names.index("execute_async_v3")][2])
-    assert handles == {0xABC}
+    assert len(handles) == 1
     assert set(rec.memory) == rec.freed, "every device allocation is freed on deactivate"
     assert rec.pinned and rec.pinned_alive() == 0, "every page-locked buffer is freed on deactivate"
-    assert rec.context_depth == 0 and ("detach",) in rec.calls
+    assert rec.context_depth == 0
 
 
-def test_buffers_are_pinned_and_sized_for_the_max_batch(fakes, engine):
-    rec, _ = fakes
+def test_buffers_are_pinned_and_sized_for_the_max_batch(gpu, engine):
+    rec, _ = gpu
     with load_runner(engine) as runner:
         assert runner.max_batch == 16
         assert sorted(len(h) for h in rec.pinned) == [16 * 10 * 4, 16 * 28 * 28 * 4]
 
 
-def test_the_runner_works_from_a_worker_thread(fakes, engine):
-    """The context is pushed around each call, so the thread that activated need not be the one that infers."""
-    rec, _ = fakes
-    runner = load_runner(engine).activate()
-    results = {}
+def test_one_primary_context_per_device_for_the_life_of_the_process(gpu, graphs, tmp_path):
+    """autoprimaryctx: retained once, pushed and popped around work, never detached; reading names needs none."""
+    rec, _ = gpu
+    engine = build(graphs, tmp_path)
+    for _ in range(3):
+        with load_runner(engine) as runner:
+            runner.infer({"input": np.zeros((2, 1, 28, 28), np.float32)})
+    build(graphs, tmp_path, max_batch=32)
+    assert rec.retained == {0: 1} and [c for c in rec.calls if c[0] == "retain"] == [("retain", 0)]
+    assert not [c for c in rec.calls if c[0].startswith("detach")] and rec.context_depth == 0
+
+
+def test_device_info_reads_the_device_without_a_context(monkeypatch):
+    rec = fake_pycuda.install(monkeypatch, devices=[H100, ORIN])
+    assert cuda.device_info(1) == cuda.DeviceInfo(1, "NVIDIA Jetson AGX Orin", "8.7", True, cuda.host_platform())
+    assert cuda.device_info(0).integrated is False
+    assert rec.retained == {} and rec.context_depth == 0
+    with pytest.raises(ResnetDeployError, match="no CUDA device 2: this machine has 2"):
+        cuda.device_info(2)
+
+
+def test_the_fake_context_stack_catches_a_detach_outside_a_push(monkeypatch):
+    """pycuda's detach of a context that is not current pushes it and releases it without a pop."""
+    rec = fake_pycuda.install(monkeypatch)
+    import pycuda.driver as driver
+
+    driver.init()
+    context = driver.Device(0).retain_primary_context()
+    context.detach()
+    assert rec.context_depth == 1 and rec.stale == [context]
+    with pytest.raises(RuntimeError, match="cannot push a detached context"):
+        context.push()
+    other = driver.Device(0).retain_primary_context()
+    other.push()
+    other.detach()
+    assert rec.stack() == [] and rec.retained == {0: 0}
+    with pytest.raises(RuntimeError, match="cannot pop non-current context"):
+        driver.Context.pop()
+
+
+def test_events_are_read_only_after_the_stream_is_synchronized(monkeypatch):
+    """cuEventElapsedTime fails on an event that has not completed; the loop reads them after synchronize."""
+    fake_pycuda.install(monkeypatch)
+    with cuda.pushed(0):
+        stream = cuda.driver().Stream()
+        timer = cuda.EventTimer(stream, ("compute",))
+        timer.start("compute")
+        timer.stop("compute")
+        with pytest.raises(RuntimeError, match="device not ready"):
+            timer.seconds()
+        stream.synchronize()
+        assert timer.seconds()["compute"] > 0
+
+
+def test_the_runner_is_thread_safe_by_default(gpu, engine):
+    """Threads share one runner; the lock keeps them out of the execution context at once (the fake raises)."""
+    batches = [np.full((2, 1, 28, 28), i / 10, np.float32) for i in range(6)]
+    errors, results = [], {}
+    with load_runner(engine) as runner:
+        expected = [runner.infer({"input": b})["logits"] for b in batches]
+
+        def work(index):
+            try:
+                for _ in range(3):
+                    results[index] = runner.infer({"input": batches[index]})["logits"]
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(batches))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    for index, logits in results.items():
+        np.testing.assert_array_equal(logits, expected[index])
+
+
+def test_a_runner_made_not_thread_safe_refuses_a_second_thread(gpu, engine):
+    runner = TensorRTRunner(engine, thread_safe=False).activate()
+    runner.infer({"input": np.zeros((1, 1, 28, 28), np.float32)})
+    failures = []
 
     def work():
-        results["logits"] = runner.infer({"input": np.ones((2, 1, 28, 28), np.float32)})["logits"]
+        try:
+            runner.infer({"input": np.zeros((1, 1, 28, 28), np.float32)})
+        except RunnerStateError as exc:
+            failures.append(str(exc))
 
     worker = threading.Thread(target=work)
     worker.start()
     worker.join()
     runner.deactivate()
-    assert results["logits"].shape == (2, 10) and rec.context_depth == 0
+    assert len(failures) == 1 and "thread_safe=False" in failures[0]
+
+
+def test_the_fake_execution_context_refuses_two_threads_at_once(gpu, engine):
+    """Without a lock, two threads in one execution context collide (what the runner's lock prevents)."""
+    runner = TensorRTRunner(engine).activate()
+    runner._exclusive = contextlib.nullcontext
+    errors = []
+
+    def work():
+        try:
+            for _ in range(5):
+                runner.infer({"input": np.zeros((2, 1, 28, 28), np.float32)})
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    runner.deactivate()
+    assert errors and "not thread-safe" in errors[0]
+
+
+def test_the_runner_uses_the_engine_tensor_dtypes(monkeypatch, tmp_path, graphs):
+    """An engine with FP16 I/O gets FP16 buffers; the fake reports the plan's real dtypes, not FLOAT."""
+    import onnx
+    from onnxconverter_common import float16
+
+    fakes.install(monkeypatch, "10.16")
+    half_io = tmp_path / "tiny.half-io.onnx"
+    onnx.save(float16.convert_float_to_float16(onnx.load(str(graphs["fp32"])), keep_io_types=False), str(half_io))
+    engine = build({"half": half_io}, tmp_path, graph="half", precision="fp16")
+    assert json.loads(sidecar_path(engine).read_text())["inputs"][0]["dtype"] == "float16"
+    images = np.random.default_rng(0).normal(size=(4, 1, 28, 28)).astype(np.float32)
+    with load_runner(engine) as runner:
+        assert runner.input_metadata()[0].dtype == np.float16
+        logits = runner.infer({"input": images})["logits"]
+    with OnnxRuntimeRunner(half_io) as reference:
+        expected = reference.infer({"input": images.astype(np.float16)})["logits"]
+    assert logits.dtype == np.float16
+    np.testing.assert_allclose(logits, expected, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("built_with, run_with", [("10.3", "10.16"), ("10.16", "11.4")])
+def test_the_fake_runtime_refuses_a_plan_of_another_tensorrt(monkeypatch, tmp_path, graphs, built_with, run_with):
+    """Even past our sidecar check (sidecar rewritten), TensorRT itself refuses a plan of another release."""
+    fakes.install(monkeypatch, built_with)
+    engine = build(graphs, tmp_path)
+    rec, trt = fakes.install(monkeypatch, run_with)
+    sidecar = json.loads(sidecar_path(engine).read_text())
+    sidecar_path(engine).write_text(json.dumps({**sidecar, "tensorrt_version": trt.__version__}))
+    with pytest.raises(ArtifactError, match="could not deserialize"):
+        load_runner(engine).activate()
+    assert "not compatible with this version of TensorRT" in [c for c in rec.calls if c[1:2] == ("error",)][0][2]
+
+
+def test_the_fake_runtime_refuses_a_plan_of_another_gpu(monkeypatch, tmp_path, graphs):
+    fakes.install(monkeypatch, "11.4", [H100])
+    engine = build(graphs, tmp_path)
+    rec, _ = fakes.install(monkeypatch, "11.4", [fake_pycuda.FakeDevice("NVIDIA L4", (8, 9), False, 0)])
+    sidecar = json.loads(sidecar_path(engine).read_text())
+    sidecar_path(engine).write_text(json.dumps({**sidecar, "compute_capability": "8.9", "gpu_name": "NVIDIA L4"}))
+    with pytest.raises(ArtifactError, match="could not deserialize"):
+        load_runner(engine).activate()
+    assert rec.context_depth == 0
+
+
+@pytest.mark.parametrize("built_with, run_with", [("10.3", "10.16"), ("10.16", "11.4")])
+def test_version_compatible_engine_loads_on_a_later_allowed_release(monkeypatch, tmp_path, graphs, built_with,
+                                                                    run_with):
+    fakes.install(monkeypatch, built_with)
+    engine = build(graphs, tmp_path, version_compatible=True)
+    rec, _ = fakes.install(monkeypatch, run_with)
+    with load_runner(engine) as runner:
+        assert runner.infer({"input": np.zeros((1, 1, 28, 28), np.float32)})["logits"].shape == (1, 10)
+    assert ("Runtime", "set", "engine_host_code_allowed", True) in rec.calls
+
+
+def test_a_dla_engine_sets_the_runtime_dla_core_before_deserializing(monkeypatch, tmp_path, graphs):
+    """trtexec sets IRuntime::setDLACore before deserializeCudaEngine; without it the engine runs on the GPU."""
+    rec, _ = fakes.install(monkeypatch, "10.3")
+    engine = build(graphs, tmp_path, graph="fp16", precision="fp16", min_batch=4, opt_batch=4, max_batch=4, dla_core=1)
+    with load_runner(engine) as runner:
+        assert runner._engine._dla_core == 1
+        runner.infer({"input": np.zeros((4, 1, 28, 28), np.float32)})
+    runtime_calls = [c[1:] for c in rec.calls if c[0] == "Runtime"]
+    assert runtime_calls.index(("set", "DLA_core", 1)) < [c[0] for c in runtime_calls].index("deserialize_cuda_engine")
+    fakes.install(monkeypatch, "10.3", [fake_pycuda.FakeDevice("NVIDIA Jetson Orin NX", (8, 7), True, dla_cores=1)])
+    with pytest.warns(UserWarning, match="running on NVIDIA Jetson Orin NX"), \
+            pytest.raises(ArtifactError, match="built for DLA core 1; this device has 1 DLA cores"):
+        load_runner(engine).activate()
 
 
 def test_batch_beyond_the_profile_or_of_another_shape_is_a_clear_error(engine):
@@ -102,8 +286,8 @@ def test_batch_beyond_the_profile_or_of_another_shape_is_a_clear_error(engine):
             runner.infer({"input": np.zeros((2, 28, 28), np.float32)})
 
 
-def test_infer_before_activate_and_after_deactivate_is_an_error_not_a_crash(fakes, engine):
-    rec, _ = fakes
+def test_infer_before_activate_and_after_deactivate_is_an_error_not_a_crash(gpu, engine):
+    rec, _ = gpu
     runner = load_runner(engine)
     with pytest.raises(RunnerStateError):
         runner.infer({"input": np.zeros((1, 1, 28, 28), np.float32)})
@@ -115,21 +299,22 @@ def test_infer_before_activate_and_after_deactivate_is_an_error_not_a_crash(fake
     assert set(rec.memory) == rec.freed and rec.context_depth == 0
 
 
-def test_version_compatible_engine_is_loaded_with_host_code_allowed(fakes, graphs, tmp_path):
-    rec, trt = fakes
-    path = build_engine(graphs["fp32"], tmp_path, precision="fp32", max_batch=8, opt_batch=8,
-                        version_compatible=True, device_info=ORIN, log=lambda _: None).engine_path
-    with load_runner(path) as runner:
-        assert runner.infer({"input": np.zeros((1, 1, 28, 28), np.float32)})["logits"].shape == (1, 10)
-    assert ("Runtime", "set", "engine_host_code_allowed", True) in rec.calls
-
-
-def test_a_failed_activation_frees_what_it_had_taken(fakes, engine):
-    rec, _ = fakes
+def test_a_failed_activation_frees_what_it_had_taken(gpu, engine):
+    rec, _ = gpu
     engine.write_bytes(b"not a plan")
     with pytest.raises(Exception, match="could not deserialize"):
         load_runner(engine).activate()
-    assert set(rec.memory) == rec.freed and rec.context_depth == 0 and ("detach",) in rec.calls
+    assert set(rec.memory) == rec.freed and rec.context_depth == 0
+
+
+def test_without_tensorrt_a_runner_says_what_is_missing_in_one_line(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    with pytest.raises(TensorRTMissing) as missing:
+        load_runner(tmp_path / "x.engine")
+    message = str(missing.value)
+    assert message.startswith("x.engine: running a TensorRT engine needs tensorrt and pycuda, not installed here")
+    assert "pip install" in message and "\n" not in message
 
 
 def test_parity_accepts_the_tensorrt_backend(engine, graphs, data_dir, tmp_path):
@@ -142,8 +327,36 @@ def test_parity_accepts_the_tensorrt_backend(engine, graphs, data_dir, tmp_path)
 
 def test_engine_runtime_imports_no_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import resnet_deploy.runners.tensorrt, resnet_deploy.cuda, resnet_deploy.sidecar, resnet_deploy.engine\n"
+            "import resnet_deploy.trt.runner, resnet_deploy.trt.cuda, resnet_deploy.trt.sidecar\n"
+            "import resnet_deploy.trt.builder, resnet_deploy.trt.compat, resnet_deploy.trt.settings\n"
             "import resnet_deploy.cli.engine, resnet_deploy.parity, resnet_deploy.bench, resnet_deploy.cli\n"
             "print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_nothing_outside_the_trt_package_imports_tensorrt_or_pycuda():
+    import resnet_deploy
+
+    package = Path(resnet_deploy.__file__).parent
+    offenders = [str(p.relative_to(package)) for p in package.rglob("*.py") if p.parent.name != "trt"
+                 and any(word in p.read_text() for word in ("import tensorrt", "import pycuda", "\"pycuda.driver\"",
+                                                            "import_module(\"tensorrt"))]
+    assert offenders == []
+
+
+def test_gpu_tests_fail_rather_than_skip_when_tensorrt_imports_but_the_gpu_does_not(tmp_path):
+    """tests/test_gpu.py skips only where tensorrt/pycuda cannot be imported; a broken driver is an error."""
+    (tmp_path / "tensorrt").mkdir()
+    (tmp_path / "tensorrt" / "__init__.py").write_text("__version__ = '10.3.0'\n")
+    (tmp_path / "pycuda").mkdir()
+    (tmp_path / "pycuda" / "__init__.py").write_text("")
+    (tmp_path / "pycuda" / "driver.py").write_text(
+        "def init():\n    raise RuntimeError('cuInit failed: no CUDA-capable device is detected')\n")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}"}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests" /
+                             "test_gpu.py")], capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    summary = result.stdout.strip().splitlines()[-1]
+    assert result.returncode == 1 and "error" in summary and "skipped" not in summary, result.stdout[-2000:]
+    assert "no CUDA-capable device" in result.stdout

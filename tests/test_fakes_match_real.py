@@ -97,3 +97,71 @@ def test_fakes_match_the_real_bindings(oracle):
         assert surfaced == set(real["classes"][name]), (name, surfaced ^ set(real["classes"][name]))
         implemented = {attr for base in cls.__mro__[1:-2] for attr in vars(base) if not attr.startswith("_")}
         assert implemented <= set(real["classes"][name]), (name, implemented - set(real["classes"][name]))
+
+
+REAL_MODULE = """
+import dataclasses, json, sys
+import tensorrt_bindings
+sys.modules["tensorrt"] = tensorrt_bindings
+from resnet_deploy.trt import compat
+trt = tensorrt_bindings
+logger = compat.trt_logger(trt)
+severities = [logger.min_severity.name]
+compat.set_verbose(True)
+severities.append(logger.min_severity.name)
+same = compat.trt_logger(trt) is logger
+print(json.dumps({"capabilities": dataclasses.asdict(compat.capabilities(trt)), "severities": severities,
+                  "same_logger": same}))
+"""
+
+
+@pytest.mark.skipif(not oracle_dirs(), reason="RESNET_DEPLOY_TRT_ORACLE not set (see tools/trt_oracle.sh)")
+@pytest.mark.parametrize("oracle", oracle_dirs(), ids=str)
+def test_capabilities_and_the_logger_on_the_real_bindings(oracle):
+    """Feature detection reads the real module as it reads the fake; the real Logger takes our severity."""
+    import dataclasses
+
+    from resnet_deploy.trt.compat import capabilities
+
+    version = (oracle / "VERSION").read_text().strip()
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "LD_LIBRARY_PATH": str(oracle / "lib"), "PYTHONPATH": f"{oracle}{os.pathsep}{root}"}
+    env.pop("RESNET_DEPLOY_TRT_VERBOSE", None)
+    result = subprocess.run([sys.executable, "-c", REAL_MODULE], capture_output=True, text=True, env=env, check=True)
+    real = json.loads(result.stdout)
+    fake = json.loads(json.dumps(dataclasses.asdict(capabilities(make_fake_tensorrt(version)))))
+    assert real["capabilities"] == fake
+    assert real["severities"] == ["WARNING", "VERBOSE"] and real["same_logger"]
+
+
+PYCUDA_DUMP = """
+import json, pycuda.driver as driver
+names = {"module": sorted(n for n in dir(driver) if not n.startswith("_"))}
+for name in ("Device", "Context", "Stream", "Event", "device_attribute"):
+    names[name] = sorted(n for n in dir(getattr(driver, name)) if not n.startswith("_"))
+try:
+    driver.init()
+except driver.Error as exc:
+    names["init"] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(names))
+"""
+
+
+@pytest.mark.skipif(not os.environ.get("RESNET_DEPLOY_PYCUDA_ORACLE"),
+                    reason="RESNET_DEPLOY_PYCUDA_ORACLE not set (see tools/pycuda_oracle.sh)")
+def test_fake_pycuda_uses_only_names_the_real_pycuda_has():
+    """The fake pycuda's module functions, classes and their members all exist in the real pycuda.driver."""
+    from tests.fakes.fake_pycuda import make_fake_pycuda
+
+    oracle = Path(os.environ["RESNET_DEPLOY_PYCUDA_ORACLE"]).resolve()
+    env = {**os.environ, "LD_LIBRARY_PATH": str(oracle / "lib")}
+    result = subprocess.run([str(oracle / "venv" / "bin" / "python"), "-c", PYCUDA_DUMP], capture_output=True,
+                            text=True, env=env, check=True, cwd=oracle)
+    real = json.loads(result.stdout)
+    _, driver, _ = make_fake_pycuda()
+    public = {name for name in vars(driver) if not name.startswith("_")}
+    assert public <= set(real["module"]), public - set(real["module"])
+    for name in ("Device", "Context", "Stream", "Event", "device_attribute"):
+        members = {m for m in vars(getattr(driver, name)) if not m.startswith("_")}
+        assert members <= set(real[name]), (name, members - set(real[name]))
+    assert real["init"] == "RuntimeError: cuInit failed: no CUDA-capable device is detected"

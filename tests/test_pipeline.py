@@ -1,8 +1,13 @@
-"""`resnet-deploy build`: the chain on a trained model, stage reuse, --strict, and the engine step on fakes."""
+"""`resnet-deploy build`: the chain on a trained model, stage reuse, --strict, and the engine step on fakes.
+
+Tests of the chain without TensorRT hide it (`no_tensorrt`), so they mean the same on a GPU runner
+where TensorRT is installed; the engine step runs on the fakes.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import pytest
@@ -10,9 +15,17 @@ import pytest
 from resnet_deploy.cli import main
 from resnet_deploy.errors import ResnetDeployError
 from resnet_deploy.pipeline import BuildOptions, build
-from tests.fakes import fake_pycuda, fake_tensorrt
+from resnet_deploy.trt.settings import EngineSettings
+from tests import fakes
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def no_tensorrt(monkeypatch):
+    """This machine as a host without TensorRT and pycuda, whatever is installed."""
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "pycuda", None)
 
 
 def options_for(tmp_path, checkpoint, precision="int8", **kwargs) -> BuildOptions:
@@ -21,12 +34,13 @@ def options_for(tmp_path, checkpoint, precision="int8", **kwargs) -> BuildOption
                         reports_dir=tmp_path / "reports", calibration_count=128, parity_limit=2000, **kwargs)
 
 
-def test_int8_chain_without_tensorrt_then_reuse(tmp_path, trained_checkpoint):
+def test_int8_chain_without_tensorrt_then_reuse(tmp_path, trained_checkpoint, no_tensorrt):
     first = build(options_for(tmp_path, trained_checkpoint), log=lambda _: None)
     assert [s.name for s in first.stages] == ["export", "int8", "parity"]
     assert not any(s.skipped for s in first.stages)
     assert first.artifact.name.endswith(".qdq.onnx") and first.engine is None
-    assert "TensorRT is not installed here" in first.engine_message and "--onnx" in first.engine_message
+    assert "TensorRT is not installed here (tensorrt and pycuda missing)" in first.engine_message
+    assert "--onnx" in first.engine_message
     assert {a["precision"] for a in first.parity["artifacts"]} == {"fp32", "int8"} and first.parity["passed"]
     started = time.perf_counter()
     second = build(options_for(tmp_path, trained_checkpoint), log=lambda _: None)
@@ -34,13 +48,13 @@ def test_int8_chain_without_tensorrt_then_reuse(tmp_path, trained_checkpoint):
     assert second.artifact == first.artifact
 
 
-def test_changed_settings_rerun_the_stage(tmp_path, trained_checkpoint):
+def test_changed_settings_rerun_the_stage(tmp_path, trained_checkpoint, no_tensorrt):
     build(options_for(tmp_path, trained_checkpoint, precision="fp16"), log=lambda _: None)
     again = build(options_for(tmp_path, trained_checkpoint, precision="fp16", max_drop_pp=0.4), log=lambda _: None)
     assert [s.skipped for s in again.stages] == [True, True, False]
 
 
-def test_cli_strict_exits_1_without_tensorrt(tmp_path, trained_checkpoint, monkeypatch, capsys):
+def test_cli_strict_exits_1_without_tensorrt(tmp_path, trained_checkpoint, monkeypatch, capsys, no_tensorrt):
     monkeypatch.chdir(tmp_path)
     args = ["build", "--precision", "fp16", "--checkpoint", str(trained_checkpoint)]
     with pytest.raises(SystemExit) as exit_info:
@@ -52,23 +66,29 @@ def test_cli_strict_exits_1_without_tensorrt(tmp_path, trained_checkpoint, monke
 
 
 def test_engine_step_with_tensorrt_fakes(tmp_path, trained_checkpoint, monkeypatch):
-    rec = fake_pycuda.install(monkeypatch)
-    trt = fake_tensorrt.install(monkeypatch, "11.4", device_memory=rec.memory)
-    monkeypatch.setattr("resnet_deploy.engine.tensorrt_available", lambda: True)
-    result = build(options_for(tmp_path, trained_checkpoint, engine={"max_batch": 64, "opt_batch": 16}),
-                   log=lambda _: None)
+    _, trt = fakes.install(monkeypatch, "11.4")
+    engine = EngineSettings(precision="int8", max_batch=64, opt_batch=16)
+    result = build(options_for(tmp_path, trained_checkpoint, engine=engine), log=lambda _: None)
     assert result.engine.is_file() and result.engine_message is None
     sidecar = json.loads(result.engine.with_suffix(".json").read_text())
     assert sidecar["precision"] == "int8" and sidecar["tensorrt_version"] == trt.__version__
     report = json.loads((tmp_path / "reports" / f"parity-{result.engine.stem}.json").read_text())
     assert report["artifacts"][0]["backend"] == "tensorrt" and report["passed"]
     assert [s.name for s in result.stages][-2:] == ["engine", "engine parity"]
-    again = build(options_for(tmp_path, trained_checkpoint, engine={"max_batch": 64, "opt_batch": 16}),
-                  log=lambda _: None)
+    again = build(options_for(tmp_path, trained_checkpoint, engine=engine), log=lambda _: None)
     assert all(s.skipped for s in again.stages)
+    tf32 = build(options_for(tmp_path, trained_checkpoint, engine=engine.replace(tf32=True)), log=lambda _: None)
+    assert [s.name for s in tf32.stages if not s.skipped] == ["engine", "engine parity"]
+    assert tf32.engine != result.engine and "-tf32_" in tf32.engine.name
 
 
-def test_onnx_of_another_precision_is_refused(tmp_path, trained_checkpoint):
+def test_onnx_of_another_precision_is_refused(tmp_path, trained_checkpoint, no_tensorrt):
     first = build(options_for(tmp_path, trained_checkpoint, precision="fp16"), log=lambda _: None)
     with pytest.raises(ResnetDeployError, match="is an fp16 graph; --precision int8 needs the FP32 ONNX"):
         build(BuildOptions(precision="int8", onnx=first.artifact), log=lambda _: None)
+
+
+def test_engine_settings_of_another_precision_are_refused():
+    with pytest.raises(ResnetDeployError, match="the engine settings say precision 'fp16', the build 'int8'"):
+        BuildOptions(precision="int8", engine=EngineSettings(precision="fp16"))
+    assert BuildOptions(precision="fp16").engine == EngineSettings(precision="fp16")

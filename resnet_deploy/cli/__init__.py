@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.markup import escape
 
 from resnet_deploy import __version__
 from resnet_deploy.cli.common import console_err
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except ResnetDeployError as exc:
         label = "gate failed" if exc.exit_code == 1 else "error"
-        console_err.print(f"[bold red]{label}:[/] {exc}", highlight=False)
+        # One line, as written: no wrapping at the console width, no markup read from file names.
+        console_err.print(f"[bold red]{label}:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     sys.exit(0)

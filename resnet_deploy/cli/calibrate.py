@@ -10,6 +10,7 @@ from rich.table import Table
 from resnet_deploy.cli.common import console, data_dir_option
 from resnet_deploy.data import VAL_SIZE
 from resnet_deploy.quantize.calibrate import METHODS
+from resnet_deploy.trt.compat import DEFAULT_TRT_VERSION
 
 TRAIN_SIZE = 60000 - VAL_SIZE
 
@@ -23,7 +24,7 @@ TRAIN_SIZE = 60000 - VAL_SIZE
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("calibration"),
               show_default=True)
-@click.option("--trt-version", default="10.3.0", show_default=True, help="TensorRT version in the cache header.")
+@click.option("--trt-version", default=DEFAULT_TRT_VERSION, show_default=True, help="TensorRT version in the cache header.")
 @click.option("--cpu-int8", is_flag=True, help="Also write the ONNX Runtime CPU INT8 graph.")
 @data_dir_option
 def calibrate(onnx_path, method, count, seed, out_dir, trt_version, cpu_int8, data_dir) -> None:

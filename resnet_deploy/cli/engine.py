@@ -17,8 +17,8 @@ from resnet_deploy.runners import BACKENDS
 def inspect(path: Path) -> None:
     """Describe an engine (its sidecar), an ONNX file (I/O, precision, Q/DQ count) or a calibration cache.
 
-    For an engine, where TensorRT and pycuda import, also check that it runs here: another TensorRT
-    version or compute capability exits 2.
+    For an engine, also check that it runs here: another TensorRT version, platform or compute
+    capability exits 2, and so does a machine without TensorRT (the sidecar is printed first).
 
     \b
     Examples:
@@ -41,7 +41,7 @@ def inspect(path: Path) -> None:
         info = {"path": str(path), "version_code": header.version_code, "algorithm": header.algorithm,
                 "tensors": len(scales), "scales": scales}
     elif path.suffix in (".engine", ".plan"):
-        from resnet_deploy.sidecar import read_sidecar
+        from resnet_deploy.trt.sidecar import read_sidecar
 
         info = read_sidecar(path)
         console.print_json(json.dumps(info, default=str))
@@ -53,20 +53,13 @@ def inspect(path: Path) -> None:
 
 
 def _check_engine_here(path: Path, sidecar: dict) -> None:
-    """Where TensorRT and pycuda import, say whether the engine runs here (exit 2 when it cannot)."""
-    try:
-        import tensorrt
-        import pycuda.driver  # noqa: F401
-    except ImportError:
-        console_err.print("TensorRT or pycuda is not installed here: compatibility not checked")
-        return
-    from resnet_deploy.cuda import device_info
-    from resnet_deploy.sidecar import check_compatible
+    """Say whether the engine runs here; exit 2 when it cannot, or when TensorRT is not installed to tell."""
+    from resnet_deploy.trt.sidecar import check_runs_here
 
-    here = device_info(0)
-    for warning in check_compatible(sidecar, tensorrt.__version__, here.compute_capability, here.name, path):
+    warnings, summary = check_runs_here(path, sidecar)
+    for warning in warnings:
         console_err.print(f"[yellow]{warning}[/]")
-    console_err.print(f"runs here: TensorRT {tensorrt.__version__} on {here.name} (sm {here.compute_capability})")
+    console_err.print(summary)
 
 
 @click.command()

@@ -17,6 +17,7 @@ import numpy as np
 
 from resnet_deploy.errors import ArtifactError
 from resnet_deploy.fileio import atomic_write_text
+from resnet_deploy.trt.compat import DEFAULT_TRT_VERSION
 
 INT8_MAX = 127.0
 HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
@@ -46,7 +47,7 @@ def hex_to_scale(text: str) -> float:
     return float(struct.unpack(">f", bytes.fromhex(text))[0])
 
 
-def write_calibration_cache(path: str | Path, amax: dict[str, float], trt_version: str = "10.3.0",
+def write_calibration_cache(path: str | Path, amax: dict[str, float], trt_version: str = DEFAULT_TRT_VERSION,
                             algorithm: str = "EntropyCalibration2") -> Path:
     """Write the cache for activation ranges `amax` (scale = amax / 127) atomically."""
     lines = [f"TRT-{version_code(trt_version)}-{algorithm}"]

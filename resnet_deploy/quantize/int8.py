@@ -15,6 +15,7 @@ from resnet_deploy.fileio import atomic_write_json, sha256_file
 from resnet_deploy.quantize.cache import write_calibration_cache
 from resnet_deploy.quantize.calibrate import METHODS, calibrate_all
 from resnet_deploy.quantize.qdq import insert_qdq
+from resnet_deploy.trt.compat import DEFAULT_TRT_VERSION
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def validation_top1(onnx_path: Path, images: np.ndarray, labels: np.ndarray) -> 
 
 def make_int8_artifacts(fp32_onnx: str | Path, out_dir: str | Path = "calibration", *,
                         methods: Sequence[str] = METHODS, count: int = 512, seed: int = 0,
-                        trt_version: str = "10.3.0", cpu_int8: bool = False,
+                        trt_version: str = DEFAULT_TRT_VERSION, cpu_int8: bool = False,
                         data_dir: str | Path | None = None) -> dict[str, Any]:
     """Calibrate `fp32_onnx` on `count` train-split images; returns (and writes) the summary."""
     fp32_onnx = Path(fp32_onnx)

@@ -36,6 +36,6 @@ def load_runner(artifact: str | Path, backend: str = "auto", **options) -> BaseR
         from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(artifact, **options)
-    from resnet_deploy.runners.tensorrt import TensorRTRunner
+    from resnet_deploy.trt.runner import TensorRTRunner
 
     return TensorRTRunner(artifact, **options)

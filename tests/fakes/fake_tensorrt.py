@@ -4,21 +4,37 @@ Every class, enum (with the real member values) and module function of that vers
 exists in the fake and nothing else, so `hasattr` answers as the real module does. On fake objects
 every attribute our code reads, sets or calls must exist in the surface (a property must be
 settable to be set), so code that uses an API removed in TensorRT 11 fails here as it would for
-real. Behaviour is recorded in `trt.calls` and follows TensorRT where our code depends on it:
-precision flags are refused on strongly typed networks, a weakly typed Q/DQ graph needs the INT8
-flag, a calibration cache with a foreign header is ignored (then calibration has no batches and
-the build fails), a version-compatible engine needs `engine_host_code_allowed`. The fake "engine"
-runs its ONNX graph with ONNX Runtime on the fake pycuda memory, so runner tests see real logits.
+real. Behaviour is recorded in `trt.calls` and refuses what TensorRT refuses where our code depends
+on it:
+- parser: unsupported quantized operators, non-int8 or non-zero zero points (onnx_rules.py);
+- builder: precision flags on strongly typed networks; a weakly typed Q/DQ graph without INT8; a
+  calibrator on a dynamic network without a calibration profile; a calibration cache with a
+  foreign header is ignored (then calibration has no batches and the build fails); DLA without a
+  core, a fixed shape or FP16/INT8, or on a release without DLA; hardware compatibility on Jetson;
+  TF32 is on until cleared; the build runs on the current context's device (device 0 without one);
+- timing cache: `create_timing_cache` returns None on data that is not a cache and raises on one of
+  another release; `set_timing_cache` refuses a cache timed on another compute capability;
+- runtime: a plan of another TensorRT release (unless version-compatible across an allowed step,
+  with `engine_host_code_allowed`), platform or compute capability is refused; a DLA engine needs
+  `runtime.DLA_core` set before deserializing or it runs on the GPU;
+- engine: real I/O dtypes; an execution context used by two threads at once raises.
+The fake "engine" runs its ONNX graph with ONNX Runtime on the fake pycuda memory, so runner tests
+see real logits.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import sys
+import threading
+import time
 import types
 from pathlib import Path
 
 import numpy as np
+
+from tests.fakes.onnx_rules import network_precision, parser_issues
 
 SURFACES = Path(__file__).resolve().parents[2].parent / "shared" / "tensorrt-api"
 VERSIONS = {"10.3": "10.3.0", "10.16": "10.16.1.11", "11.4": "11.4.0.106"}
@@ -96,13 +112,33 @@ def _all_members(classes: dict, name: str) -> dict:
     return members
 
 
-def make_fake_tensorrt(version: str, device_memory: dict | None = None):
-    """Return the fake module for TensorRT `version` ('10.3', '10.16' or '11.4')."""
+def _numbers(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:3])
+
+
+def _has_dla(version: str) -> bool:
+    """NVIDIA's "Working with DLA" (11.4.1): DLA up to 10.7, none in 11.0 to 11.4.0, back in 11.4.1."""
+    numbers = _numbers(version)
+    return numbers[:2] <= (10, 7) or numbers >= (11, 4, 1)
+
+
+def _loads_version_compatible(built: str, runtime: str) -> bool:
+    """NVIDIA's "Version Compatibility": from 8.6 on, later releases of the same major, 8 -> 9/10, 10 -> 11."""
+    b, r = _numbers(built), _numbers(runtime)
+    steps = {8: (8, 9, 10), 9: (9, 10), 10: (10, 11), 11: (11,)}
+    return b[:2] >= (8, 6) and r >= b and r[0] in steps.get(b[0], ())
+
+
+def make_fake_tensorrt(version: str, gpu=None):
+    """Return the fake module for TensorRT `version` ('10.3', '10.16' or '11.4') on the fake pycuda `gpu`.
+
+    `gpu` (a fake_pycuda.Recorder) is the machine: its devices, memory and context stacks. Without it
+    only the module's names and enums can be used (no Builder or Runtime).
+    """
     surface = load_surface(version)
     trt = types.ModuleType("tensorrt")
     trt.__version__ = surface["version"]
-    trt.calls = []
-    trt.device_memory = device_memory if device_memory is not None else {}
+    trt.calls = gpu.calls if gpu is not None else []
     for name, members in surface["enums"].items():
         setattr(trt, name, make_enum(name, members))
     classes = surface["classes"]
@@ -118,27 +154,50 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
         setattr(trt, name, built)
         return built
 
+    def machine():
+        if gpu is None:
+            raise RuntimeError("fake tensorrt: pass the fake pycuda (tests.fakes.install) to build or run engines")
+        return gpu
+
+    def current_device() -> int:
+        """The device TensorRT works on: the current context's, else device 0's primary context (CUDA runtime)."""
+        device = machine().current_device()
+        return 0 if device is None else device
+
+    def dla_cores() -> int:
+        return machine().devices[current_device()].dla_cores if _has_dla(trt.__version__) else 0
+
+    @fake
+    class Logger:
+        def __init__(self, min_severity=None):
+            Surfaced.__init__(self)
+            self._values["min_severity"] = min_severity
+            self._record("init", getattr(min_severity, "name", None))
+
+        @property
+        def min_severity(self):
+            return self._values["min_severity"]
+
     for name, value in SEVERITY.items():
         setattr(trt.Logger, name, EnumMember("Severity", name, value))
-    trt.calls.clear()
 
     @fake
     class ParserError:
-        def __init__(self, node, message):
+        def __init__(self, node, message, code="MODEL_DESERIALIZE_FAILED", name="", operator=""):
             Surfaced.__init__(self)
-            self._node, self._message = node, message
+            self._node, self._message, self._code, self._name, self._operator = node, message, code, name, operator
 
         def node(self):
             return self._node
 
         def node_name(self):
-            return ""
+            return self._name
 
         def node_operator(self):
-            return ""
+            return self._operator
 
         def code(self):
-            return trt.ErrorCode.MODEL_DESERIALIZE_FAILED
+            return getattr(trt.ErrorCode, self._code)
 
         def desc(self):
             return self._message
@@ -166,7 +225,7 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
         def __init__(self, flags):
             Surfaced.__init__(self)
             self._flags = flags
-            self._inputs, self._outputs, self._onnx, self._qdq = [], [], None, False
+            self._inputs, self._outputs, self._onnx, self._precision = [], [], None, "fp32"
 
         def get_input(self, index):
             return self._inputs[index]
@@ -182,7 +241,7 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
         def num_outputs(self):
             return len(self._outputs)
 
-    onnx_dtypes = {1: trt.DataType.FLOAT, 10: trt.DataType.HALF, 3: trt.DataType.INT8, 6: trt.DataType.INT32}
+    onnx_dtypes = {1: "FLOAT", 10: "HALF", 3: "INT8", 6: "INT32", 7: "INT64"}
 
     @fake
     class OnnxParser:
@@ -191,6 +250,7 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
             self._network, self._errors = network, []
 
         def parse_from_file(self, model):
+            """Load and check the model, then refuse what TensorRT's parser refuses (onnx_rules)."""
             import onnx
 
             self._record("parse_from_file", model)
@@ -200,16 +260,20 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
             except Exception as exc:
                 self._errors.append(ParserError(-1, f"{type(exc).__name__}: {exc}"))
                 return False
+            issues = parser_issues(graph)
+            if issues:
+                self._errors += [ParserError(i.node, i.message, i.code, i.name, i.operator) for i in issues]
+                return False
 
             def tensor(value):
                 shape = tuple(d.dim_value if d.dim_value else -1 for d in value.type.tensor_type.shape.dim)
-                return ITensor(value.name, shape, onnx_dtypes[value.type.tensor_type.elem_type])
+                return ITensor(value.name, shape, getattr(trt.DataType, onnx_dtypes[value.type.tensor_type.elem_type]))
 
             network = self._network
             network._inputs = [tensor(v) for v in graph.graph.input]
             network._outputs = [tensor(v) for v in graph.graph.output]
             network._onnx = model
-            network._qdq = any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
+            network._precision = network_precision(graph)
             return True
 
         @property
@@ -242,24 +306,40 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
         def nbytes(self):
             return len(self._data)
 
+    cache_magic = b"FAKE-TIMING-CACHE"
+
     @fake
     class ITimingCache:
-        def __init__(self, data: bytes):
+        """Serialized as `FAKE-TIMING-CACHE <trt version> <compute capability>` and one line per timed build."""
+
+        def __init__(self, capability, builds):
             Surfaced.__init__(self)
-            self._data = data
+            self._capability, self._builds = capability, builds
 
         def serialize(self):
-            return IHostMemory(self._data + b"|timed")
+            header = f"{trt.__version__} {self._capability}".encode()
+            return IHostMemory(b"\n".join([cache_magic + b" " + header, *[b"timed"] * self._builds]))
+
+    def device_capability(index):
+        return "{}.{}".format(*machine().devices[index].compute_capability)
 
     @fake
     class IBuilderConfig:
         def __init__(self):
             Surfaced.__init__(self)
-            self._flags, self._profiles, self._timing_cache = set(), [], None
+            self._flags = {"TF32"} if hasattr(trt.BuilderFlag, "TF32") else set()  # TF32 is on by default
+            self._profiles, self._timing_cache, self._calibration_profile = [], None, None
 
         def set_flag(self, flag):
             self._record("set_flag", flag.name)
             self._flags.add(flag.name)
+
+        def clear_flag(self, flag):
+            self._record("clear_flag", flag.name)
+            self._flags.discard(flag.name)
+
+        def get_flag(self, flag):
+            return flag.name in self._flags
 
         def set_memory_pool_limit(self, pool, pool_size):
             self._record("set_memory_pool_limit", pool.name, pool_size)
@@ -270,19 +350,37 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
             return len(self._profiles) - 1
 
         def create_timing_cache(self, serialized_timing_cache):
-            self._record("create_timing_cache", bytes(serialized_timing_cache))
-            return ITimingCache(bytes(serialized_timing_cache))
+            """None for data that is not a timing cache (as the binding passes on TensorRT's null); raises on
+            a cache of another TensorRT release."""
+            data = bytes(serialized_timing_cache)
+            self._record("create_timing_cache", data)
+            if not data:
+                return ITimingCache(None, 0)
+            lines = data.split(b"\n")
+            header = lines[0].split(b" ")
+            if header[0] != cache_magic or len(header) != 3:
+                return None
+            if header[1].decode() != trt.__version__:
+                raise RuntimeError(f"fake tensorrt: timing cache of TensorRT {header[1].decode()} cannot be read")
+            return ITimingCache(header[2].decode(), len(lines) - 1)
 
         def set_timing_cache(self, cache, ignore_mismatch):
-            """A cache written by a build on another GPU is refused (marked b'|other-gpu' here)."""
+            """A cache timed on a GPU of another compute capability is refused unless ignore_mismatch."""
             self._record("set_timing_cache", ignore_mismatch)
-            if cache._data.endswith(b"|other-gpu") and not ignore_mismatch:
+            here = device_capability(current_device())
+            if cache._capability not in (None, here) and not ignore_mismatch:
                 return False
             self._timing_cache = cache
             return True
 
+        if "set_calibration_profile" in classes["IBuilderConfig"]["members"]:
+            def set_calibration_profile(self, profile):
+                self._record("set_calibration_profile")
+                self._calibration_profile = profile
+                return True
+
     def version_code():
-        major, minor, patch = (int(p) for p in trt.__version__.split(".")[:3])
+        major, minor, patch = _numbers(trt.__version__)
         return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
 
     def calibrated_scales(calibrator, network):
@@ -301,7 +399,12 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
     class Builder:
         def __init__(self, logger):
             Surfaced.__init__(self)
-            self._record("init")
+            machine()
+            self._record("init", id(logger))
+
+        @property
+        def num_DLA_cores(self):
+            return dla_cores()
 
         def create_network(self, flags=0):
             self._record("create_network", flags)
@@ -316,30 +419,72 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
 
         def build_serialized_network(self, network, config):
             """None (as TensorRT after logging an error) for the configurations TensorRT rejects."""
-            self._record("build_serialized_network")
+            device = current_device()
+            self._record("build_serialized_network", device)
             strongly_typed = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") and bool(
                 network._flags & (1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)))
             precision_flags = config._flags & {"FP16", "INT8", "BF16", "FP8", "INT4"}
             calibrator = config._values.get("int8_calibrator")
+            qdq = network._precision == "int8"
             if strongly_typed and (precision_flags or calibrator):
                 return self._fail("precision flags and calibrators are not allowed on a strongly typed network")
-            if network._qdq and not strongly_typed and "INT8" not in precision_flags:
+            if qdq and not strongly_typed and "INT8" not in precision_flags:
                 return self._fail("Q/DQ layers in a weakly typed network need BuilderFlag.INT8")
-            scales = None
-            if "INT8" in precision_flags and not network._qdq:
-                if calibrator is None:
-                    return self._fail("INT8 without Q/DQ layers needs a calibrator")
-                scales = calibrated_scales(calibrator, network)
-                if scales is None:
-                    return self._fail("calibration failed: get_batch returned no data")
             if len(config._profiles) != 1:
                 return self._fail(f"expected one optimization profile, got {len(config._profiles)}")
             (profile,) = config._profiles
-            plan = {"onnx": network._onnx, "flags": network._flags, "builder_flags": sorted(config._flags),
-                    "profiles": {k: [list(s) for s in v] for k, v in profile._shapes.items()},
-                    "outputs": [[t.name, list(t.shape)] for t in network._outputs], "scales": scales,
+            scales = None
+            if "INT8" in precision_flags and not qdq:
+                if calibrator is None:
+                    return self._fail("INT8 without Q/DQ layers needs a calibrator")
+                dynamic = any(-1 in t.shape for t in network._inputs)
+                if dynamic and config._calibration_profile is None:
+                    return self._fail("Calibration optimization profile must be set if int8 calibration is used to "
+                                      "set scales for a network with runtime dimensions")
+                scales = calibrated_scales(calibrator, network)
+                if scales is None:
+                    return self._fail("calibration failed: get_batch returned no data")
+            problem = self._device_problem(config, profile, device, strongly_typed, network, precision_flags)
+            if problem:
+                return self._fail(problem)
+            info = machine().devices[device]
+            if config._timing_cache is not None:
+                config._timing_cache._capability = device_capability(device)
+                config._timing_cache._builds += 1
+            plan = {"trt_version": trt.__version__, "onnx": network._onnx, "flags": network._flags,
+                    "builder_flags": sorted(config._flags), "profiles": {k: [list(s) for s in v] for k, v in
+                                                                        profile._shapes.items()},
+                    "inputs": [[t.name, list(t.shape), t.dtype.name] for t in network._inputs],
+                    "outputs": [[t.name, list(t.shape), t.dtype.name] for t in network._outputs], "scales": scales,
+                    "device": {"name": info.name, "capability": device_capability(device),
+                               "integrated": info.integrated, "platform": platform.machine()},
+                    "dla_core": config._values.get("DLA_core") if self._on_dla(config) else None,
                     "config": {k: str(v) for k, v in config._values.items() if k != "int8_calibrator"}}
             return IHostMemory(json.dumps(plan).encode())
+
+        def _on_dla(self, config):
+            return config._values.get("default_device_type") == trt.DeviceType.DLA
+
+        def _device_problem(self, config, profile, device, strongly_typed, network, precision_flags):
+            """DLA and hardware-compatibility rules ("Working with DLA", "Hardware Compatibility")."""
+            level = config._values.get("hardware_compatibility_level")
+            if level is not None and level.name != "NONE":
+                if machine().devices[device].integrated:
+                    return "hardware compatibility is not supported on this platform (JetPack)"
+                if level.name == "AMPERE_PLUS" and machine().devices[device].compute_capability < (8, 0):
+                    return "hardware compatibility AMPERE_PLUS needs an Ampere or later GPU"
+            if not self._on_dla(config):
+                return None
+            core = config._values.get("DLA_core", -1)
+            if not 0 <= core < dla_cores():
+                return f"Cannot create DLA engine, {core} not available"
+            if any(lo != hi for lo, _, hi in profile._shapes.values()):
+                return "DLA needs static shapes (profile min = opt = max)"
+            dla_precision = network._precision in ("fp16", "int8") if strongly_typed else bool(
+                precision_flags & {"FP16", "INT8"})
+            if not dla_precision:
+                return "DLA supports FP16 and INT8 only"
+            return None
 
         def _fail(self, message):
             self._record("error", message)
@@ -349,24 +494,62 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
     class Runtime:
         def __init__(self, logger):
             Surfaced.__init__(self)
+            machine()
+            self._record("init", id(logger))
+
+        @property
+        def num_DLA_cores(self):
+            return dla_cores()
 
         def deserialize_cuda_engine(self, serialized_engine):
-            self._record("deserialize_cuda_engine")
+            """None, as TensorRT after logging an error, for a plan it cannot run here."""
+            device = current_device()
+            self._record("deserialize_cuda_engine", device)
             try:
                 plan = json.loads(bytes(serialized_engine))
             except ValueError:
-                return None
-            if "VERSION_COMPATIBLE" in plan["builder_flags"] and not self._values.get("engine_host_code_allowed"):
-                self._record("error", "version-compatible engine needs engine_host_code_allowed")
-                return None
-            return ICudaEngine(plan)
+                return self._fail("Serialization assertion failed: magic tag does not match")
+            version_compatible = "VERSION_COMPATIBLE" in plan["builder_flags"]
+            if plan["trt_version"] != trt.__version__ and not (
+                    version_compatible and _loads_version_compatible(plan["trt_version"], trt.__version__)):
+                return self._fail(f"the engine plan file is not compatible with this version of TensorRT, "
+                                  f"expecting library version {trt.__version__} got {plan['trt_version']}")
+            if version_compatible and not self._values.get("engine_host_code_allowed"):
+                return self._fail("version-compatible engine needs engine_host_code_allowed")
+            problem = self._device_problem(plan, device)
+            if problem:
+                return self._fail(problem)
+            dla_core = None
+            if plan["dla_core"] is not None:
+                dla_core = self._values.get("DLA_core", -1)
+                if dla_core >= dla_cores():
+                    return self._fail(f"DLA core {dla_core} is not available")
+                if dla_core < 0:
+                    self._record("engine built for DLA deserialized without runtime.DLA_core: runs on the GPU")
+                    dla_core = None
+            return ICudaEngine(plan, device, dla_core)
+
+        def _device_problem(self, plan, device):
+            built, info = plan["device"], machine().devices[device]
+            if built["platform"] != platform.machine() or built["integrated"] != info.integrated:
+                return "the engine was built for another platform"
+            here = device_capability(device)
+            level = plan["config"].get("hardware_compatibility_level", "")
+            if built["capability"] != here and not ("AMPERE_PLUS" in level and info.compute_capability >= (8, 0)):
+                return f"the engine was built for compute capability {built['capability']}, the device has {here}"
+            return None
+
+        def _fail(self, message):
+            self._record("error", message)
+            return None
 
     @fake
     class ICudaEngine:
-        def __init__(self, plan):
+        def __init__(self, plan, device, dla_core):
             Surfaced.__init__(self)
-            self._plan = plan
-            self._names = [*plan["profiles"], *(name for name, _ in plan["outputs"])]
+            self._plan, self._device, self._dla_core = plan, device, dla_core
+            self._io = {name: (shape, dtype) for name, shape, dtype in plan["inputs"] + plan["outputs"]}
+            self._names = [name for name, _, _ in plan["inputs"] + plan["outputs"]]
 
         @property
         def num_io_tensors(self):
@@ -379,12 +562,10 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
             return trt.TensorIOMode.INPUT if name in self._plan["profiles"] else trt.TensorIOMode.OUTPUT
 
         def get_tensor_dtype(self, name):
-            return trt.DataType.FLOAT
+            return getattr(trt.DataType, self._io[name][1])
 
         def get_tensor_shape(self, name):
-            if name in self._plan["profiles"]:
-                return (-1, *self._plan["profiles"][name][0][1:])
-            return tuple(dict(self._plan["outputs"])[name])
+            return tuple(self._io[name][0])
 
         def get_tensor_profile_shape(self, name, profile_index):
             return [tuple(s) for s in self._plan["profiles"][name]]
@@ -395,11 +576,21 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
 
     @fake
     class IExecutionContext:
+        """Not thread-safe, as TensorRT says: a second thread using it mid-inference is an error here."""
+
         def __init__(self, engine):
             Surfaced.__init__(self)
-            self._engine, self._shapes, self._addresses, self._session = engine, {}, {}, None
+            self._engine, self._shapes, self._addresses, self._session, self._user = engine, {}, {}, None, None
+
+        def _claim(self, what):
+            thread = threading.get_ident()
+            if self._user not in (None, thread):
+                raise RuntimeError(f"fake tensorrt: IExecutionContext.{what} from a second thread while another "
+                                   "thread is mid-inference (an execution context is not thread-safe)")
+            self._user = thread
 
         def set_input_shape(self, name, shape):
+            self._claim("set_input_shape")
             self._record("set_input_shape", name, tuple(shape))
             low, _, high = self._engine._plan["profiles"][name]
             if not all(lo <= s <= hi for lo, s, hi in zip(low, shape, high)) or len(shape) != len(low):
@@ -408,6 +599,7 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
             return True
 
         def set_tensor_address(self, name, memory):
+            self._claim("set_tensor_address")
             self._record("set_tensor_address", name, memory)
             self._addresses[name] = memory
             return True
@@ -416,32 +608,51 @@ def make_fake_tensorrt(version: str, device_memory: dict | None = None):
             if name in self._shapes:
                 return self._shapes[name]
             batch = next(iter(self._shapes.values()))[0]
-            return (batch, *dict(self._engine._plan["outputs"])[name][1:])
+            return (batch, *self._engine._io[name][0][1:])
 
         def execute_async_v3(self, stream_handle):
             """Run the engine's ONNX graph with ONNX Runtime on the fake device memory."""
             import onnxruntime as ort
 
+            self._claim("execute_async_v3")
             self._record("execute_async_v3", stream_handle)
-            if set(self._addresses) != set(self._engine._names) or set(self._shapes) != set(self._engine._plan["profiles"]):
-                return False
-            if self._session is None:
-                self._session = ort.InferenceSession(self._engine._plan["onnx"], providers=["CPUExecutionProvider"])
-            feeds = {}
-            for name, shape in self._shapes.items():
-                raw = trt.device_memory[self._addresses[name]]
-                feeds[name] = raw[: int(np.prod(shape)) * 4].view(np.float32).reshape(shape)
-            for name, value in zip([o.name for o in self._session.get_outputs()], self._session.run(None, feeds)):
-                raw = value.astype(np.float32).reshape(-1).view(np.uint8)
-                trt.device_memory[self._addresses[name]][: raw.size] = raw
-            return True
+            try:
+                if machine().current_device() != self._engine._device:
+                    return self._fail("enqueue without the engine's CUDA context current")
+                if set(self._addresses) != set(self._engine._names) or set(self._shapes) != set(
+                        self._engine._plan["profiles"]):
+                    return self._fail("enqueue with unset shapes or addresses")
+                if self._session is None:
+                    self._session = ort.InferenceSession(self._engine._plan["onnx"], providers=["CPUExecutionProvider"])
+                feeds = {name: self._read(name, shape) for name, shape in self._shapes.items()}
+                time.sleep(0.002)  # a window in which a second thread would collide, as on a real GPU
+                names = [o.name for o in self._session.get_outputs()]
+                for name, value in zip(names, self._session.run(None, feeds)):
+                    raw = value.astype(self._dtype(name)).reshape(-1).view(np.uint8)
+                    machine().memory[self._addresses[name]][: raw.size] = raw
+                return True
+            finally:
+                self._user = None
+
+        def _dtype(self, name):
+            return nptype(getattr(trt.DataType, self._engine._io[name][1]))
+
+        def _read(self, name, shape):
+            dtype = np.dtype(self._dtype(name))
+            raw = machine().memory[self._addresses[name]]
+            return raw[: int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
+
+        def _fail(self, message):
+            self._record("error", message)
+            return False
 
     for name in ALGORITHMS:
         if name in classes:
             fake(type(name, (), {"__init__": lambda self: Surfaced.__init__(self)}))
 
     def nptype(dtype):
-        return {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32}[dtype.name]
+        return {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32,
+                "INT64": np.int64}[dtype.name]
 
     functions = {"nptype": nptype}
     for name in surface.get("functions", {}):
@@ -456,7 +667,7 @@ def _unimplemented(name: str):
     return function
 
 
-def install(monkeypatch, version: str, device_memory: dict | None = None):
-    module = make_fake_tensorrt(version, device_memory)
+def install(monkeypatch, version: str, gpu=None):
+    module = make_fake_tensorrt(version, gpu)
     monkeypatch.setitem(sys.modules, "tensorrt", module)
     return module

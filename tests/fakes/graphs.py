@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from resnet_deploy.cuda import DeviceInfo
-
-ORIN = DeviceInfo(0, "NVIDIA Jetson AGX Orin", "8.7")
+from resnet_deploy.trt.compat import DEFAULT_TRT_VERSION
 
 
-def tiny_graphs(folder: Path, trt_version: str = "10.3.0") -> dict[str, Path]:
+def tiny_graphs(folder: Path, trt_version: str = DEFAULT_TRT_VERSION) -> dict[str, Path]:
     """An untrained resnet18 at width 1/16 exported three ways, plus a cache headed for `trt_version`."""
     import onnx
     import torch
 
     from resnet_deploy.export import export_onnx
     from resnet_deploy.models import create_model
-    from resnet_deploy.quantize.calibrate import activation_tensors
     from resnet_deploy.quantize.cache import write_calibration_cache
+    from resnet_deploy.quantize.calibrate import activation_tensors
     from resnet_deploy.quantize.fp16 import convert_to_fp16
     from resnet_deploy.quantize.qdq import insert_qdq
 

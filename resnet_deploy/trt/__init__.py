@@ -1,0 +1,1 @@
+"""Everything that knows TensorRT or pycuda: compat, settings, builder, runner, sidecar, cuda."""
