@@ -17,6 +17,8 @@ from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
 from tests.fakes import fake_pycuda, fake_tensorrt
 from tests.fakes.graphs import ORIN, tiny_graphs
 
+pytestmark = pytest.mark.runtime
+
 
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory):

@@ -13,6 +13,8 @@ from resnet_deploy import data
 from resnet_deploy.cli import main
 from resnet_deploy.errors import DataError
 
+pytestmark = pytest.mark.runtime
+
 
 @pytest.fixture
 def data_copy(tmp_path, data_dir) -> Path:

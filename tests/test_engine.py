@@ -18,6 +18,8 @@ from resnet_deploy.sidecar import read_sidecar
 from tests.fakes import fake_pycuda, fake_tensorrt
 from tests.fakes.graphs import ORIN, tiny_graphs
 
+pytestmark = pytest.mark.runtime
+
 VERSIONS = ("10.3", "10.16", "11.4")
 
 

@@ -16,6 +16,8 @@ from resnet_deploy.sidecar import check_compatible, engine_file_name, read_sidec
 from tests.fakes import fake_pycuda, fake_tensorrt
 from tests.fakes.graphs import ORIN, tiny_graphs
 
+pytestmark = pytest.mark.runtime
+
 
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory):
