@@ -207,10 +207,10 @@ def test_verification_and_onnxruntime_parity_need_no_torch(made, tmp_path, data_
 def test_bundle_from_a_checkpoint_uses_the_pytorch_reference(tmp_path, trained_checkpoint, data_dir):
     options = BuildOptions(checkpoint=trained_checkpoint, artifacts_dir=tmp_path / "artifacts",
                            calibration_dir=tmp_path / "calibration", reports_dir=tmp_path / "reports",
-                           calibration_method="max", calibration_count=64, data_dir=data_dir)
+                           calibration_method="max", calibration_count=64, parity_limit=1000, data_dir=data_dir)
     result = make_bundle(options, tmp_path / "bundle", tarball=False, log=lambda _: None)
     manifest = result.bundle.manifest
     assert result.tarball is None and [s.name for s in result.stages] == ["export", "fp16", "int8", "parity"]
-    assert manifest["parity"]["reference"]["backend"] == "torch"
+    assert manifest["parity"]["reference"]["backend"] == "torch" and manifest["parity"]["images"] == 1000
     assert manifest["source"]["sha256"] == hashlib.sha256(trained_checkpoint.read_bytes()).hexdigest()
     assert manifest["model"]["config"]["width"] == 0.125 and "torch" in manifest["versions"]
