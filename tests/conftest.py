@@ -48,20 +48,15 @@ TINY_RECIPE = dict(model="resnet18", width=0.125, epochs=2, train_limit=8192, ba
 @pytest.fixture(scope="session")
 def untrained_onnx(tmp_path_factory) -> Path:
     """An untrained resnet18 at width 0.125 exported to ONNX (BN folded), for graph-level tests."""
-    import torch
+    from tests.exported import untrained_onnx as export_untrained
 
-    from resnet_deploy.export import export_onnx
-    from resnet_deploy.models import create_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("untrained-onnx") / "tiny.onnx"
-    export_onnx(create_model("resnet18", width=0.125).eval(), path)
-    return path
+    return export_untrained("resnet18-w0.125", tmp_path_factory.mktemp("untrained-onnx") / "tiny.onnx")
 
 
 @pytest.fixture(scope="session")
 def trained_checkpoint(tmp_path_factory, data_dir) -> Path:
     """A resnet18 at width 0.125 trained for two short epochs on 8k real images (about 75-80% top-1)."""
+    pytest.importorskip("torch")
     from resnet_deploy.train import TrainConfig, train
 
     result = train(TrainConfig(**TINY_RECIPE), tmp_path_factory.mktemp("tiny-run"), data_dir=data_dir)
@@ -69,12 +64,17 @@ def trained_checkpoint(tmp_path_factory, data_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_onnx(tmp_path_factory, trained_checkpoint) -> Path:
-    """The FP32 ONNX export of `trained_checkpoint`."""
-    from resnet_deploy.checkpoint import load_checkpoint
+def trained_onnx(request, tmp_path_factory) -> Path:
+    """The FP32 ONNX export of `trained_checkpoint` (without torch: the one the torch side exported)."""
+    path = tmp_path_factory.mktemp("trained-onnx") / "tiny.onnx"
+    try:
+        from resnet_deploy.checkpoint import load_checkpoint
+    except ImportError:
+        from tests.exported import trained_onnx_from_folder
+
+        return trained_onnx_from_folder(path)
     from resnet_deploy.export import export_onnx
 
-    model, _ = load_checkpoint(trained_checkpoint)
-    path = tmp_path_factory.mktemp("trained-onnx") / "tiny.onnx"
+    model, _ = load_checkpoint(request.getfixturevalue("trained_checkpoint"))
     export_onnx(model, path)
     return path

@@ -13,6 +13,8 @@ from resnet_deploy.cli import main
 from resnet_deploy.errors import ArtifactError, GateFailed
 from resnet_deploy.runners.base import BaseRunner, TensorMeta
 
+pytestmark = pytest.mark.runtime
+
 STATS = ("count", "min", "max", "mean", "std", "median", "p90", "p95", "p99")
 
 
@@ -180,15 +182,9 @@ def test_fingerprint_names_the_machine():
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
-    import torch
+    from tests.exported import untrained_onnx
 
-    from resnet_deploy.export import export_onnx
-    from resnet_deploy.models import create_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("bench") / "tiny.onnx"
-    export_onnx(create_model("resnet18", width=0.0625).eval(), path)
-    return path
+    return untrained_onnx("resnet18-w0.0625", tmp_path_factory.mktemp("bench") / "tiny.onnx")
 
 
 def _bench(args) -> int:

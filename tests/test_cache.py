@@ -10,6 +10,8 @@ from resnet_deploy.errors import ArtifactError
 from resnet_deploy.quantize.cache import read_calibration_cache, version_code, write_calibration_cache
 from resnet_deploy.quantize.calibrate import calibrate_onnx
 
+pytestmark = pytest.mark.runtime
+
 HEADER = "TRT-100300-EntropyCalibration2"
 
 

@@ -6,7 +6,8 @@ import os
 import pickle
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
 
 from resnet_deploy import data
 from resnet_deploy.checkpoint import load_checkpoint, meta_path, save_checkpoint

@@ -28,6 +28,8 @@ from tests.fakes import fake_pycuda, fake_tensorrt
 from tests.fakes.fake_pycuda import H100, ORIN
 from tests.fakes.graphs import tiny_graphs
 
+pytestmark = pytest.mark.runtime
+
 
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory):

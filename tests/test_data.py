@@ -13,6 +13,8 @@ from resnet_deploy import data
 from resnet_deploy.cli import main
 from resnet_deploy.errors import DataError
 
+pytestmark = pytest.mark.runtime
+
 
 @pytest.fixture
 def data_copy(tmp_path, data_dir) -> Path:
@@ -91,6 +93,7 @@ def test_corrupt_gzip_stream_is_refused(data_copy):
 
 
 def test_cli_on_a_corrupt_file_exits_2_naming_it_without_traceback(data_copy, tmp_path, capsys):
+    pytest.importorskip("torch")  # through `train`, which needs torch
     rewrite(data_copy / "t10k-images-idx3-ubyte.gz", lambda raw: raw + b"\0")
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--data-dir", str(data_copy), "--out-dir", str(tmp_path / "run"), "--epochs", "1"])

@@ -13,6 +13,8 @@ import pytest
 from resnet_deploy.download import download_fashion_mnist
 from resnet_deploy.errors import DataError
 
+pytestmark = pytest.mark.runtime
+
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:

@@ -24,6 +24,8 @@ from tests.fakes import fake_tensorrt
 from tests.fakes.fake_pycuda import H100, ORIN, FakeDevice
 from tests.fakes.graphs import tiny_graphs
 
+pytestmark = pytest.mark.runtime
+
 VERSIONS = ("10.3", "10.16", "11.4")
 A4000 = FakeDevice("NVIDIA RTX A4000", (8, 6), integrated=False, dla_cores=0)
 T4 = FakeDevice("Tesla T4", (7, 5), integrated=False, dla_cores=0)

@@ -9,6 +9,8 @@ import onnx
 import pytest
 from onnx import helper
 
+pytest.importorskip("torch")  # exports or loads PyTorch checkpoints throughout
+
 from resnet_deploy import data
 from resnet_deploy.checkpoint import load_checkpoint
 from resnet_deploy.cli import main

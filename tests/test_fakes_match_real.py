@@ -16,6 +16,8 @@ import pytest
 
 from tests.fakes.fake_tensorrt import VERSIONS, Surfaced, load_surface, make_fake_tensorrt
 
+pytestmark = pytest.mark.runtime
+
 USED_ENUMS = ("BuilderFlag", "NetworkDefinitionCreationFlag", "MemoryPoolType", "DeviceType", "TensorIOMode",
               "DataType", "HardwareCompatibilityLevel", "ErrorCode", "CalibrationAlgoType")
 

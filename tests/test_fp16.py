@@ -6,6 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
+pytest.importorskip("torch")  # exports or loads PyTorch checkpoints throughout
+
 from resnet_deploy import data
 from resnet_deploy.checkpoint import load_checkpoint
 from resnet_deploy.errors import ArtifactError

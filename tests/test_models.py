@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
 
 from resnet_deploy.cli import main
 from resnet_deploy.models import (BasicBlock, Bottleneck, ResNet, ZeroPadShortcut, count_macs, count_parameters,

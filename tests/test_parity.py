@@ -12,6 +12,8 @@ from resnet_deploy.cli import main
 from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
 from resnet_deploy.runners.torch_runner import TorchRunner
 
+pytestmark = pytest.mark.runtime
+
 LIMIT = 1000
 
 

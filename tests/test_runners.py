@@ -7,26 +7,33 @@ import pytest
 
 from resnet_deploy import data
 from resnet_deploy.errors import ArtifactError, ResnetDeployError
-from resnet_deploy.export import export_onnx
-from resnet_deploy.models import create_model
 from resnet_deploy.runners import BACKENDS, RunnerStateError, backend_for, load_runner
 from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
 from resnet_deploy.runners.torch_runner import TorchRunner
 
+pytestmark = pytest.mark.runtime
+
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    import torch
+    """The model `untrained_onnx` was exported from (same seed and width)."""
+    torch = pytest.importorskip("torch")
+    from resnet_deploy.models import create_model
 
     torch.manual_seed(0)
     return create_model("resnet18", width=0.125).eval()
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tiny_model, tmp_path_factory):
-    path = tmp_path_factory.mktemp("runners") / "tiny.onnx"
-    export_onnx(tiny_model, path)
-    return path
+def tiny_onnx(untrained_onnx):
+    return untrained_onnx
+
+
+def make_runner(backend: str, request):
+    """A torch or ONNX Runtime runner of the same tiny model, asking only for the fixture it needs."""
+    if backend == "torch":
+        return TorchRunner(request.getfixturevalue("tiny_model"))
+    return OnnxRuntimeRunner(request.getfixturevalue("tiny_onnx"))
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +55,8 @@ def test_backends_and_suffixes():
 
 
 @pytest.mark.parametrize("make", ["torch", "onnxruntime"])
-def test_infer_before_activate_raises(make, tiny_model, tiny_onnx, test_images):
-    runner = TorchRunner(tiny_model) if make == "torch" else OnnxRuntimeRunner(tiny_onnx)
+def test_infer_before_activate_raises(make, request, test_images):
+    runner = make_runner(make, request)
     with pytest.raises(RunnerStateError, match="activate"):
         runner.infer({"input": test_images[:1]})
     with pytest.raises(RunnerStateError):
@@ -65,8 +72,8 @@ def test_infer_before_activate_raises(make, tiny_model, tiny_onnx, test_images):
 
 
 @pytest.mark.parametrize("make", ["torch", "onnxruntime"])
-def test_metadata_has_dynamic_batch(make, tiny_model, tiny_onnx):
-    runner = TorchRunner(tiny_model) if make == "torch" else OnnxRuntimeRunner(tiny_onnx)
+def test_metadata_has_dynamic_batch(make, request):
+    runner = make_runner(make, request)
     with runner:
         (meta,) = runner.input_metadata()
     assert meta.name == "input"

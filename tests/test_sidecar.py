@@ -18,6 +18,8 @@ from resnet_deploy.trt.sidecar import check_compatible, engine_file_name, read_s
 from tests import fakes
 from tests.fakes.graphs import tiny_graphs
 
+pytestmark = pytest.mark.runtime
+
 
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory):

@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
 
 from resnet_deploy.checkpoint import load_checkpoint
 from resnet_deploy.cli import main

@@ -10,18 +10,14 @@ from resnet_deploy.trt.compat import DEFAULT_TRT_VERSION
 def tiny_graphs(folder: Path, trt_version: str = DEFAULT_TRT_VERSION) -> dict[str, Path]:
     """An untrained resnet18 at width 1/16 exported three ways, plus a cache headed for `trt_version`."""
     import onnx
-    import torch
 
-    from resnet_deploy.export import export_onnx
-    from resnet_deploy.models import create_model
     from resnet_deploy.quantize.cache import write_calibration_cache
     from resnet_deploy.quantize.calibrate import activation_tensors
     from resnet_deploy.quantize.fp16 import convert_to_fp16
     from resnet_deploy.quantize.qdq import insert_qdq
+    from tests.exported import untrained_onnx
 
-    torch.manual_seed(0)
-    fp32 = folder / "tiny.onnx"
-    export_onnx(create_model("resnet18", width=0.0625).eval(), fp32)
+    fp32 = untrained_onnx("resnet18-w0.0625", folder / "tiny.onnx")
     convert_to_fp16(fp32, folder / "tiny.fp16.onnx")
     amax = {name: 4.0 for name in activation_tensors(onnx.load(str(fp32)))}
     insert_qdq(fp32, amax, folder / "tiny.int8.qdq.onnx")

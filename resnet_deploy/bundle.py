@@ -1,0 +1,432 @@
+"""The device bundle: what a Jetson (or any TensorRT host) needs to build and check the engine there.
+
+A folder and a `.tar.gz` of it, nothing else (no checkpoint, no torch):
+
+    manifest.json                    SHA-256 and role of every file, normalization, input spec, class names,
+                                     calibration, workstation parity, producing versions
+    DEVICE.md                        the commands to run on the board (JetPack 6)
+    labels.txt                       class names, DeepStream's classifier format (one line, `;`-separated)
+    parity.json                      accuracy parity on the workstation (ONNX Runtime, test split)
+    model/<stem>.onnx                the FP32 graph, reference of the engine parity
+    model/<stem>.fp16.onnx           FP16 graph
+    model/<stem>.int8-<m>.qdq.onnx   INT8 Q/DQ graph of the calibration method that won on validation
+    model/<stem>.<m>.cache           TensorRT calibration cache of that method (TensorRT <= 10, DeepStream)
+    deepstream/                      FP32 graph + Softmax and one nvinfer config per precision
+
+`verify_bundle` refuses a changed, missing or unlisted file by name and returns the verified paths by
+role; it and `extract_bundle` import nothing beyond the standard library, so they run without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable
+
+from resnet_deploy import __version__
+from resnet_deploy.errors import ArtifactError
+from resnet_deploy.fileio import atomic_path, atomic_write_json, atomic_write_text, sha256_file
+
+MANIFEST = "manifest.json"
+FORMAT, FORMAT_VERSION = "resnet-deploy-bundle", 1
+FP32, FP16, INT8, CACHE = "fp32_onnx", "fp16_onnx", "int8_onnx", "calibration_cache"
+LABELS, PARITY, DEVICE_README = "labels", "parity_report", "device_readme"
+PRECISION_ROLES = {"fp32": FP32, "fp16": FP16, "int8": INT8}
+VERSIONED_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxconverter-common", "numpy")
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle folder and its manifest; paths by role for `build --bundle` and parity."""
+
+    folder: Path
+    manifest: dict[str, Any]
+
+    def path(self, role: str) -> Path:
+        for relative, entry in self.manifest["files"].items():
+            if entry["role"] == role:
+                return self.folder / relative
+        raise ArtifactError(f"{self.folder / MANIFEST}: lists no {role} file")
+
+    def onnx_for(self, precision: str) -> Path:
+        """The graph the engine of `precision` is built from (FP32, FP16 or INT8 Q/DQ)."""
+        if precision not in PRECISION_ROLES:
+            raise ArtifactError(f"precision must be one of {tuple(PRECISION_ROLES)}, got {precision!r}")
+        return self.path(PRECISION_ROLES[precision])
+
+    @property
+    def calibration_cache(self) -> Path:
+        return self.path(CACHE)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest["class_names"])
+
+
+@dataclass
+class BundleResult:
+    bundle: Bundle
+    tarball: Path | None
+    stages: list
+
+
+# ---------------------------------------------------------------------------------------- verification
+def _inside(folder: Path, relative: str) -> Path:
+    """`folder / relative` for a manifest or tar path that stays inside `folder`, else `ArtifactError`."""
+    parts = PurePosixPath(relative).parts
+    if not parts or relative.startswith("/") or "\\" in relative or any(p in (".", "..") for p in parts):
+        raise ArtifactError(f"{folder}: unsafe path {relative!r} (absolute, '..', '.' or backslash)")
+    return folder.joinpath(*parts)
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{path}: missing; {folder} is not a resnet-deploy bundle") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable manifest: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: not a {FORMAT} manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: format version {manifest.get('format_version')!r}, "
+                            f"this resnet-deploy reads {FORMAT_VERSION}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(e, dict) and {"sha256", "role"} <= set(e)
+                                              for e in files.values()):
+        raise ArtifactError(f"{path}: 'files' must map each path to its sha256 and role")
+    return manifest
+
+
+def verify_bundle(folder: str | Path) -> Bundle:
+    """Check every file against the manifest; a changed, missing, unlisted or linked file raises `ArtifactError`
+    naming each of them (the CLI exits 2)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder}: not a bundle folder")
+    manifest = read_manifest(folder)
+    problems = []
+    for relative, entry in manifest["files"].items():
+        path = _inside(folder, relative)
+        if path.is_symlink():
+            problems.append(f"{relative} is a symbolic link")
+        elif not path.is_file():
+            problems.append(f"{relative} is missing")
+        elif sha256_file(path) != entry["sha256"]:
+            problems.append(f"{relative} changed (its sha256 differs from the manifest)")
+    expected = {MANIFEST, *manifest["files"], *manifest.get("device_outputs", [])}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if path.is_symlink() and relative not in manifest["files"]:
+            problems.append(f"{relative} is a symbolic link")
+        elif path.is_file() and relative not in expected:
+            problems.append(f"{relative} is not listed in the manifest")
+    if problems:
+        raise ArtifactError(f"{folder}: bundle verification failed: " + "; ".join(problems))
+    return Bundle(folder, manifest)
+
+
+def _safe_members(tar_path: Path, members: list[tarfile.TarInfo]) -> str:
+    """The one top-level folder of a bundle tarball whose members are plain files and folders inside it."""
+    tops = set()
+    for member in members:
+        if not (member.isfile() or member.isdir()):
+            raise ArtifactError(f"{tar_path}: member {member.name!r} is not a plain file or folder (link or device)")
+        _inside(tar_path, member.name)
+        tops.add(PurePosixPath(member.name).parts[0])
+    if len(tops) != 1:
+        raise ArtifactError(f"{tar_path}: a bundle tarball holds one top-level folder, this one {sorted(tops)}")
+    return tops.pop()
+
+
+def _install(staged: Path, target: Path) -> None:
+    """Move a complete folder onto `target`, replacing an older bundle there but nothing else."""
+    if target.exists() and not (target / MANIFEST).is_file():
+        raise ArtifactError(f"{target}: exists and is not a bundle; refusing to replace it")
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / target.name)
+        os.replace(staged, target)
+        shutil.rmtree(old)
+    else:
+        os.replace(staged, target)
+
+
+def extract_bundle(tar_path: str | Path, parent: str | Path | None = None) -> Bundle:
+    """Unpack a bundle tarball into `parent` (default: beside it) and verify it.
+
+    Every member must be a plain file or folder under one top-level folder (no absolute path, no
+    '..', no link, no device); the contents are written by this code, not by `tarfile.extract`, and
+    the folder appears under its final name only once complete and verified.
+    """
+    tar_path = Path(tar_path)
+    parent = Path(parent) if parent is not None else tar_path.parent
+    try:
+        with tarfile.open(tar_path, "r:gz") as tar:
+            members = tar.getmembers()
+            top = _safe_members(tar_path, members)
+            parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{top}.", dir=parent))
+            try:
+                for member in members:
+                    destination = _inside(staging, member.name)
+                    if member.isdir():
+                        destination.mkdir(parents=True, exist_ok=True)
+                        continue
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    with tar.extractfile(member) as source, open(destination, "xb") as sink:
+                        shutil.copyfileobj(source, sink)
+                verify_bundle(staging / top)
+                _install(staging / top, parent / top)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ArtifactError(f"{tar_path}: not a readable bundle tarball: {exc}") from exc
+    return verify_bundle(parent / top)
+
+
+def open_bundle(path: str | Path) -> Bundle:
+    """A verified bundle from its folder or its `.tar.gz` (extracted beside it)."""
+    path = Path(path)
+    return extract_bundle(path) if path.is_file() and path.name.endswith(".tar.gz") else verify_bundle(path)
+
+
+def bundle_parity(bundle: Bundle, report_path: str | Path, *, max_drop_pp: float = 0.5, limit: int = 0,
+                  data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Parity of the bundle's FP16 and INT8 graphs against its FP32 graph on ONNX Runtime (test split), with
+    each artifact's workstation top-1 beside it; raises `GateFailed` like `parity_for_artifacts`."""
+    from resnet_deploy.parity import parity_for_artifacts
+
+    recorded = {a["label"]: a["top1"] for a in json.loads(bundle.path(PARITY).read_text())["artifacts"]}
+    report = parity_for_artifacts(bundle.onnx_for("fp32"), [bundle.onnx_for("fp16"), bundle.onnx_for("int8")],
+                                  report_path, backend="onnxruntime", max_drop_pp=max_drop_pp, limit=limit,
+                                  data_dir=data_dir)
+    for entry in report["artifacts"]:
+        entry["workstation_top1"] = recorded.get(entry["label"])
+    atomic_write_json(report_path, report)
+    return report
+
+
+# ---------------------------------------------------------------------------------------- making
+def producing_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"resnet-deploy": __version__, "python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def portable_artifacts(options, log: Log) -> tuple[list, dict[str, Path], Path, Path]:
+    """Run (or reuse) the export, FP16, INT8 and parity stages.
+
+    Returns (stages, paths by role, calibration summary, source: the checkpoint or the given FP32 ONNX)."""
+    from resnet_deploy import pipeline
+    from resnet_deploy.parity import precision_of_artifact
+
+    stages = []
+    if options.onnx:
+        fp32 = reference = Path(options.onnx)
+        if precision_of_artifact(fp32) != "fp32":
+            raise ArtifactError(f"{fp32}: a bundle starts from the FP32 ONNX, this is a {precision_of_artifact(fp32)} graph")
+    else:
+        reference = pipeline.ensure_checkpoint(options, log)
+        stages.append(pipeline.export_stage(reference, options))
+        fp32 = stages[-1].outputs[0]
+    stages.append(pipeline.precision_stage(fp32, replace(options, precision="fp16")))
+    stages.append(pipeline.int8_stage(fp32, options))
+    (fp16,), (qdq, cache, summary) = stages[-2].outputs, stages[-1].outputs
+    compared = [p for p in (fp32, fp16, qdq) if p != reference]
+    # "bundle" names the parity report apart from the ones `build --precision` writes.
+    stages.append(pipeline.parity_stage(reference, compared, replace(options, precision="bundle")))
+    report = stages[-1].outputs[0]
+    return stages, {FP32: fp32, FP16: fp16, INT8: qdq, CACHE: cache, PARITY: report}, summary, reference
+
+
+def _model_description(fp32: Path) -> dict[str, Any]:
+    from resnet_deploy.export import manifest_path
+    from resnet_deploy.onnx_info import describe_onnx
+
+    info = describe_onnx(fp32)
+    export_manifest = manifest_path(fp32)
+    config = json.loads(export_manifest.read_text()).get("model") if export_manifest.is_file() else None
+    spec = [{**t, "shape": [d if isinstance(d, int) else -1 for d in t["shape"]]} for t in info["inputs"] + info["outputs"]]
+    return {"name": fp32.stem, "config": config, "opset": info["opset"], "inputs": spec[:len(info["inputs"])],
+            "outputs": spec[len(info["inputs"]):]}
+
+
+def _parity_summary(report: dict[str, Any]) -> dict[str, Any]:
+    return {"split": report["dataset"]["split"], "images": report["dataset"]["count"],
+            "reference": {"name": report["reference"]["name"], "backend": report["reference"]["backend"],
+                          "top1": report["reference"]["top1"]},
+            "artifacts": {a["label"]: {"precision": a["precision"], "top1": a["top1"], "agreement": a["agreement"],
+                                       "passed": all(g["passed"] for g in a["gates"])} for a in report["artifacts"]},
+            "passed": report["passed"]}
+
+
+def _stage_files(staging: Path, artifacts: dict[str, Path], stem: str, deepstream_settings) -> dict[str, str]:
+    """Copy and write every file into `staging`; returns role by relative path."""
+    from resnet_deploy import data, deepstream
+
+    roles = {}
+    for role, source in artifacts.items():
+        relative = "parity.json" if role == PARITY else f"model/{source.name}"
+        (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, staging / relative)
+        roles[relative] = role
+    atomic_write_text(staging / "labels.txt", deepstream.labels_text(data.CLASS_NAMES))
+    roles["labels.txt"] = LABELS
+    (staging / "deepstream").mkdir()
+    written = deepstream.write_deepstream_files(
+        staging / "deepstream", stem, artifacts[FP32], f"../model/{artifacts[CACHE].name}", "../labels.txt",
+        data.MEAN, data.STD, (1, 28, 28), deepstream_settings)
+    roles.update({path.relative_to(staging).as_posix(): role for role, path in written.items()})
+    return roles
+
+
+def _file_entry(staging: Path, relative: str, role: str) -> dict[str, Any]:
+    path = staging / relative
+    return {"role": role, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def _manifest(staging: Path, roles: dict[str, str], artifacts: dict[str, Path], summary: Path, source: Path,
+              deepstream_settings) -> dict[str, Any]:
+    from resnet_deploy import data, deepstream
+    from resnet_deploy.quantize.cache import read_calibration_cache
+
+    calibration = json.loads(summary.read_text())
+    header, _ = read_calibration_cache(artifacts[CACHE])
+    scale, offset = deepstream.preprocessing(data.MEAN, data.STD)
+    ds_onnx = next(r for r, role in roles.items() if role == "deepstream_onnx")
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": _model_description(artifacts[FP32]),
+        "normalization": {"mean": data.MEAN, "std": data.STD, "formula": "(x / 255 - mean) / std, x uint8 gray",
+                          "polarity": "light object on a dark background",
+                          "deepstream": {"net-scale-factor": scale, "offsets": offset}},
+        "class_names": list(data.CLASS_NAMES),
+        "precisions": {p: next(r for r, role in roles.items() if role == PRECISION_ROLES[p]) for p in PRECISION_ROLES},
+        "calibration": {"method": calibration["best_method"], **calibration["calibration"],
+                        "tensorrt_version": calibration["trt_cache_version"],
+                        "cache_header": f"TRT-{header.version_code}-{header.algorithm}"},
+        "parity": _parity_summary(json.loads(artifacts[PARITY].read_text())),
+        "source": {"path": str(source), "sha256": sha256_file(source)},
+        "versions": producing_versions(),
+        "deepstream_version": deepstream.DEEPSTREAM_VERSION,
+        "files": {relative: _file_entry(staging, relative, role) for relative, role in sorted(roles.items())},
+        "device_outputs": [f"deepstream/{name}" for precision in deepstream.NETWORK_MODES
+                           for name in deepstream.device_engine_names(Path(ds_onnx).name, precision, deepstream_settings)],
+    }
+
+
+def device_readme(name: str, manifest: dict[str, Any]) -> str:
+    """DEVICE.md: the commands for JetPack 6, and the workstation's parity."""
+    stem, ds = manifest["model"]["name"], manifest["normalization"]
+    rows = "\n".join(f"| {label} | {entry['precision']} | {entry['top1'] * 100:.2f}% | {entry['agreement'] * 100:.2f}% |"
+                     for label, entry in manifest["parity"]["artifacts"].items())
+    return f"""# {name}: {stem} for a Jetson on JetPack 6
+
+Made by resnet-deploy {manifest['versions']['resnet-deploy']} on {manifest['created']}. `manifest.json` lists
+every file with its SHA-256; `resnet-deploy verify-bundle` refuses a changed, missing or extra file.
+Input `{manifest['model']['inputs'][0]['name']}` float32 [N, 1, 28, 28] = (x / 255 - {ds['mean']}) / {ds['std']}
+of 8-bit gray pixels, a light object on a dark background; output logits over {len(manifest['class_names'])}
+classes (`labels.txt`). INT8 calibration: {manifest['calibration']['method']} on {manifest['calibration']['count']}
+train-split images, cache `{manifest['calibration']['cache_header']}`.
+
+## 1. Copy it to the board
+
+    scp {name}.tar.gz jetson:~
+
+## 2. Install the runtime without torch (JetPack 6.1/6.2: Python 3.10, TensorRT 10.3, CUDA 12.6)
+
+    sudo apt-get update && sudo apt-get install -y python3-venv python3-dev python3-libnvinfer
+    python3 -m venv --system-site-packages ~/resnet-deploy-venv    # sees JetPack's tensorrt module
+    . ~/resnet-deploy-venv/bin/activate
+    pip install "./resnet-deploy[images]"                           # a copy of the source; no [torch] extra
+    PATH=/usr/local/cuda/bin:$PATH pip install pycuda
+    python -c "import tensorrt, pycuda.driver; print(tensorrt.__version__)"
+
+## 3. Check the bundle and build the engine on the board
+
+    resnet-deploy verify-bundle ~/{name}.tar.gz --parity   # safe unpack to ~/{name}, manifest, ONNX Runtime parity
+    resnet-deploy build --bundle ~/{name} --precision int8   # verify, build the TensorRT engine here, engine parity
+
+`--precision fp16` and `fp32` build from the other graphs. The Fashion-MNIST test split comes from
+`--data-dir` / `$RESNET_DEPLOY_DATA`, or is downloaded and MD5-checked into `~/.cache/resnet-deploy`.
+Lock the clocks before measuring latency: `sudo nvpmodel -m 0 && sudo jetson_clocks`.
+
+## 4. DeepStream {manifest['deepstream_version']} (optional)
+
+`deepstream/config_infer_{stem}_<fp32|fp16|int8>.txt` configure `nvinfer` as a primary classifier on
+the full frame (gray, net-scale-factor {ds['deepstream']['net-scale-factor']:.9g}, offsets {ds['deepstream']['offsets']:.9g}).
+nvinfer builds its own engine from `deepstream/{stem}.deepstream.onnx` (the FP32 graph with a Softmax,
+INT8 through the calibration cache) and saves it beside it; verification accepts those engine files.
+
+    gst-launch-1.0 uridecodebin uri=file:///path/to/video.mp4 ! m.sink_0 nvstreammux name=m batch-size=1 \\
+        width=1280 height=720 ! nvinfer config-file-path=deepstream/config_infer_{stem}_int8.txt ! \\
+        nvvideoconvert ! nvdsosd ! nv3dsink
+
+## Parity on the workstation ({manifest['parity']['images']} {manifest['parity']['split']} images, reference {manifest['parity']['reference']['name']} top-1 {manifest['parity']['reference']['top1'] * 100:.2f}%)
+
+| artifact | precision | top-1 | agreement |
+| --- | --- | --- | --- |
+{rows}
+"""
+
+
+def write_tarball(folder: Path, tar_path: Path) -> Path:
+    """`folder` as `<folder name>/...` in a gzip tarball, written atomically, owners and modes normalized."""
+    with atomic_path(tar_path) as tmp, tarfile.open(tmp, "w:gz") as tar:
+        for path in sorted(folder.rglob("*")):
+            info = tar.gettarinfo(str(path), arcname=f"{folder.name}/{path.relative_to(folder).as_posix()}")
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mode = 0o755 if path.is_dir() else 0o644
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                tar.addfile(info)
+    return tar_path
+
+
+def make_bundle(options, out_dir: str | Path | None = None, *, tarball: bool = True, deepstream_settings=None,
+                log: Log = print) -> BundleResult:
+    """Build (or reuse) the portable artifacts for `options` (a `pipeline.BuildOptions`) and write the bundle
+    folder (default `bundles/<model>`) and its `.tar.gz` beside it; the folder is verified before it is moved
+    into place, so a failure leaves no partial bundle."""
+    from resnet_deploy.deepstream import DeepStreamSettings
+
+    deepstream_settings = deepstream_settings or DeepStreamSettings()
+    stages, artifacts, summary, source = portable_artifacts(options, log)
+    stem = artifacts[FP32].stem
+    out_dir = Path(out_dir) if out_dir else Path("bundles") / stem
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        roles = _stage_files(staging, artifacts, stem, deepstream_settings)
+        manifest = _manifest(staging, roles, artifacts, summary, source, deepstream_settings)
+        atomic_write_text(staging / "DEVICE.md", device_readme(out_dir.name, manifest))
+        manifest["files"] = dict(sorted({**manifest["files"],
+                                         "DEVICE.md": _file_entry(staging, "DEVICE.md", DEVICE_README)}.items()))
+        atomic_write_json(staging / MANIFEST, manifest)
+        verify_bundle(staging)
+        _install(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    bundle = verify_bundle(out_dir)
+    tar_path = write_tarball(out_dir, out_dir.with_name(out_dir.name + ".tar.gz")) if tarball else None
+    return BundleResult(bundle, tar_path, stages)

@@ -1,0 +1,165 @@
+"""Jetson board fingerprint for benchmarks: L4T release and JetPack, model, nvpmodel power mode, locked clocks.
+
+Everything is read from plain files under a root (default `/`), so a fixture tree can stand in for
+a board and nothing needs root or the `nvpmodel` / `jetson_clocks` binaries:
+- `/etc/nv_tegra_release`, first line `# R36 (release), REVISION: 4.3, GCID: ...` -> L4T 36.4.3.
+  JetPack by exact L4T release from NVIDIA's JetPack archive (https://developer.nvidia.com/embedded/jetpack-archive,
+  https://docs.nvidia.com/jetson/archives; the same table as jetson-stats' `jtop/core/jetson_variables.py`);
+  an L4T release not in the table is reported by its major version only (L4T 35.1 was JetPack 5.0.2 and
+  35.2.1 was 5.1: a guessed minor would be wrong).
+- `/proc/device-tree/model`, NUL-terminated (`NVIDIA Jetson AGX Orin Developer Kit`).
+- nvpmodel: the current mode is what `nvpmodel` writes to `/var/lib/nvpmodel/status` (`pmode:0000`);
+  its name and the boot default come from `/etc/nvpmodel.conf` (`< POWER_MODEL ID=0 NAME=MAXN >`,
+  `< PM_CONFIG DEFAULT=2 >`, per the file header NVIDIA ships). Without a status file nvpmodel runs
+  the default.
+- clocks: `jetson_clocks` locks each clock to the maximum the power mode allows by raising its
+  minimum to its maximum (`jetson_clocks --show` prints `MinFreq=MaxFreq=CurrentFreq`). Read from
+  the kernel's cpufreq policies (`/sys/devices/system/cpu/cpufreq/policy*/scaling_{min,max,cur}_freq`,
+  kHz; `cpu*/cpufreq` links to them) and the GPU's devfreq device (`/sys/class/devfreq/<gpu>/{min,max,cur}_freq`,
+  Hz; on Orin `17000000.gpu` under JetPack 6, `17000000.ga10b` under JetPack 5).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+L4T_RELEASE = "etc/nv_tegra_release"
+DEVICE_TREE_MODEL = "proc/device-tree/model"
+NVPMODEL_STATUS = "var/lib/nvpmodel/status"
+NVPMODEL_CONF = "etc/nvpmodel.conf"
+CPUFREQ_POLICIES = "sys/devices/system/cpu/cpufreq"
+DEVFREQ = "sys/class/devfreq"
+GPU_DEVFREQ_NAMES = ("gpu", "ga10b", "gv11b")
+
+JETPACK_FOR_L4T = {
+    "35.1.0": "5.0.2", "35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2", "35.5.0": "5.1.3",
+    "35.6.0": "5.1.4", "35.6.1": "5.1.5",
+    "36.2.0": "6.0 DP", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2", "36.4.4": "6.2.1",
+}
+JETPACK_MAJOR_FOR_L4T = {"32": "4", "35": "5", "36": "6", "38": "7"}
+_L4T_LINE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*(\d+(?:\.\d+)*)")
+_POWER_MODEL = re.compile(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)\s*>")
+_PM_DEFAULT = re.compile(r"<\s*PM_CONFIG\s+DEFAULT=(\d+)\s*>")
+_PMODE = re.compile(r"pmode:\s*(\d+)")
+
+
+def _read(root: Path, relative: str) -> str | None:
+    try:
+        return (root / relative).read_text(errors="replace").strip("\x00\n ")
+    except OSError:
+        return None
+
+
+def l4t_release(root: Path) -> str | None:
+    """`36.4.3` from the first line of /etc/nv_tegra_release, or None."""
+    text = _read(root, L4T_RELEASE)
+    match = _L4T_LINE.search(text or "")
+    if not match:
+        return None
+    revision = (match.group(2).split(".") + ["0", "0"])[:2]
+    return ".".join([match.group(1), *revision])
+
+
+def jetpack_for(l4t: str) -> str | None:
+    """JetPack of an exact L4T release, or `6.x` for an L4T 36 release the table does not list."""
+    if l4t in JETPACK_FOR_L4T:
+        return JETPACK_FOR_L4T[l4t]
+    major = JETPACK_MAJOR_FOR_L4T.get(l4t.split(".")[0])
+    return f"{major}.x" if major else None
+
+
+def power_mode(root: Path) -> dict[str, Any] | None:
+    """The current nvpmodel mode: id, name (from nvpmodel.conf), the boot default, where the id came from."""
+    conf = _read(root, NVPMODEL_CONF) or ""
+    names = {int(i): name for i, name in _POWER_MODEL.findall(conf)}
+    default = _PM_DEFAULT.search(conf)
+    default_id = int(default.group(1)) if default else None
+    status = _PMODE.search(_read(root, NVPMODEL_STATUS) or "")
+    if status:
+        mode_id, source = int(status.group(1)), NVPMODEL_STATUS
+    elif default_id is not None:
+        mode_id, source = default_id, f"{NVPMODEL_CONF} default (no {NVPMODEL_STATUS})"
+    else:
+        return None
+    return {"id": mode_id, "name": names.get(mode_id), "default_id": default_id, "source": "/" + source}
+
+
+def _frequencies(folder: Path, prefix: str) -> dict[str, int] | None:
+    values = {}
+    for kind in ("min", "max", "cur"):
+        text = _read(folder, f"{prefix}{kind}_freq")
+        if text is None or not text.isdigit():
+            return None
+        values[kind] = int(text)
+    return values
+
+
+def _cpu_names(related_cpus: str | None) -> str | None:
+    """`0 1 2 3` -> `cpu0-3` (a cpufreq policy's cores)."""
+    cpus = [int(c) for c in (related_cpus or "").split() if c.isdigit()]
+    if not cpus:
+        return None
+    contiguous = cpus == list(range(cpus[0], cpus[0] + len(cpus)))
+    return f"cpu{cpus[0]}-{cpus[-1]}" if contiguous and len(cpus) > 1 else "cpu" + ",".join(map(str, cpus))
+
+
+def clock_domains(root: Path) -> list[dict[str, Any]]:
+    """Each CPU cluster (cpufreq policy, kHz) and the GPU (devfreq, Hz) with min, max and current frequency."""
+    domains = []
+    for policy in sorted((root / CPUFREQ_POLICIES).glob("policy*"), key=lambda p: int(p.name[6:] or 0)):
+        freqs = _frequencies(policy, "scaling_")
+        if freqs:
+            domains.append({"name": _cpu_names(_read(policy, "related_cpus")) or policy.name, "unit": "kHz", **freqs})
+    for device in sorted((root / DEVFREQ).glob("*")):
+        if any(key in device.name for key in GPU_DEVFREQ_NAMES) and (freqs := _frequencies(device, "")):
+            domains.append({"name": f"gpu {device.name}", "unit": "Hz", **freqs})
+    return domains
+
+
+def clock_state(root: Path) -> dict[str, Any]:
+    """locked: every clock pinned at its maximum (min == max), as `jetson_clocks` leaves them; None if unreadable."""
+    domains = clock_domains(root)
+    unlocked = [d["name"] for d in domains if d["min"] < d["max"]]
+    below_max = [d["name"] for d in domains if d["min"] >= d["max"] and d["cur"] < d["max"]]
+    has_gpu = any(d["name"].startswith("gpu") for d in domains)
+    locked = (not unlocked) if domains and has_gpu else None
+    return {"locked": locked, "unlocked": unlocked, "below_max": below_max, "domains": domains}
+
+
+def is_jetson(root: Path) -> bool:
+    return (root / L4T_RELEASE).is_file() or "jetson" in (_read(root, DEVICE_TREE_MODEL) or "").lower()
+
+
+def fingerprint(root: str | Path = "/") -> dict[str, Any]:
+    """`{"jetson": {...}}` to merge into `bench.fingerprint()`, or `{}` when `root` is not a Jetson."""
+    root = Path(root)
+    if not is_jetson(root):
+        return {}
+    l4t = l4t_release(root)
+    return {"jetson": {"model": _read(root, DEVICE_TREE_MODEL), "l4t": l4t, "jetpack": jetpack_for(l4t) if l4t else None,
+                       "power_mode": power_mode(root), "clocks": clock_state(root)}}
+
+
+def warnings(fingerprint_dict: dict[str, Any]) -> list[str]:
+    """What makes latency on this board vary run to run, for `bench` to print beside its results."""
+    board = fingerprint_dict.get("jetson")
+    if not board:
+        return []
+    notes = []
+    clocks = board["clocks"]
+    if clocks["locked"] is None:
+        notes.append("Jetson clocks could not be read (cpufreq / GPU devfreq): whether they are locked is unknown")
+    elif not clocks["locked"]:
+        notes.append(f"Jetson clocks are not locked ({', '.join(clocks['unlocked'])} scale with load): latency "
+                     "varies run to run; run `sudo jetson_clocks` before benchmarking")
+    if clocks["below_max"]:
+        notes.append(f"Jetson clocks locked but running below their maximum ({', '.join(clocks['below_max'])}): "
+                     "thermal throttling?")
+    mode = board["power_mode"]
+    if mode is None:
+        notes.append("nvpmodel power mode unknown (no /var/lib/nvpmodel/status or /etc/nvpmodel.conf)")
+    if board["l4t"] is None:
+        notes.append("L4T release unknown (/etc/nv_tegra_release missing or unreadable)")
+    return notes

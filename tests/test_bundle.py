@@ -1,0 +1,216 @@
+"""The device bundle: contents and manifest, tarball round trip, refusing tampered or unsafe bundles by name,
+and verification plus parity without torch."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from resnet_deploy.bundle import MANIFEST, extract_bundle, make_bundle, open_bundle, verify_bundle
+from resnet_deploy.cli import main
+from resnet_deploy.errors import ArtifactError
+from resnet_deploy.onnx_info import describe_onnx
+from resnet_deploy.pipeline import BuildOptions
+from resnet_deploy.quantize.cache import read_calibration_cache
+
+pytestmark = pytest.mark.runtime
+
+ROLES = {"fp32_onnx", "fp16_onnx", "int8_onnx", "calibration_cache", "labels", "parity_report", "device_readme",
+         "deepstream_onnx", "deepstream_config_fp32", "deepstream_config_fp16", "deepstream_config_int8"}
+
+
+def run_cli(*args) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    return exit_info.value.code
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bundle-work")
+
+
+@pytest.fixture(scope="module")
+def made(workdir, trained_onnx):
+    """`resnet-deploy bundle --onnx` on the trained tiny model, run from a scratch working folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir)
+        code = run_cli("bundle", "--onnx", trained_onnx, "--out", "out/tiny", "--calibration-method", "max",
+                       "--calibration-count", "64")
+    assert code == 0
+    return workdir / "out" / "tiny"
+
+
+@pytest.fixture
+def copy(made, tmp_path) -> Path:
+    return Path(shutil.copytree(made, tmp_path / "tiny"))
+
+
+def test_bundle_holds_what_the_device_needs_and_nothing_else(made):
+    bundle = verify_bundle(made)
+    files = bundle.manifest["files"]
+    assert {entry["role"] for entry in files.values()} == ROLES and len(files) == len(ROLES)
+    on_disk = {p.relative_to(made).as_posix() for p in made.rglob("*") if p.is_file()}
+    assert on_disk == set(files) | {MANIFEST}
+    assert not any(name.endswith((".pt", ".pth", ".engine")) for name in on_disk)
+    for relative, entry in files.items():
+        content = (made / relative).read_bytes()
+        assert entry["sha256"] == hashlib.sha256(content).hexdigest() and entry["bytes"] == len(content)
+    for precision in ("fp32", "fp16", "int8"):
+        described = describe_onnx(bundle.onnx_for(precision))["precision"]
+        assert described.startswith(precision) and bundle.manifest["precisions"][precision] in files
+    header, scales = read_calibration_cache(bundle.calibration_cache)
+    assert bundle.manifest["calibration"]["cache_header"] == f"TRT-{header.version_code}-{header.algorithm}" and scales
+    assert bundle.manifest["calibration"]["method"] == "max" and bundle.manifest["calibration"]["split"] == "train"
+    assert bundle.manifest["model"]["inputs"] == [{"name": "input", "dtype": "float32", "shape": [-1, 1, 28, 28]}]
+    assert bundle.manifest["normalization"]["mean"] == 0.286 and len(bundle.class_names) == 10
+    assert {"resnet-deploy", "python", "onnx", "onnxruntime", "numpy"} <= set(bundle.manifest["versions"])
+    assert bundle.manifest["parity"]["passed"] and bundle.manifest["parity"]["images"] == 10000
+    readme = bundle.path("device_readme").read_text()
+    for command in ("python3 -m venv --system-site-packages", "verify-bundle ~/tiny.tar.gz --parity",
+                    "build --bundle ~/tiny --precision int8", "python3-libnvinfer", "config_infer_tiny_int8.txt"):
+        assert command in readme
+
+
+def test_tarball_unpacks_to_the_same_verified_bundle(made, tmp_path):
+    tarball = made.with_name("tiny.tar.gz")
+    with tarfile.open(tarball) as tar:
+        assert all(m.name.startswith("tiny/") and (m.isfile() or m.isdir()) and m.uid == 0 for m in tar.getmembers())
+    unpacked = extract_bundle(tarball, tmp_path)
+    assert unpacked.folder == tmp_path / "tiny" and unpacked.manifest == verify_bundle(made).manifest
+    again = open_bundle(shutil.copyfile(tarball, tmp_path / "tiny.tar.gz"))  # replaces the earlier unpacked copy
+    assert again.folder == tmp_path / "tiny" and not list(tmp_path.glob(".tiny*"))
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda root: (root / "model/tiny.int8-max.qdq.onnx").write_bytes(
+        (root / "model/tiny.int8-max.qdq.onnx").read_bytes()[:-1] + b"\0"), "model/tiny.int8-max.qdq.onnx changed"),
+    (lambda root: (root / "labels.txt").unlink(), "labels.txt is missing"),
+    (lambda root: (root / "model/extra.onnx").write_bytes(b"x"), "model/extra.onnx is not listed"),
+    (lambda root: (root / "notes.txt").symlink_to(root / "labels.txt"), "notes.txt is a symbolic link"),
+    (lambda root: (root / "deepstream/tiny.deepstream.onnx_b8_gpu0_int8.engine").write_bytes(b"plan"),
+     "deepstream/tiny.deepstream.onnx_b8_gpu0_int8.engine is not listed"),
+])
+def test_a_tampered_bundle_is_refused_naming_the_file_and_the_cli_exits_2(copy, tamper, message, capsys):
+    tamper(copy)
+    with pytest.raises(ArtifactError, match=message):
+        verify_bundle(copy)
+    assert run_cli("verify-bundle", copy) == 2
+    err = capsys.readouterr().err
+    assert message in " ".join(err.split()) and "Traceback" not in err
+
+
+def test_engines_deepstream_writes_on_the_device_are_accepted(copy):
+    (copy / "deepstream/tiny.deepstream.onnx_b1_gpu0_int8.engine").write_bytes(b"plan")
+    (copy / "deepstream/tiny.deepstream.onnx_b1_dla0_fp16.engine").write_bytes(b"plan")
+    assert verify_bundle(copy).folder == copy
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: "{not json", "unreadable manifest"),
+    (lambda m: json.dumps({**m, "format": "other"}), "not a resnet-deploy-bundle manifest"),
+    (lambda m: json.dumps({**m, "format_version": 99}), "format version 99"),
+    (lambda m: json.dumps({**m, "files": {"../outside.onnx": {"sha256": "0", "role": "fp32_onnx"}}}), "unsafe path"),
+    (lambda m: json.dumps({**m, "files": {"/etc/passwd": {"sha256": "0", "role": "fp32_onnx"}}}), "unsafe path"),
+    (lambda m: json.dumps({**m, "files": ["labels.txt"]}), "'files' must map"),
+])
+def test_a_malformed_manifest_is_refused(copy, edit, message):
+    manifest_path = copy / MANIFEST
+    manifest_path.write_text(edit(json.loads(manifest_path.read_text())))
+    with pytest.raises(ArtifactError, match=message):
+        verify_bundle(copy)
+
+
+def test_missing_manifest_and_missing_folder(tmp_path):
+    with pytest.raises(ArtifactError, match="not a bundle folder"):
+        verify_bundle(tmp_path / "nothing")
+    with pytest.raises(ArtifactError, match="manifest.json: missing"):
+        verify_bundle(tmp_path)
+
+
+def _tarball(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for info, content in members:
+            info.size = len(content or b"")
+            tar.addfile(info, io.BytesIO(content) if content is not None else None)
+    return path
+
+
+def _member(name: str, kind=tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    return info
+
+
+@pytest.mark.parametrize("members, message", [
+    ([(_member("tiny/../evil.txt"), b"x")], "unsafe path"),
+    ([(_member("/tmp/evil.txt"), b"x")], "unsafe path"),
+    ([(_member("tiny/link", tarfile.SYMTYPE, "/etc/passwd"), None)], "not a plain file or folder"),
+    ([(_member("tiny/hard", tarfile.LNKTYPE, "tiny/labels.txt"), None)], "not a plain file or folder"),
+    ([(_member("tiny/labels.txt"), b"a"), (_member("other/x"), b"b")], "one top-level folder"),
+])
+def test_unsafe_tarballs_are_refused_before_anything_is_written(tmp_path, members, message):
+    tarball = _tarball(tmp_path / "bad.tar.gz", members)
+    with pytest.raises(ArtifactError, match=message):
+        extract_bundle(tarball, tmp_path / "out")
+    assert not (tmp_path / "evil.txt").exists() and not list((tmp_path / "out").glob("*"))
+
+
+def test_a_tarball_of_a_tampered_bundle_leaves_nothing_behind(copy, tmp_path):
+    (copy / "labels.txt").write_text("changed\n")
+    from resnet_deploy.bundle import write_tarball
+
+    tarball = write_tarball(copy, tmp_path / "tiny.tar.gz")
+    with pytest.raises(ArtifactError, match="labels.txt changed"):
+        extract_bundle(tarball, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+    (tmp_path / "corrupt.tar.gz").write_bytes(b"\x1f\x8b not gzip")
+    with pytest.raises(ArtifactError, match="corrupt.tar.gz: not a readable bundle tarball"):
+        extract_bundle(tmp_path / "corrupt.tar.gz")
+
+
+def test_a_folder_that_is_not_a_bundle_is_never_replaced(workdir, trained_onnx, monkeypatch):
+    monkeypatch.chdir(workdir)
+    precious = workdir / "mine"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("keep me")
+    options = BuildOptions(onnx=trained_onnx, calibration_method="max", calibration_count=64)
+    with pytest.raises(ArtifactError, match="mine: exists and is not a bundle"):
+        make_bundle(options, precious, log=lambda _: None)
+    assert (precious / "thesis.txt").read_text() == "keep me"
+    assert [p.name for p in workdir.iterdir() if p.name.startswith(".mine")] == []
+
+
+def test_verification_and_onnxruntime_parity_need_no_torch(made, tmp_path, data_dir):
+    """The device path with torch made unimportable: the CLI verifies the bundle and runs parity on it."""
+    code = ("import sys; sys.modules['torch'] = None; from resnet_deploy.cli import main; "
+            f"main(['verify-bundle', {str(made.with_name('tiny.tar.gz'))!r}, '--parity', '--limit', '500', "
+            f"'--json', {str(tmp_path / 'parity.json')!r}, '--data-dir', {str(data_dir)!r}])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "files match manifest.json" in result.stdout
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert report["passed"] and report["dataset"]["count"] == 500
+    assert [a["precision"] for a in report["artifacts"]] == ["fp16", "int8"]
+    assert all(a["workstation_top1"] is not None for a in report["artifacts"])
+
+
+@pytest.mark.slow
+def test_bundle_from_a_checkpoint_uses_the_pytorch_reference(tmp_path, trained_checkpoint, data_dir):
+    options = BuildOptions(checkpoint=trained_checkpoint, artifacts_dir=tmp_path / "artifacts",
+                           calibration_dir=tmp_path / "calibration", reports_dir=tmp_path / "reports",
+                           calibration_method="max", calibration_count=64, parity_limit=1000, data_dir=data_dir)
+    result = make_bundle(options, tmp_path / "bundle", tarball=False, log=lambda _: None)
+    manifest = result.bundle.manifest
+    assert result.tarball is None and [s.name for s in result.stages] == ["export", "fp16", "int8", "parity"]
+    assert manifest["parity"]["reference"]["backend"] == "torch" and manifest["parity"]["images"] == 1000
+    assert manifest["source"]["sha256"] == hashlib.sha256(trained_checkpoint.read_bytes()).hexdigest()
+    assert manifest["model"]["config"]["width"] == 0.125 and "torch" in manifest["versions"]

@@ -1,0 +1,105 @@
+"""User photos the Fashion-MNIST way: real test images saved as PNG/JPEG, inverted, enlarged, placed on
+larger canvases, come back classified as the originals are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from resnet_deploy import data
+from resnet_deploy.errors import DataError, ResnetDeployError
+from resnet_deploy.images import image_paths, load_images, to_fashion_mnist
+from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
+
+Image = pytest.importorskip("PIL.Image")
+
+pytestmark = pytest.mark.runtime
+
+COUNT = 120
+
+
+def save_photo(image: np.ndarray, path: Path, variant: str) -> None:
+    """One dataset image as a user might have it: as is, a dark-on-light photo, or on a larger canvas."""
+    picture = Image.fromarray(image)
+    if variant == "as-is.png":
+        picture.save(path)
+        return
+    picture = Image.fromarray(255 - image).resize((112, 112), Image.Resampling.BICUBIC)
+    if variant == "dark-on-light-4x.jpg":
+        picture.save(path, quality=90)
+        return
+    canvas = Image.new("RGB", (200, 150), (250, 250, 250))
+    canvas.paste(picture.resize((84, 84), Image.Resampling.BICUBIC).convert("RGB"), (30, 40))
+    canvas.save(path)
+
+
+@pytest.fixture(scope="module")
+def test_split(data_dir):
+    dataset = data.load_fashion_mnist(data_dir)
+    return dataset.test_images[:COUNT], dataset.test_labels[:COUNT]
+
+
+def predictions(onnx_path: Path, images: np.ndarray) -> np.ndarray:
+    with OnnxRuntimeRunner(onnx_path, providers=["CPUExecutionProvider"]) as runner:
+        return runner.infer({"input": data.normalize(images)})["logits"].argmax(1)
+
+
+@pytest.mark.parametrize("variant, inverted", [("as-is.png", False), ("dark-on-light-4x.jpg", True),
+                                               ("on-a-wider-canvas.png", True)])
+def test_converted_photos_are_classified_like_the_originals(tmp_path, trained_onnx, test_split, variant, inverted):
+    images, labels = test_split
+    for index, image in enumerate(images):
+        save_photo(image, tmp_path / f"{index:04d}-{variant}", variant)
+    loaded = load_images([tmp_path])
+    assert loaded.images.shape == (COUNT, 28, 28) and loaded.images.dtype == np.uint8
+    assert loaded.names == [str(tmp_path / f"{i:04d}-{variant}") for i in range(COUNT)]
+    assert loaded.inverted == [inverted] * COUNT
+    assert all(("inverted" in note) == inverted for note in loaded.notes)
+    # Light on black again, at the dataset's scale and place: an unconverted photo would differ by ~150.
+    assert np.abs(loaded.images.astype(np.int16) - images).mean() < 25
+    original, converted = predictions(trained_onnx, images), predictions(trained_onnx, loaded.images)
+    agreement = (original == converted).mean()
+    assert agreement >= 0.9, f"{variant}: only {agreement:.1%} of the photos keep the original's class"
+    assert (converted == labels).mean() >= (original == labels).mean() - 0.05
+
+
+def test_transparent_background_counts_as_white(tmp_path, test_split):
+    image = test_split[0][0]
+    rgba = np.zeros((56, 56, 4), np.uint8)
+    rgba[14:42, 14:42, :3] = (255 - image)[..., None]
+    rgba[14:42, 14:42, 3] = np.where(image > 10, 255, 0)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cutout.png")
+    loaded = load_images([tmp_path / "cutout.png"])
+    assert loaded.inverted == [True] and loaded.images[0].max() > 200 and loaded.images[0][0, 0] == 0
+
+
+def test_conversion_keeps_the_aspect_ratio_and_centres():
+    tall = np.zeros((100, 40), np.uint8)
+    tall[10:90, 15:25] = 200  # an 80 x 10 bar on black
+    converted, inverted, note = to_fashion_mnist(tall)
+    columns = np.nonzero(converted.max(0) > 50)[0]
+    rows = np.nonzero(converted.max(1) > 50)[0]
+    assert not inverted and "dark background, kept" in note
+    assert rows.min() == 0 and rows.max() == 27  # longest edge fitted to 28
+    assert 3 <= len(columns) <= 5 and abs((columns.min() + columns.max()) / 2 - 13.5) <= 1
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    Image.new("L", (30, 30), 255).save(tmp_path / "blank.png")
+    with pytest.raises(DataError, match="notes.txt: not a PNG or JPEG"):
+        image_paths([tmp_path / "notes.txt"])
+    with pytest.raises(DataError, match="missing.jpg: no such file"):
+        image_paths([tmp_path / "missing.jpg"])
+    with pytest.raises(DataError, match="broken.png: cannot read image"):
+        load_images([tmp_path / "broken.png"])
+    with pytest.raises(DataError, match="blank.png: blank image"):
+        load_images([tmp_path / "blank.png"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty: no .png"):
+        image_paths([tmp_path / "empty"])
+    with pytest.raises(ResnetDeployError, match="no images"):
+        image_paths([])
