@@ -26,7 +26,7 @@ import shutil
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
@@ -245,12 +245,12 @@ def portable_artifacts(options, log: Log) -> tuple[list, dict[str, Path], Path, 
         reference = pipeline.ensure_checkpoint(options, log)
         stages.append(pipeline.export_stage(reference, options))
         fp32 = stages[-1].outputs[0]
-    stages.append(pipeline.precision_stage(fp32, replace(options, precision="fp16")))
+    stages.append(pipeline.precision_stage(fp32, options, "fp16"))
     stages.append(pipeline.int8_stage(fp32, options))
     (fp16,), (qdq, cache, summary) = stages[-2].outputs, stages[-1].outputs
     compared = [p for p in (fp32, fp16, qdq) if p != reference]
     # "bundle" names the parity report apart from the ones `build --precision` writes.
-    stages.append(pipeline.parity_stage(reference, compared, replace(options, precision="bundle")))
+    stages.append(pipeline.parity_stage(reference, compared, options, tag="bundle"))
     report = stages[-1].outputs[0]
     return stages, {FP32: fp32, FP16: fp16, INT8: qdq, CACHE: cache, PARITY: report}, summary, reference
 

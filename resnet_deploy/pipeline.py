@@ -143,14 +143,16 @@ def export_stage(checkpoint: Path, options: BuildOptions) -> StageResult:
     return run_stage("export", [onnx_path], {"checkpoint": checkpoint}, {"opset": options.opset}, make)
 
 
-def precision_stage(fp32_onnx: Path, options: BuildOptions) -> StageResult | None:
-    if options.precision == "fp16":
+def precision_stage(fp32_onnx: Path, options: BuildOptions, precision: str | None = None) -> StageResult | None:
+    """The FP16 graph or the INT8 artifacts for `precision` (default: the build's); None for fp32."""
+    precision = precision or options.precision
+    if precision == "fp16":
         from resnet_deploy.quantize.fp16 import convert_to_fp16
 
         fp16_onnx = fp32_onnx.with_name(fp32_onnx.stem + ".fp16.onnx")
         return run_stage("fp16", [fp16_onnx], {"onnx": fp32_onnx}, {},
                          lambda: convert_to_fp16(fp32_onnx, fp16_onnx))
-    if options.precision == "int8":
+    if precision == "int8":
         return int8_stage(fp32_onnx, options)
     return None
 
@@ -176,11 +178,11 @@ def int8_stage(fp32_onnx: Path, options: BuildOptions) -> StageResult:
     return result
 
 
-def parity_stage(reference: Path, artifacts: list[Path], options: BuildOptions) -> StageResult:
+def parity_stage(reference: Path, artifacts: list[Path], options: BuildOptions, tag: str | None = None) -> StageResult:
     """Accuracy parity of the ONNX artifacts on ONNX Runtime against the reference (PyTorch or FP32 ONNX)."""
     from resnet_deploy.parity import parity_for_artifacts
 
-    report_path = options.reports_dir / f"parity-{artifacts[0].stem}-{options.precision}.json"
+    report_path = options.reports_dir / f"parity-{artifacts[0].stem}-{tag or options.precision}.json"
     inputs = {"reference": reference, **{f"artifact{i}": p for i, p in enumerate(artifacts)}}
     settings = {"max_drop_pp": options.max_drop_pp, "limit": options.parity_limit}
     result = run_stage("parity", [report_path], inputs, settings,
