@@ -78,3 +78,30 @@ def trained_onnx(tmp_path_factory, trained_checkpoint) -> Path:
     path = tmp_path_factory.mktemp("trained-onnx") / "tiny.onnx"
     export_onnx(model, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def int8_build(tmp_path_factory, trained_checkpoint, data_dir):
+    """`build --precision int8` from the trained checkpoint without TensorRT, once per session: the FP32
+    export, the Q/DQ graph and calibration cache of every method (256 train images), the parity report.
+    Tests read these artifacts instead of calibrating the trained model again. Returns (options, result)."""
+    from resnet_deploy.pipeline import BuildOptions, build
+
+    root = tmp_path_factory.mktemp("int8-build")
+    options = BuildOptions(precision="int8", checkpoint=trained_checkpoint, artifacts_dir=root / "artifacts",
+                           calibration_dir=root / "calibration", engines_dir=root / "engines",
+                           reports_dir=root / "reports", calibration_count=256, parity_limit=2000, data_dir=data_dir)
+    return options, build(options, log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def int8_artifacts(int8_build):
+    """(the FP32 ONNX the build exported, its `Int8Paths`, the calibration summary)."""
+    import json
+
+    from resnet_deploy.quantize.int8 import Int8Paths
+
+    options, result = int8_build
+    fp32_onnx = result.stages[0].outputs[0]
+    paths = Int8Paths(options.calibration_dir, fp32_onnx.stem)
+    return fp32_onnx, paths, json.loads(paths.summary.read_text())

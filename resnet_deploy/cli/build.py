@@ -6,10 +6,17 @@ from pathlib import Path
 
 import click
 from rich.table import Table
+from rich.text import Text
 
-from resnet_deploy.cli.common import console, data_dir_option
+from resnet_deploy.cli.console import console
+from resnet_deploy.cli.options import (calibration_count_option, calibration_method_option, data_dir_option,
+                                       given_flags, max_drop_option)
 from resnet_deploy.errors import GateFailed
-from resnet_deploy.pipeline import PRECISIONS, BuildOptions, build as run_build
+from resnet_deploy.onnx_io import PRECISIONS
+from resnet_deploy.pipeline import BuildOptions, build as run_build
+
+ENGINE_OPTIONS = ("min_batch", "opt_batch", "max_batch", "workspace_mib", "timing_cache", "dla_core",
+                  "hardware_compatibility", "version_compatible", "legacy_calibrator")
 
 
 @click.command()
@@ -18,10 +25,9 @@ from resnet_deploy.pipeline import PRECISIONS, BuildOptions, build as run_build
               help="Start from this checkpoint (default: checkpoints/resnet18-w0.25/best.pt, trained if absent).")
 @click.option("--onnx", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Start from this FP32 ONNX instead of a checkpoint.")
-@click.option("--calibration-method", type=click.Choice(["auto", "entropy", "max", "percentile"]), default="auto",
-              show_default=True, help="auto: calibrate with all three, keep the best on the validation split.")
-@click.option("--calibration-count", default=512, show_default=True, help="Calibration images (train split).")
-@click.option("--max-drop", "max_drop_pp", default=0.5, show_default=True, help="INT8 top-1 drop gate, in pp.")
+@calibration_method_option("--calibration-method")
+@calibration_count_option("--calibration-count")
+@max_drop_option()
 @click.option("--min-batch", default=1, show_default=True)
 @click.option("--opt-batch", default=32, show_default=True)
 @click.option("--max-batch", default=256, show_default=True)
@@ -36,7 +42,8 @@ from resnet_deploy.pipeline import PRECISIONS, BuildOptions, build as run_build
               help="TensorRT <= 10 only: FP32 ONNX + INT8 flag + a calibrator serving our calibration cache.")
 @click.option("--strict", is_flag=True, help="Exit 1 when the engine step cannot run (no TensorRT).")
 @data_dir_option
-def build(precision, checkpoint, onnx, calibration_method, calibration_count, max_drop_pp, min_batch, opt_batch,
+@click.pass_context
+def build(ctx, precision, checkpoint, onnx, calibration_method, calibration_count, max_drop_pp, min_batch, opt_batch,
           max_batch, workspace_mib, timing_cache, dla_core, hardware_compatibility, version_compatible,
           legacy_calibrator, strict, data_dir) -> None:
     """Build a TensorRT engine: export, FP16 or INT8 artifacts, parity, engine, parity on the engine.
@@ -56,7 +63,8 @@ def build(precision, checkpoint, onnx, calibration_method, calibration_count, ma
     }
     options = BuildOptions(precision=precision, checkpoint=checkpoint, onnx=onnx,
                            calibration_method=calibration_method, calibration_count=calibration_count,
-                           max_drop_pp=max_drop_pp, data_dir=data_dir, engine=engine_options)
+                           max_drop_pp=max_drop_pp, data_dir=data_dir, engine=engine_options,
+                           target_flags=tuple(given_flags(ctx, ENGINE_OPTIONS)))
     result = run_build(options, log=console.print)
     table = Table(title=f"build --precision {precision}")
     for column in ("stage", "status", "seconds", "outputs"):
@@ -66,13 +74,13 @@ def build(precision, checkpoint, onnx, calibration_method, calibration_count, ma
                       ", ".join(str(p) for p in stage.outputs))
     console.print(table)
     if result.parity:
-        from resnet_deploy.cli.quantize import print_parity_table
+        from resnet_deploy.cli.parity import print_parity_table
 
         print_parity_table(result.parity)
     if result.engine:
         console.print(f"engine: {result.engine}")
     if result.engine_message:
-        console.print(f"[yellow]{result.engine_message}[/]", soft_wrap=True)
+        console.print(Text(result.engine_message, style="yellow"), soft_wrap=True)
         if strict:
             raise GateFailed("--strict: the engine step needs TensorRT, which is not installed here")
 
