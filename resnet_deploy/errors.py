@@ -1,8 +1,8 @@
 """Exceptions the CLI turns into exit codes, one meaning each (README, "Exit codes").
 
 0 success; 1 a gate (accuracy, latency) failed; 2 bad usage or bad input; 3 the environment failed
-(a file cannot be read or written); 4 an internal error (a bug: the traceback goes to a file);
-130 interrupted.
+(a file cannot be read or written, a package is missing); 4 an internal error (a bug: the traceback
+goes to a file); 130 interrupted.
 """
 
 from __future__ import annotations

@@ -45,8 +45,7 @@ def export_onnx(model, onnx_path: str | Path, *, opset: int = DYNAMO_MIN_OPSET, 
     if opset < MIN_OPSET:
         raise ArtifactError(f"opset {opset} is below the supported minimum {MIN_OPSET}")
     onnx_path = Path(onnx_path)
-    for output in (onnx_path, manifest_path(onnx_path)):
-        check_writable(output)
+    check_writable(onnx_path, manifest_path(onnx_path))
     model = model.eval()
     channels = getattr(model, "config", {}).get("in_channels", 1)
     example = (torch.zeros(2, channels, 28, 28),)

@@ -79,10 +79,14 @@ def require_file(path: str | os.PathLike, what: str = "file",
     return path
 
 
-def check_writable(path: str | os.PathLike) -> None:
-    """Refuse, before any work, an output file that cannot be written: a folder in its place, a file
-    where one of its folders should be, or a folder this process may not write."""
-    path = Path(path)
+def check_writable(*paths: str | os.PathLike) -> None:
+    """Refuse, before any work, output files that cannot be written: a folder in the place of one, a
+    file where one of their folders should be, or a folder this process may not write."""
+    for path in map(Path, paths):
+        _check_writable(path)
+
+
+def _check_writable(path: Path) -> None:
     if path.is_dir():
         raise EnvironmentFailure(f"{path}: cannot write: it is a folder, not a file")
     blocker = _blocking_file(path.parent)

@@ -183,8 +183,7 @@ def parity_for_artifacts(reference: str | Path, artifacts: Sequence[str | Path],
     precisions = {label: precision_of_artifact(path) for label, path in zip(labels, artifacts)}
     check_reference(reference, precision_of_artifact(reference), precisions)
     recorded = read_baseline(baseline) if baseline and not update_baseline else None
-    for output in (report_path, *([baseline] if baseline and update_baseline else [])):
-        check_writable(output)
+    check_writable(report_path, *([baseline] if baseline and update_baseline else []))
     dataset = data.load_fashion_mnist(data_dir)
     images, labels_true = data.normalize(dataset.test_images), dataset.test_labels
     if limit:

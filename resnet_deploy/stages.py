@@ -62,8 +62,7 @@ def run_stage(name: str, outputs: list[Path], inputs: dict[str, Path], settings:
     started = time.perf_counter()
     if is_current(outputs, inputs, settings):
         return StageResult(name, outputs, True, time.perf_counter() - started)
-    for path in (*outputs, stage_record_path(outputs[0])):
-        check_writable(path)
+    check_writable(*outputs, stage_record_path(outputs[0]))
     details = make()
     record = {**_fingerprint(inputs, settings), "stage": name,
               "outputs": {str(p): sha256_file(p) for p in outputs}}

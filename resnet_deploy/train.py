@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from resnet_deploy import data
 from resnet_deploy.checkpoint import load_checkpoint, load_state, read_meta, save_checkpoint
 from resnet_deploy.errors import CheckpointError, ResnetDeployError
+from resnet_deploy.fileio import check_writable
 from resnet_deploy.models import ResNet, create_model
 from resnet_deploy.train_config import TrainConfig, changed_settings
 
@@ -151,6 +152,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, data_dir: str | Path | No
 
 
 def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, report: ProgressCallback) -> TrainResult:
+    check_writable(*(out_dir / name for name in ("best.pt", "best.json", "last.pt", "last.json")))
     dataset = data.load_fashion_mnist(data_dir)
     train_images = torch.from_numpy(np.ascontiguousarray(dataset.train_images))
     train_labels = torch.from_numpy(dataset.train_labels)

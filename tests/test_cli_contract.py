@@ -476,6 +476,10 @@ def test_offline_without_data_lists_where_it_looked_and_three_ways(cli, graphs, 
 
 # ---- Internal errors and interrupts ----------------------------------------------------------------------------
 
+def traceback_file(result: Result) -> Path:
+    return Path(result.err.split("its traceback is in ")[1].split(";")[0])
+
+
 def test_internal_error_is_one_line_with_the_traceback_in_a_file(cli, monkeypatch):
     def bug(*args, **kwargs):
         raise RuntimeError("an unforeseen bug")
@@ -483,7 +487,7 @@ def test_internal_error_is_one_line_with_the_traceback_in_a_file(cli, monkeypatc
     monkeypatch.setattr("resnet_deploy.models.list_models", bug)
     result = cli("models")
     refused(result, 4, "internal error: RuntimeError: an unforeseen bug", "its traceback is in")
-    log = Path(result.err.split("its traceback is in ")[1].split(";")[0])
+    log = traceback_file(result)
     try:
         assert "Traceback" in log.read_text() and "an unforeseen bug" in log.read_text()
     finally:
@@ -498,6 +502,20 @@ def test_debug_shows_the_traceback_of_an_internal_error(cli, monkeypatch):
     result = cli("--debug", "models")
     assert result.code == 4
     assert "Traceback" in result.err and result.err.strip().splitlines()[-1].startswith("internal error:")
+
+
+def test_missing_package_is_an_environment_failure_but_a_missing_module_of_ours_is_a_bug(cli, monkeypatch):
+    def needs(name):
+        def load(*args, **kwargs):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return load
+
+    monkeypatch.setattr("resnet_deploy.models.list_models", needs("torch.nn"))
+    refused(cli("models"), 3, "this needs the Python package 'torch', which is not installed here")
+    monkeypatch.setattr("resnet_deploy.models.list_models", needs("resnet_deploy.gone"))
+    result = cli("models")
+    refused(result, 4, "internal error: ModuleNotFoundError")
+    traceback_file(result).unlink()
 
 
 def test_interrupt_exits_130(cli, monkeypatch):

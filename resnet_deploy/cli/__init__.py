@@ -1,7 +1,8 @@
 """The `resnet-deploy` command line: a thin layer over the library, one module per command.
 
 Exit codes (`resnet_deploy.errors`): 0 success, 1 a gate failed, 2 bad usage or input, 3 the
-environment failed (a file cannot be read or written), 4 an internal error, 130 interrupted.
+environment failed (a file cannot be read or written, a package is missing), 4 an internal error,
+130 interrupted.
 Every failure prints one line; an internal error's traceback goes to a file (or, with --debug,
 to stderr).
 """
@@ -45,7 +46,8 @@ def cli(debug: bool) -> None:
 
     \b
     Exit codes: 0 success, 1 a gate failed, 2 bad usage or input, 3 a file could not be read or
-    written, 4 an internal error (a bug; its traceback is written to a file), 130 interrupted.
+    written or a package is missing, 4 an internal error (a bug; its traceback is written to a
+    file), 130 interrupted.
 
     \b
     Example (the whole chain, reusing what is already built):
@@ -96,6 +98,12 @@ def run(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except OSError as exc:
         print_error("error", str(EnvironmentFailure.from_os_error(exc, "use")))
+        return EXIT_ENVIRONMENT
+    except ModuleNotFoundError as exc:
+        if (exc.name or "resnet_deploy").partition(".")[0] == "resnet_deploy":
+            return _internal_error(exc)
+        print_error("error", f"this needs the Python package {exc.name.partition('.')[0]!r}, which is not installed "
+                             "here (README: extras)")
         return EXIT_ENVIRONMENT
     except MemoryError:
         print_error("error", "out of memory; use smaller batches or fewer artifacts at once")

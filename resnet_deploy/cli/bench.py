@@ -66,10 +66,8 @@ def bench(artifacts, backend, batch_sizes, warmup_ms, duration_s, iterations, ro
 
     labels = artifact_labels(artifacts)
     runners = {label: load_runner(path, backend, threads=threads) for label, path in zip(labels, artifacts)}
-    outputs = [json_path, *([baseline] if update_baseline else []),
-               *([plots_dir / "latency.png", plots_dir / "throughput.png"] if plots_dir else [])]
-    for output in outputs:
-        check_writable(output)
+    check_writable(json_path, *([baseline] if update_baseline else []),
+                   *([plots_dir / "latency.png", plots_dir / "throughput.png"] if plots_dir else []))
     if baseline and not update_baseline:
         read_baseline(baseline)
     with ExitStack() as stack:

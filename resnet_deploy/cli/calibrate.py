@@ -49,8 +49,7 @@ def calibrate(onnx_path, calibration_method, calibration_count, seed, out_dir, t
     methods = METHODS if calibration_method == "all" else (calibration_method,)
     paths = Int8Paths(out_dir, onnx_path.stem)
     outputs = [paths.summary, *(f(m) for m in methods for f in (paths.qdq, paths.cache, paths.amax))]
-    for output in outputs + ([paths.cpu_int8] if cpu_int8 else []):
-        check_writable(output)
+    check_writable(*outputs, *([paths.cpu_int8] if cpu_int8 else []))
     with folder_lock([out_dir], log=console_err.print):
         summary = make_int8_artifacts(onnx_path, out_dir, methods=methods, count=calibration_count, seed=seed,
                                       trt_version=trt_version, cpu_int8=cpu_int8, data_dir=data_dir)

@@ -32,8 +32,7 @@ def evaluate(checkpoint_path, model_name, width, json_path, png_path, data_dir) 
 
     json_path = json_path or Path("reports") / f"evaluate-{checkpoint_path.parent.name}-{checkpoint_path.stem}.json"
     png_path = png_path or json_path.with_suffix(".png")
-    for output in (json_path, png_path):
-        check_writable(output)
+    check_writable(json_path, png_path)
     model, meta = load_checkpoint(checkpoint_path, model_name, width=width)
     dataset = data.load_fashion_mnist(data_dir)
     report = classification_report(dataset.test_labels, predict(model, dataset.test_images), data.CLASS_NAMES)

@@ -31,12 +31,9 @@ def export(checkpoint_path, model_name, width, onnx_path, opset, atol, check_ima
     from resnet_deploy import data
     from resnet_deploy.checkpoint import load_checkpoint
     from resnet_deploy.export import export_onnx, manifest_path
-    from resnet_deploy.fileio import check_writable
     from resnet_deploy.pipeline import artifact_stem
 
     onnx_path = onnx_path or Path("artifacts") / f"{artifact_stem(checkpoint_path)}.onnx"
-    for output in (onnx_path, manifest_path(onnx_path)):
-        check_writable(output)
     model, _ = load_checkpoint(checkpoint_path, model_name, width=width)
     images = data.normalize(data.load_fashion_mnist(data_dir).test_images[:check_images])
     manifest = export_onnx(model, onnx_path, opset=opset, check_images=images, atol=atol,

@@ -42,7 +42,6 @@ def train(ctx: click.Context, out_dir, resume, data_dir, threads, **settings) ->
       resnet-deploy train --width 0.5 --epochs 30 --random-erasing 0.25
       resnet-deploy train --out-dir checkpoints/resnet18-w0.25 --resume
     """
-    from resnet_deploy.fileio import check_writable
     from resnet_deploy.train import TrainConfig, resume_config, train as run_training
 
     config = TrainConfig(**settings, threads=threads)
@@ -50,8 +49,6 @@ def train(ctx: click.Context, out_dir, resume, data_dir, threads, **settings) ->
     if resume:
         given = {param.name: value for param, value in given_params(ctx, TRAINING_SETTINGS)}
         config = replace(resume_config(out_dir), **given, threads=threads)
-    for name in ("best.pt", "best.json", "last.pt", "last.json"):
-        check_writable(out_dir / name)
     console.print(f"training {config.tag} for {config.epochs} epochs -> {out_dir}")
     with _progress() as progress:
         task = progress.add_task("epoch", total=None, stats="")
