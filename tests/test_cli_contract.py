@@ -145,7 +145,8 @@ def test_onnx_of_another_model_is_refused_by_every_command(cli, graphs, tmp_path
 
 
 @pytest.mark.parametrize("args, message", [
-    (["calibrate", "--onnx", "{fp16}", "--out-dir", "cal"], "tiny.fp16.onnx: is an fp16 graph; calibrate needs the FP32 ONNX"),
+    (["calibrate", "--onnx", "{fp16}", "--out-dir", "cal"],
+     "tiny.fp16.onnx: is an fp16 graph; calibrate needs the FP32 ONNX"),
     (["parity", "--checkpoint", "{fp16}", "{fp32}", "{int8_qdq}"],
      "tiny.fp16.onnx: is an fp16 graph; the parity reference must be the FP32 model"),
     (["build", "--precision", "int8", "--onnx", "{int8_cpu}"],
@@ -309,13 +310,14 @@ def test_diverging_run_stops_and_keeps_the_good_best_checkpoint(cli, tiny_run, t
 
 def test_output_under_a_file_is_refused_before_any_work(cli, tmp_path):
     (tmp_path / "file.txt").write_text("x")
-    refused(cli("models", "--json", tmp_path / "file.txt" / "zoo.json"), 3,
+    refused(cli("models", "--width", "0.0625", "--json", tmp_path / "file.txt" / "zoo.json"), 3,
             "zoo.json: cannot write:", "file.txt is a file, not a folder")
 
 
 def test_folder_in_place_of_the_output_file(cli, tmp_path):
     (tmp_path / "zoo.json").mkdir()
-    refused(cli("models", "--json", tmp_path / "zoo.json"), 3, "zoo.json: cannot write: it is a folder, not a file")
+    refused(cli("models", "--width", "0.0625", "--json", tmp_path / "zoo.json"), 3,
+            "zoo.json: cannot write: it is a folder, not a file")
 
 
 def test_read_only_folder_is_refused_up_front(cli, tmp_path, monkeypatch):
@@ -324,7 +326,8 @@ def test_read_only_folder_is_refused_up_front(cli, tmp_path, monkeypatch):
     locked.mkdir()
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != locked and real_access(path, mode, **kw))
-    refused(cli("models", "--json", locked / "zoo.json"), 3, "zoo.json: cannot write: no write permission in")
+    refused(cli("models", "--width", "0.0625", "--json", locked / "zoo.json"), 3,
+            "zoo.json: cannot write: no write permission in")
     assert files_under(tmp_path) == []
 
 
@@ -338,7 +341,8 @@ def test_write_refused_by_the_os_midway_leaves_nothing(cli, tmp_path, monkeypatc
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", refuse)
-    refused(cli("models", "--json", tmp_path / "zoo.json"), 3, f"zoo.json: cannot write: {os.strerror(error)}")
+    refused(cli("models", "--width", "0.0625", "--json", tmp_path / "zoo.json"), 3,
+            f"zoo.json: cannot write: {os.strerror(error)}")
     assert files_under(tmp_path) == []
 
 
@@ -352,7 +356,7 @@ def test_disk_full_keeps_the_previous_file_and_leaves_no_temporary(cli, tmp_path
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(pathlib.Path, "write_bytes", half_then_enospc)
-    refused(cli("models", "--json", target), 3, "zoo.json: cannot write: No space left on device")
+    refused(cli("models", "--width", "0.0625", "--json", target), 3, "zoo.json: cannot write: No space left on device")
     assert target.read_text() == "previous report\n" and files_under(tmp_path) == [target]
 
 
@@ -441,7 +445,7 @@ def test_second_build_in_a_folder_waits_for_the_first(graphs, tmp_path):
 def test_artifacts_respect_the_umask(cli, tmp_path, umask, mode):
     previous = os.umask(umask)
     try:
-        assert cli("models", "--json", tmp_path / "zoo.json").code == 0
+        assert cli("models", "--width", "0.0625", "--json", tmp_path / "zoo.json").code == 0
     finally:
         os.umask(previous)
     assert (tmp_path / "zoo.json").stat().st_mode & 0o777 == mode
@@ -454,7 +458,7 @@ def test_temporaries_left_by_a_killed_writer_are_removed_by_the_next_write(cli, 
     live = tmp_path / f".zoo.json.{os.getpid()}-0123abcd.tmp"
     for leftover in (stale, live):
         leftover.write_text("half-written")
-    assert cli("models", "--json", tmp_path / "zoo.json").code == 0
+    assert cli("models", "--width", "0.0625", "--json", tmp_path / "zoo.json").code == 0
     assert not stale.exists() and live.exists()
     assert json.loads((tmp_path / "zoo.json").read_text())
 
