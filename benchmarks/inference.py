@@ -74,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
         for runner in runners.values():
             runner.deactivate()
     report.pop("times_ms")
-    report.pop("order")
     report["fingerprint"], report["model"] = fingerprint(), tag
     report["artifacts"] = {label: str(getattr(args, key)) if getattr(args, key) else "made by this script"
                            for label, key in zip(onnx_files, ("onnx", "qdq", "cpu_int8"))}

@@ -9,7 +9,6 @@ those speedups (and the machine's fingerprint); absolute medians are compared on
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -21,14 +20,19 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from resnet_deploy.errors import ArtifactError, GateFailed
-from resnet_deploy.fileio import atomic_write_json
+from resnet_deploy import schema
+from resnet_deploy.errors import ArtifactError, GateFailed, ResnetDeployError
+from resnet_deploy.fileio import atomic_write_json, read_json
 from resnet_deploy.runners import BaseRunner
 
 PERCENTILES = (90, 95, 99)
 PHASES = ("h2d", "compute", "d2h", "enqueue")
-UNSTABLE_CV_PCT = 1.0  # trtexec warns above this coefficient of variation of GPU compute time
+# trtexec warns when the coefficient of variation of GPU compute time exceeds this: 2.5% since
+# TensorRT 10.13.2 (samples/common/sampleReporting.cpp), 1% before.
+UNSTABLE_CV_PCT = 2.5
 MACHINE_KEYS = ("cpu", "cores", "gpu", "versions")
+BASELINE_SCHEMA = {"reference": str, "fingerprint": dict, "speedup_vs_reference": schema.Map(schema.Map(float)),
+                   "median_ms?": schema.Map(schema.Map(float))}
 Clock = Callable[[], float]
 
 
@@ -76,7 +80,7 @@ def compare(runners: Mapping[str, BaseRunner], images: np.ndarray, batch_sizes: 
     reference = reference or labels[0]
     if reference not in runners:
         raise ArtifactError(f"reference {reference!r} is not one of the benchmarked artifacts: {', '.join(labels)}")
-    results: dict[str, Any] = {"reference": reference, "batch_sizes": list(batch_sizes), "order": [], "results": {}}
+    results: dict[str, Any] = {"reference": reference, "batch_sizes": list(batch_sizes), "results": {}}
     for batch_size in batch_sizes:
         feeds = {label: _feed(runner, images, batch_size) for label, runner in runners.items()}
         for label, runner in runners.items():
@@ -89,7 +93,6 @@ def compare(runners: Mapping[str, BaseRunner], images: np.ndarray, batch_sizes: 
         per_round = min_duration_s / rounds
         for round_index in range(rounds):
             for label in labels:
-                results["order"].append((batch_size, round_index, label))
                 round_start = clock()
                 target = -(-min_iterations // rounds)
                 done = 0
@@ -143,6 +146,34 @@ def _add_ratios(by_label: dict[str, Any], reference: str) -> None:
     reference_median = by_label[reference]["latency_ms"]["median"]
     for entry in by_label.values():
         entry["speedup_vs_reference"] = reference_median / entry["latency_ms"]["median"]
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can give this process without swapping (Linux MemAvailable), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(runners: Mapping[str, BaseRunner], batch_sizes: Sequence[int]) -> None:
+    """Refuse, before any allocation, batch sizes that would not fit in memory: `compare` holds an
+    input feed per runner while one runner at a time works on its batch (runners must be active)."""
+    available = available_memory_bytes()
+    if available is None:
+        return
+    feeds = sum(runner.input_bytes_per_image() for runner in runners.values())
+    working = max(runner.bytes_per_image() for runner in runners.values())
+    largest = max(batch_sizes)
+    needed = largest * (feeds + working)
+    if needed > available:
+        raise ResnetDeployError(
+            f"--batch-sizes {largest}: needs about {needed / 2**30:.1f} GiB of memory ({(feeds + working) / 1024:.0f} "
+            f"KiB per image: the inputs of {len(runners)} artifact(s) and the largest one's activations); "
+            f"{available / 2**30:.1f} GiB is available; use smaller batch sizes")
 
 
 def _gpu() -> str | None:
@@ -234,6 +265,14 @@ def check_baseline(report: Mapping[str, Any], baseline: Mapping[str, Any], max_r
     return checks
 
 
+def read_baseline(baseline_path: str | Path) -> dict[str, Any]:
+    """A latency baseline written by `make_baseline`; a missing or malformed file raises `ArtifactError`."""
+    if not Path(baseline_path).exists():
+        raise ArtifactError(f"{baseline_path}: no latency baseline yet; record one with --update-baseline")
+    return schema.check(read_json(baseline_path, "latency baseline"), BASELINE_SCHEMA, baseline_path,
+                        "latency baseline")
+
+
 def apply_baseline_gate(report: dict[str, Any], baseline_path: str | Path, max_regression_pct: float,
                         update: bool = False) -> None:
     """Write (`update`) or check the latency baseline; raises `GateFailed` on a regression."""
@@ -241,12 +280,7 @@ def apply_baseline_gate(report: dict[str, Any], baseline_path: str | Path, max_r
     if update:
         atomic_write_json(baseline_path, make_baseline(report))
         return
-    if not baseline_path.is_file():
-        raise ArtifactError(f"{baseline_path}: no latency baseline yet; record one with --update-baseline")
-    try:
-        baseline = json.loads(baseline_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{baseline_path}: cannot read latency baseline: {exc}") from exc
+    baseline = read_baseline(baseline_path)
     _require_same_runs(report, baseline, baseline_path)
     checks = check_baseline(report, baseline, max_regression_pct)
     report["baseline"] = {"path": str(baseline_path), "max_regression_pct": max_regression_pct, "checks": checks,

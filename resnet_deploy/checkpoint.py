@@ -7,19 +7,32 @@ normalization constants, class names, data hashes, accuracy and training setting
 from __future__ import annotations
 
 import io
-import json
 import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from resnet_deploy import data
-from resnet_deploy.errors import CheckpointError
-from resnet_deploy.fileio import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from resnet_deploy import data, schema, train_config
+from resnet_deploy.errors import CheckpointError, EnvironmentFailure
+from resnet_deploy.fileio import (atomic_write_bytes, atomic_write_json, read_json, require_file, sha256_bytes,
+                                  sha256_file)
 from resnet_deploy.models import ResNet, create_model
+from resnet_deploy.onnx_io import IMAGE_SHAPE
 
 MODEL_KWARGS = ("preact", "shortcut", "stem", "width", "in_channels", "num_classes")
+# What later stages read from a sidecar (resnet_deploy.schema); other fields are kept as written.
+SIDECAR_SCHEMA = {
+    "model": {"name": str, "preact?": bool, "shortcut?": str, "stem?": str, "width?": float, "in_channels?": int,
+              "num_classes?": int, "block?": str, "layers?": [int]},
+    "state_dict_sha256?": str,
+    "normalization?": {"mean": float, "std": float},
+    "class_names?": [str],
+    "input_shape?": [int],
+    "training?": train_config.SCHEMA,
+    "accuracy?": schema.Map(float),
+    "history?": [dict],
+}
 
 
 def meta_path(checkpoint_path: str | Path) -> Path:
@@ -51,56 +64,86 @@ def save_checkpoint(path: str | Path, model: ResNet, meta: dict[str, Any] | None
     return Path(path)
 
 
+def _unpickler_reason(exc: Exception) -> str:
+    """What torch's loader stopped at, without torch's advice to load the file unsafely."""
+    advice = ("weights_only", "Weights only", "torch.load", "Please file an issue")
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not any(word in line for word in advice)]
+    return (useful[0] if useful else type(exc).__name__)[:200]
+
+
 def load_state(path: str | Path) -> dict[str, Any]:
-    """Load a state dict with `weights_only=True`; refuse pickles that carry code."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+    """Load a checkpoint with torch's restricted loader (tensors and plain containers only).
+
+    A pickle that carries code or other objects is refused without running it, and the message
+    never suggests the unsafe `weights_only=False`.
+    """
+    path = require_file(path, "checkpoint", CheckpointError)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refused: the file is not a plain state dict (it carries code or objects "
-            f"that weights_only loading does not allow): {str(exc).splitlines()[0]}"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {exc}") from exc
+        reason = _unpickler_reason(exc)
+        if "global" in reason.lower():
+            raise CheckpointError(f"{path}: refused: it holds code or objects, not only tensors ({reason}); "
+                                  "it was not loaded") from exc
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint or corrupt ({reason})") from exc
+    except OSError as exc:
+        raise EnvironmentFailure.from_os_error(exc, "read", path) from exc
+    except (RuntimeError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint or corrupt ({_unpickler_reason(exc)})") from exc
 
 
 def read_meta(path: str | Path) -> dict[str, Any] | None:
-    """The JSON sidecar of a checkpoint, or None if it has none."""
+    """The JSON sidecar of a checkpoint (checked against `SIDECAR_SCHEMA`), or None if it has none."""
     sidecar = meta_path(path)
-    if not sidecar.is_file():
+    if not sidecar.exists():
         return None
-    try:
-        return json.loads(sidecar.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{sidecar}: malformed JSON: {exc}") from exc
+    meta = read_json(sidecar, "checkpoint sidecar", CheckpointError)
+    return schema.check(meta, SIDECAR_SCHEMA, sidecar, "checkpoint sidecar", CheckpointError)
+
+
+def _state_dict(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The model's tensors: a plain state dict, or the `model` entry of a `last.pt` with resume state."""
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not (isinstance(state, dict) and state
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+        raise CheckpointError(f"{path}: not a model state dict (expected names mapped to tensors, "
+                              f"found {type(state).__name__})")
+    return state
+
+
+def _check_io(config: dict[str, Any], path: Path) -> None:
+    found = (config.get("in_channels", 1), config.get("num_classes", 10))
+    expected = (IMAGE_SHAPE[0], len(data.CLASS_NAMES))
+    if found != expected:
+        raise CheckpointError(f"{path}: not a Fashion-MNIST classifier: expected {expected[0]} input channel and "
+                              f"{expected[1]} classes, found {found[0]} and {found[1]}")
 
 
 def load_checkpoint(path: str | Path, model_name: str | None = None, **model_kwargs) -> tuple[ResNet, dict[str, Any]]:
     """Rebuild the model from a checkpoint; returns it in eval mode with its metadata.
 
     A bare state dict from elsewhere (no sidecar) loads when `model_name` (and, if they differ from
-    the defaults, `model_kwargs`) say which model it is.
+    the defaults, `model_kwargs`) say which model it is; a keyword given as None is not given.
     """
-    path = Path(path)
-    state = load_state(path)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
+    model_kwargs = {key: value for key, value in model_kwargs.items() if value is not None}
+    path = require_file(path, "checkpoint", CheckpointError)
     meta = read_meta(path)
+    if meta is None and model_name is None:
+        raise CheckpointError(f"{path}: no sidecar {meta_path(path).name}; say which model it is with --model NAME")
+    state = _state_dict(load_state(path), path)
     if meta is not None:
         if meta.get("state_dict_sha256") and sha256_file(path) != meta["state_dict_sha256"]:
             raise CheckpointError(f"{path}: sha256 does not match its sidecar {meta_path(path).name}")
         config = meta["model"]
+        _check_io(config, path)
         model_name = model_name or config["name"]
         model_kwargs = {**{k: config[k] for k in MODEL_KWARGS if k in config}, **model_kwargs}
-    elif model_name is None:
-        raise CheckpointError(f"{path}: no sidecar {meta_path(path).name}; say which model it is with --model NAME")
     try:
         model = create_model(model_name, **model_kwargs)
-    except KeyError as exc:
-        raise CheckpointError(f"{path}: {exc.args[0]}") from exc
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: cannot build its model: {exc.args[0] if exc.args else exc}") from exc
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_deploy.errors import DataError
+from resnet_deploy.download import DownloadFailed, download_fashion_mnist, mirror_url
+from resnet_deploy.errors import DataError, EnvironmentFailure
 
 CLASS_NAMES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -27,6 +29,7 @@ CLASS_NAMES = (
 MEAN = 0.2860
 STD = 0.3530
 VAL_SIZE = 5000
+TRAIN_SIZE = 60000 - VAL_SIZE
 SPLIT_SEED = 0
 
 # name -> (MD5 of the decoded IDX content, item count). Content, not .gz bytes: Debian re-gzips.
@@ -56,7 +59,7 @@ def read_idx(path: Path, expected_ndim: int) -> np.ndarray:
     if len(raw) < header_len:
         raise DataError(f"{path}: truncated IDX header")
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = header_len + int(np.prod(dims))
+    expected = header_len + math.prod(dims)
     if len(raw) != expected:
         problem = "truncated" if len(raw) < expected else "has trailing bytes"
         raise DataError(f"{path}: {problem}: {len(raw)} bytes, header {dims} needs {expected}")
@@ -67,7 +70,7 @@ def _read_bytes(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raise EnvironmentFailure.from_os_error(exc, "read", path) from exc
     if path.suffix != ".gz":
         return data
     try:
@@ -93,10 +96,18 @@ def cache_dir() -> Path:
     return Path(base) / "resnet-deploy" / "fashion-mnist"
 
 
+def search_places() -> list[tuple[str, Path | None]]:
+    """Where the dataset is looked for when no folder is given, in order: (what, folder or None)."""
+    env = os.environ.get("RESNET_DEPLOY_DATA")
+    return [("$RESNET_DEPLOY_DATA", Path(env) if env else None), ("Debian's dataset-fashion-mnist", DEBIAN_DIR),
+            ("the user cache", cache_dir())]
+
+
 def find_data_dir(data_dir: str | os.PathLike | None = None, *, download: bool = True) -> Path:
     """Locate the dataset: `data_dir`, $RESNET_DEPLOY_DATA, Debian's folder, the user cache.
 
-    If none has the four files, download them into the cache (unless `download` is False).
+    If none has the four files, download them into the cache (unless `download` is False). When
+    that fails too, the error lists where it looked and the three ways to supply the data.
     """
     if data_dir is not None:
         directory = Path(data_dir)
@@ -104,16 +115,20 @@ def find_data_dir(data_dir: str | os.PathLike | None = None, *, download: bool =
             missing = [n for n in FILES if idx_path(directory, n) is None]
             raise DataError(f"{directory}: missing Fashion-MNIST files: {', '.join(missing)}")
         return directory
-    candidates = [Path(p) for p in [os.environ.get("RESNET_DEPLOY_DATA")] if p]
-    candidates += [DEBIAN_DIR, cache_dir()]
-    for directory in candidates:
-        if has_all_files(directory):
+    places = search_places()
+    for _, directory in places:
+        if directory is not None and has_all_files(directory):
             return directory
+    looked = ", ".join(f"{what} ({directory or 'unset'})" for what, directory in places)
+    ways = ("supply it one of three ways: --data-dir DIR (a folder with the four .gz files), "
+            "RESNET_DEPLOY_DATA=DIR, or Debian's package (apt-get install dataset-fashion-mnist)")
     if not download:
-        raise DataError("Fashion-MNIST not found in: " + ", ".join(map(str, candidates)))
-    from resnet_deploy.download import download_fashion_mnist
-
-    return download_fashion_mnist(cache_dir())
+        raise DataError(f"Fashion-MNIST not found; looked in {looked}; {ways}")
+    try:
+        return download_fashion_mnist(cache_dir())
+    except DownloadFailed as exc:
+        raise DataError(f"Fashion-MNIST not found and the download from {mirror_url()} failed ({exc}); "
+                        f"looked in {looked}; {ways}") from exc
 
 
 def verify_content(path: Path, name: str, data: np.ndarray, header: bytes = b"") -> None:
@@ -185,7 +200,10 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> FashionMNIS
 
 
 def normalize(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), standardized with the train mean and std."""
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), standardized with the train mean and std.
+
+    The one definition of the input normalization: training, export checks, calibration, parity
+    and benchmarks all feed images through it."""
     scaled = images.astype(np.float32)[:, None] / 255.0
     return (scaled - np.float32(MEAN)) / np.float32(STD)
 
@@ -194,6 +212,6 @@ def calibration_images(count: int = 512, seed: int = 0, data_dir: str | os.PathL
     """`count` normalized images drawn from the train split (never validation, never test)."""
     train_images = load_fashion_mnist(data_dir).train_images
     if not 0 < count <= len(train_images):
-        raise ValueError(f"calibration count must be in 1..{len(train_images)}, got {count}")
+        raise DataError(f"calibration count must be in 1..{len(train_images)} (the train split), got {count}")
     pick = np.random.default_rng(seed).choice(len(train_images), size=count, replace=False)
     return normalize(train_images[np.sort(pick)])

@@ -135,7 +135,7 @@ def softmax_onnx(fp32_onnx: str | Path, out_path: str | Path) -> Path:
     import onnx
     from onnx import helper
 
-    from resnet_deploy.export import load_onnx
+    from resnet_deploy.onnx_io import load_onnx
 
     model = load_onnx(fp32_onnx)
     (logits,) = model.graph.output

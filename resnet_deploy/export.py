@@ -20,10 +20,9 @@ from typing import Any
 import numpy as np
 
 from resnet_deploy.errors import ArtifactError, GateFailed
-from resnet_deploy.fileio import atomic_path, atomic_write_json, sha256_file
+from resnet_deploy.fileio import atomic_path, atomic_write_json, check_writable, sha256_file
+from resnet_deploy.onnx_io import INPUT_NAME, OUTPUT_NAME
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 MIN_OPSET = 17
 DYNAMO_MIN_OPSET = 18
 MAX_BATCH = 4096
@@ -31,22 +30,6 @@ MAX_BATCH = 4096
 
 def manifest_path(onnx_path: str | Path) -> Path:
     return Path(str(onnx_path) + ".json")
-
-
-def load_onnx(path: str | Path):
-    """Load and check an ONNX file; a missing, corrupt or invalid file raises `ArtifactError`."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: ONNX file not found")
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as exc:  # onnx raises DecodeError, ValidationError, ...
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArtifactError(f"{path}: not a valid ONNX model: {first_line}") from exc
-    return model
 
 
 def export_onnx(model, onnx_path: str | Path, *, opset: int = DYNAMO_MIN_OPSET, check_images: np.ndarray | None = None,
@@ -62,6 +45,7 @@ def export_onnx(model, onnx_path: str | Path, *, opset: int = DYNAMO_MIN_OPSET, 
     if opset < MIN_OPSET:
         raise ArtifactError(f"opset {opset} is below the supported minimum {MIN_OPSET}")
     onnx_path = Path(onnx_path)
+    check_writable(onnx_path, manifest_path(onnx_path))
     model = model.eval()
     channels = getattr(model, "config", {}).get("in_channels", 1)
     example = (torch.zeros(2, channels, 28, 28),)

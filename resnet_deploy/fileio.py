@@ -1,29 +1,133 @@
-"""Atomic writes and content hashes: no stage leaves a half-written artifact behind."""
+"""Files: atomic writes, early checks of output paths, JSON reading, folder locks, content hashes.
+
+Every artifact is written to a temporary file beside its target and renamed onto it only when
+complete, so no stage leaves a half-written file. The temporary file is created with mode 0666 and
+the process umask (what `open()` would give the target), named after the writing process, and a
+temporary left by a killed process is removed by the next write of the same target. A failed read
+or write raises `EnvironmentFailure` naming the target and the OS reason.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
+
+from resnet_deploy.errors import ArtifactError, EnvironmentFailure, ResnetDeployError
+
+TEMP_SUFFIX = ".tmp"
+LOCK_NAME = ".resnet-deploy.lock"
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete the temporaries of `path` whose writing process no longer runs (it was killed mid-write)."""
+    prefix = _temp_prefix(path)
+    removed = []
+    for candidate in path.parent.glob(glob.escape(prefix) + "*" + TEMP_SUFFIX):
+        pid = candidate.name[len(prefix):-len(TEMP_SUFFIX)].split("-")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _blocking_file(folder: Path) -> Path | None:
+    """The nearest existing ancestor of `folder` (itself included) when it is not a folder."""
+    existing = next((p for p in (folder, *folder.parents) if os.path.lexists(p)), None)
+    return existing if existing is not None and not existing.is_dir() else None
+
+
+def ensure_folder(folder: str | os.PathLike, target: str | os.PathLike | None = None) -> Path:
+    """Create `folder` (and parents); a file in the way or an OS refusal raises `EnvironmentFailure`."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = _blocking_file(folder)
+        reason = f"{blocker} is a file, not a folder" if blocker else (exc.strerror or str(exc))
+        raise EnvironmentFailure(f"{target or folder}: cannot write: {reason}") from exc
+    return folder
+
+
+def require_file(path: str | os.PathLike, what: str = "file",
+                 error: type[ResnetDeployError] = ArtifactError) -> Path:
+    """`path` if it is a file; a missing path or a folder raises `error` (bad input) naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: {f'is a folder, not a {what}' if path.is_dir() else f'{what} not found'}")
+    return path
+
+
+def check_writable(*paths: str | os.PathLike) -> None:
+    """Refuse, before any work, output files that cannot be written: a folder in the place of one, a
+    file where one of their folders should be, or a folder this process may not write."""
+    for path in map(Path, paths):
+        _check_writable(path)
+
+
+def _check_writable(path: Path) -> None:
+    if path.is_dir():
+        raise EnvironmentFailure(f"{path}: cannot write: it is a folder, not a file")
+    blocker = _blocking_file(path.parent)
+    if blocker is not None:
+        raise EnvironmentFailure(f"{path}: cannot write: {blocker} is a file, not a folder")
+    existing = next(p for p in (path.parent, *path.parent.parents) if os.path.lexists(p))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise EnvironmentFailure(f"{path}: cannot write: no write permission in {existing}")
+
+
+def _create_temp(path: Path) -> Path:
+    """A new empty file beside `path`, named after this process; mode 0666 minus the umask."""
+    while True:
+        tmp = path.with_name(f"{_temp_prefix(path)}{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    check_writable(path)
+    ensure_folder(path.parent, path)
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        remove_stale_temporaries(path)
+        tmp = _create_temp(path)
+    except OSError as exc:
+        raise EnvironmentFailure.from_os_error(exc, "write", path) from exc
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        about_target = exc.filename is None or Path(exc.filename) in (tmp, path)
+        raise EnvironmentFailure.from_os_error(exc, "write" if about_target else "use",
+                                               path if about_target else None) from exc
     finally:
-        tmp_path.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -40,13 +144,65 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def read_text(path: str | os.PathLike, what: str, error: type[ResnetDeployError] = ArtifactError) -> str:
+    """The UTF-8 text of `path`. A missing file, a folder or binary content raise `error` (bad
+    input); another OS failure (permission, I/O) raises `EnvironmentFailure`."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: {what} is not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x})") from exc
+    except FileNotFoundError as exc:
+        raise error(f"{path}: {what} not found") from exc
+    except IsADirectoryError as exc:
+        raise error(f"{path}: is a folder, not a {what}") from exc
+    except OSError as exc:
+        raise EnvironmentFailure.from_os_error(exc, "read", path) from exc
+
+
+def read_json(path: str | os.PathLike, what: str, error: type[ResnetDeployError] = ArtifactError) -> Any:
+    """The parsed JSON of `path`; binary or malformed content raises `error` naming the file."""
+    text = read_text(path, what, error)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: {what} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise error(f"{path}: {what} is nested too deeply to be one") from exc
+
+
+@contextlib.contextmanager
+def folder_lock(folders: Iterable[str | os.PathLike], log: Callable[[str], None] = print) -> Iterator[None]:
+    """Hold an exclusive lock on each folder (created if needed) so two runs never write one at once.
+
+    A second run waits, saying so, until the first one ends. Locks are taken in sorted order, so two
+    runs over overlapping folders cannot deadlock.
+    """
+    from filelock import FileLock, Timeout
+
+    paths = sorted({ensure_folder(folder).resolve() for folder in folders})
+    with contextlib.ExitStack() as stack:
+        for folder in paths:
+            lock = FileLock(str(folder / LOCK_NAME))
+            try:
+                stack.enter_context(lock.acquire(timeout=0))
+            except Timeout:
+                log(f"waiting for another resnet-deploy run that is writing {folder} ...")
+                stack.enter_context(lock.acquire())
+            except OSError as exc:
+                raise EnvironmentFailure.from_os_error(exc, "lock", folder / LOCK_NAME) from exc
+        yield
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(chunk_size), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise EnvironmentFailure.from_os_error(exc, "read", path) from exc
     return digest.hexdigest()

@@ -1,27 +1,31 @@
-"""Accuracy parity: every artifact on every backend against the FP32 PyTorch reference.
+"""Accuracy parity: artifacts on any backend against a reference on the 10k test split.
 
-On the 10k test split: top-1, argmax agreement with the reference, |logit difference| statistics
-and per-class accuracy deltas. Gates: FP32 ONNX agreement >= 99.99%, FP16 top-1 drop <= 0.05 pp,
-INT8 top-1 drop <= `max_drop_pp` (0.5 by default); with a baseline, each artifact's top-1 may not
-fall more than `max_baseline_drop_pp` below the recorded one.
+The reference is the FP32 model (a PyTorch checkpoint or the FP32 ONNX); an artifact may also be
+compared with the graph it was built from when both carry its precision (the `build` pipeline
+checks an INT8 engine against its Q/DQ graph). Reported: top-1, argmax agreement with the
+reference, |logit difference| statistics and per-class accuracy deltas. Gates, by the artifact's
+precision: FP32 agreement >= 99.99%, FP16 top-1 drop <= 0.05 pp, INT8 top-1 drop <= `max_drop_pp`
+(`INT8_MAX_DROP_PP`, 0.5, by default); with a baseline, each artifact's top-1 may not fall more than
+`max_baseline_drop_pp` below the recorded one.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from resnet_deploy import data
+from resnet_deploy import data, schema
 from resnet_deploy.errors import ArtifactError, GateFailed
-from resnet_deploy.fileio import atomic_write_json
-from resnet_deploy.runners import BaseRunner, backend_for, load_runner
+from resnet_deploy.fileio import atomic_write_json, check_writable, read_json
+from resnet_deploy.onnx_io import PRECISIONS
+from resnet_deploy.runners import BaseRunner, artifact_labels, load_runner
 
 FP32_MIN_AGREEMENT = 0.9999
 FP16_MAX_DROP_PP = 0.05
+INT8_MAX_DROP_PP = 0.5
 
 
 def collect_logits(runner: BaseRunner, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -36,22 +40,29 @@ def collect_logits(runner: BaseRunner, images: np.ndarray, batch_size: int = 256
 
 
 def precision_of_artifact(path: str | Path) -> str:
-    """fp32, fp16 or int8, from the file itself (ONNX graph, engine sidecar) or its kind."""
+    """fp32, fp16 or int8, from the file itself: the ONNX graph, the engine's sidecar; a checkpoint is fp32."""
     path = Path(path)
     if path.suffix == ".onnx":
-        from resnet_deploy.onnx_info import describe_onnx
+        from resnet_deploy.onnx_io import graph_precision, load_onnx
 
-        precision = describe_onnx(path)["precision"]
-        return "int8" if precision.startswith("int8") else precision
+        return graph_precision(load_onnx(path))
     if path.suffix in (".engine", ".plan"):
-        sidecar = path.with_suffix(".json")
-        if not sidecar.is_file():
-            return "unknown"
-        try:
-            return str(json.loads(sidecar.read_text())["precision"])
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ArtifactError(f"{sidecar}: engine sidecar without a precision ({exc})") from exc
+        from resnet_deploy.trt.sidecar import read_sidecar, sidecar_path
+
+        precision = read_sidecar(path)["precision"]
+        if precision not in PRECISIONS:
+            raise ArtifactError(f"{sidecar_path(path)}: precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        return precision
     return "fp32"
+
+
+def check_reference(reference: str | Path, precision: str, precisions: dict[str, str]) -> None:
+    """The reference must be FP32, or of the precision of every artifact (an artifact against the graph
+    it was built from); an FP16 or INT8 reference would make every drop look smaller than it is."""
+    if precision == "fp32" or set(precisions.values()) == {precision}:
+        return
+    raise ArtifactError(f"{reference}: is an {precision} graph; the parity reference must be the FP32 model "
+                        f"(a checkpoint or the FP32 ONNX), or carry the precision of every artifact compared")
 
 
 def gate_for(precision: str, max_drop_pp: float) -> tuple[str, float]:
@@ -83,8 +94,9 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray,
 
 
 def run_parity(reference: BaseRunner, candidates: dict[str, BaseRunner], images: np.ndarray,
-               labels: np.ndarray, *, precisions: dict[str, str] | None = None, max_drop_pp: float = 0.5,
-               batch_size: int = 256, class_names: Sequence[str] = data.CLASS_NAMES) -> dict[str, Any]:
+               labels: np.ndarray, *, precisions: dict[str, str] | None = None,
+               max_drop_pp: float = INT8_MAX_DROP_PP, batch_size: int = 256,
+               class_names: Sequence[str] = data.CLASS_NAMES) -> dict[str, Any]:
     """Parity of each labelled runner against `reference`; gates are evaluated, not raised.
 
     `precisions` maps a label to fp32/fp16/int8 and picks its gate; a label it lacks is held to
@@ -126,14 +138,13 @@ def _candidate_entry(label: str, runner: BaseRunner, precision: str, reference_l
     return entry
 
 
+BASELINE_SCHEMA = {"top1": schema.Map(float), "reference_top1?": float, "count?": int}
+
+
 def read_baseline(baseline_path: str | Path) -> dict[str, float]:
     """Per-artifact top-1 recorded by `write_baseline`; a missing or malformed file raises `ArtifactError`."""
-    baseline_path = Path(baseline_path)
-    try:
-        top1 = json.loads(baseline_path.read_text())["top1"]
-        return {str(label): float(value) for label, value in top1.items()}
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise ArtifactError(f"{baseline_path}: not a parity baseline ({type(exc).__name__}: {exc})") from exc
+    recorded = read_json(baseline_path, "parity baseline")
+    return schema.check(recorded, BASELINE_SCHEMA, baseline_path, "parity baseline")["top1"]
 
 
 def apply_baseline(report: dict[str, Any], baseline: dict[str, float], max_drop_pp: float,
@@ -155,36 +166,29 @@ def write_baseline(report: dict[str, Any], baseline_path: str | Path) -> None:
                                       "count": report["dataset"]["count"]})
 
 
-def artifact_label(path: str | Path, artifacts: Sequence[str | Path]) -> str:
-    """The file name, or the whole path where two artifacts share a name (baselines key on it)."""
-    name = Path(path).name
-    return name if sum(Path(p).name == name for p in artifacts) == 1 else str(path)
-
-
 def parity_for_artifacts(reference: str | Path, artifacts: Sequence[str | Path], report_path: str | Path, *,
-                         backend: str = "auto", max_drop_pp: float = 0.5, limit: int = 0,
+                         backend: str = "auto", max_drop_pp: float = INT8_MAX_DROP_PP, limit: int = 0,
                          batch_size: int = 256, data_dir: str | Path | None = None,
                          baseline: str | Path | None = None, update_baseline: bool = False,
-                         max_baseline_drop_pp: float = 0.1) -> dict[str, Any]:
+                         max_baseline_drop_pp: float = 0.1, threads: int = 0) -> dict[str, Any]:
     """Parity of artifact files on the test split; writes the JSON report, raises `GateFailed` on failure.
 
-    Every file and the baseline are checked before any inference, so a bad input fails in seconds.
+    `backend` runs every artifact but checkpoints (auto: by suffix). Every file, the reference's
+    precision, the baseline and the output paths are checked before any inference, so a bad input
+    fails in seconds.
     """
-    for path in (reference, *artifacts):
-        if not Path(path).is_file():
-            raise ArtifactError(f"{path}: file not found")
+    reference_runner = load_runner(reference, threads=threads)
+    labels = artifact_labels(artifacts)
+    runners = {label: load_runner(path, backend, threads=threads) for label, path in zip(labels, artifacts)}
+    precisions = {label: precision_of_artifact(path) for label, path in zip(labels, artifacts)}
+    check_reference(reference, precision_of_artifact(reference), precisions)
     recorded = read_baseline(baseline) if baseline and not update_baseline else None
+    check_writable(report_path, *([baseline] if baseline and update_baseline else []))
     dataset = data.load_fashion_mnist(data_dir)
-    images, labels = data.normalize(dataset.test_images), dataset.test_labels
+    images, labels_true = data.normalize(dataset.test_images), dataset.test_labels
     if limit:
-        images, labels = images[:limit], labels[:limit]
-    candidates, precisions = {}, {}
-    for path in artifacts:
-        label = artifact_label(path, artifacts)
-        chosen = backend_for(path, backend if Path(path).suffix != ".pt" else "auto")
-        precisions[label] = precision_of_artifact(path)
-        candidates[label] = load_runner(path, chosen)
-    report = run_parity(load_runner(reference), candidates, images, labels, precisions=precisions,
+        images, labels_true = images[:limit], labels_true[:limit]
+    report = run_parity(reference_runner, runners, images, labels_true, precisions=precisions,
                         max_drop_pp=max_drop_pp, batch_size=batch_size)
     if recorded is not None:
         apply_baseline(report, recorded, max_baseline_drop_pp, baseline)
@@ -194,5 +198,5 @@ def parity_for_artifacts(reference: str | Path, artifacts: Sequence[str | Path],
     if not report["passed"]:
         failed = [f"{a['label']}: {g['name']} = {g['value']:.4g} (limit {g['threshold']:g})"
                   for a in report["artifacts"] for g in a["gates"] if not g["passed"]]
-        raise GateFailed("parity gate failed: " + "; ".join(failed) + f" (report {report_path})")
+        raise GateFailed("parity gate failed: " + "; ".join(failed) + f" (report {report_path})", details=report)
     return report

@@ -8,21 +8,30 @@ artifacts and says what to run on the target.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from resnet_deploy import data
-from resnet_deploy.errors import ResnetDeployError
+from resnet_deploy.errors import ArtifactError, ResnetDeployError
+from resnet_deploy.fileio import folder_lock
+from resnet_deploy.onnx_io import GRAPH_PRECISION, PRECISIONS
+from resnet_deploy.parity import INT8_MAX_DROP_PP
 from resnet_deploy.stages import StageResult, run_stage
 from resnet_deploy.trt.compat import DEFAULT_TRT_VERSION
-from resnet_deploy.trt.settings import PRECISIONS, EngineSettings
+from resnet_deploy.trt.settings import EngineSettings
+
 DEFAULT_CHECKPOINT = Path("checkpoints/resnet18-w0.25/best.pt")
 
 
 @dataclass
 class BuildOptions:
-    """Settings of one `build`; `engine` (its precision is `precision`) goes to `build_engine` unchanged."""
+    """Settings of one `build`; `engine` (its precision is `precision`) goes to `build_engine` unchanged.
+
+    `calibration_method` "all" calibrates with every method and keeps the best on the validation
+    split. `target_flags` are the engine flags of the command line, repeated in the command
+    suggested for the target when TensorRT is missing here."""
 
     precision: str = "int8"
     checkpoint: Path | None = None
@@ -32,13 +41,14 @@ class BuildOptions:
     engines_dir: Path = Path("engines")
     reports_dir: Path = Path("reports")
     opset: int = 18
-    calibration_method: str = "auto"
+    calibration_method: str = "all"
     calibration_count: int = 512
     trt_cache_version: str = DEFAULT_TRT_VERSION
-    max_drop_pp: float = 0.5
+    max_drop_pp: float = INT8_MAX_DROP_PP
     parity_limit: int = 0
     data_dir: Path | None = None
     engine: EngineSettings | None = None
+    target_flags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.engine is None:
@@ -46,6 +56,10 @@ class BuildOptions:
         elif self.engine.precision != self.precision:
             raise ResnetDeployError(f"the engine settings say precision {self.engine.precision!r}, the build "
                                     f"{self.precision!r}")
+
+    @property
+    def output_dirs(self) -> tuple[Path, ...]:
+        return self.artifacts_dir, self.calibration_dir, self.engines_dir, self.reports_dir
 
 
 @dataclass
@@ -61,13 +75,24 @@ Log = Callable[[str], None]
 
 
 def build(options: BuildOptions, log: Log = print) -> BuildResult:
-    """Run the chain for `options.precision`; raises `GateFailed` when a parity gate fails."""
+    """Run the chain for `options.precision`; raises `GateFailed` when a parity gate fails.
+
+    A given ONNX is checked before anything is written. The output folders are then locked for
+    the whole run: a second build into them waits, so it never reads the other one's half-made
+    stage (two builds with other settings share file names).
+    """
     if options.precision not in PRECISIONS:
         raise ResnetDeployError(f"precision must be one of {PRECISIONS}, got {options.precision!r}")
+    given = _classify_onnx(Path(options.onnx), options.precision) if options.onnx else None
+    with folder_lock(options.output_dirs, log):
+        return _build(options, given, log)
+
+
+def _build(options: BuildOptions, given: tuple[Path | None, Path | None] | None, log: Log) -> BuildResult:
     stages: list[StageResult] = []
     checkpoint, fp32_onnx, artifact = None, None, None
-    if options.onnx:
-        fp32_onnx, artifact = _classify_onnx(Path(options.onnx), options.precision)
+    if given:
+        fp32_onnx, artifact = given
     else:
         checkpoint = ensure_checkpoint(options, log)
         stages.append(export_stage(checkpoint, options))
@@ -90,10 +115,16 @@ def build(options: BuildOptions, log: Log = print) -> BuildResult:
 
 
 def _classify_onnx(onnx_path: Path, precision: str) -> tuple[Path | None, Path | None]:
-    """(FP32 ONNX, finished artifact) for a user-given ONNX: FP32, or already of `precision`."""
-    from resnet_deploy.parity import precision_of_artifact
+    """(FP32 ONNX, finished artifact) for a user-given ONNX: FP32, or already of `precision`.
 
-    given = precision_of_artifact(onnx_path)
+    The graph must meet the I/O contract, and an INT8 graph must be the TensorRT-style Q/DQ one."""
+    from resnet_deploy.onnx_io import load_classifier, precision_of
+
+    kind = precision_of(load_classifier(onnx_path))
+    if kind == "int8-cpu":
+        raise ArtifactError(f"{onnx_path}: is the ONNX Runtime CPU INT8 graph (uint8 activations), not for "
+                            "TensorRT; give the FP32 ONNX or a TensorRT Q/DQ graph (*.int8-<method>.qdq.onnx)")
+    given = GRAPH_PRECISION[kind]
     if given == precision:
         return (onnx_path if given == "fp32" else None), onnx_path
     if given == "fp32":
@@ -164,7 +195,7 @@ def int8_stage(fp32_onnx: Path, options: BuildOptions) -> StageResult:
     from resnet_deploy.quantize.calibrate import METHODS
     from resnet_deploy.quantize.int8 import Int8Paths, make_int8_artifacts
 
-    methods = METHODS if options.calibration_method == "auto" else (options.calibration_method,)
+    methods = METHODS if options.calibration_method == "all" else (options.calibration_method,)
     paths = Int8Paths(options.calibration_dir, fp32_onnx.stem)
     outputs = [paths.summary, *(paths.qdq(m) for m in methods), *(paths.cache(m) for m in methods)]
     settings = {"methods": list(methods), "count": options.calibration_count,
@@ -202,10 +233,12 @@ def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult
 
     missing = missing_modules()
     if missing:
+        command = ["resnet-deploy", "build", "--precision", options.precision, "--onnx", str(artifact),
+                   *options.target_flags]
         return None, (
             f"TensorRT is not installed here ({' and '.join(missing)} missing), so the engine step was not run. "
             "The portable artifacts are ready; on the target GPU or Jetson (with TensorRT and pycuda) run:\n"
-            f"  resnet-deploy build --precision {options.precision} --onnx {artifact}"
+            f"  {shlex.join(command)}"
         )
     from resnet_deploy.parity import parity_for_artifacts
     from resnet_deploy.trt.builder import build_engine, planned_engine_path

@@ -1,7 +1,9 @@
 """Skip a pipeline stage whose inputs, settings and outputs are unchanged since its last run.
 
 Each stage writes `<first output>.stage.json` holding the sha256 of its inputs and outputs and its
-settings; the next run compares them and reuses the outputs when nothing changed.
+settings; the next run compares them and reuses the outputs when nothing changed. A record that is
+missing, unreadable as JSON or not of `RECORD_SCHEMA` counts as stale: the stage runs again and
+rewrites it. Every output is checked writable before the stage starts.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from resnet_deploy.fileio import atomic_write_json, sha256_file
+from resnet_deploy import schema
+from resnet_deploy.errors import ArtifactError
+from resnet_deploy.fileio import atomic_write_json, check_writable, read_json, sha256_file
+
+RECORD_SCHEMA = {"stage": str, "inputs": schema.Map(str), "settings": dict, "outputs": schema.Map(str)}
 
 
 @dataclass
@@ -41,8 +47,8 @@ def is_current(outputs: list[Path], inputs: dict[str, Path], settings: dict[str,
     if not record_path.is_file() or not all(p.is_file() for p in outputs):
         return False
     try:
-        record = json.loads(record_path.read_text())
-    except json.JSONDecodeError:
+        record = schema.check(read_json(record_path, "stage record"), RECORD_SCHEMA, record_path, "stage record")
+    except ArtifactError:
         return False
     if {k: record.get(k) for k in ("inputs", "settings")} != _fingerprint(inputs, settings):
         return False
@@ -56,6 +62,7 @@ def run_stage(name: str, outputs: list[Path], inputs: dict[str, Path], settings:
     started = time.perf_counter()
     if is_current(outputs, inputs, settings):
         return StageResult(name, outputs, True, time.perf_counter() - started)
+    check_writable(*outputs, stage_record_path(outputs[0]))
     details = make()
     record = {**_fingerprint(inputs, settings), "stage": name,
               "outputs": {str(p): sha256_file(p) for p in outputs}}

@@ -7,12 +7,13 @@ best epoch is kept as `best.pt`, the latest as `last.pt` (with optimizer state, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -20,48 +21,10 @@ import torch.nn.functional as F
 
 from resnet_deploy import data
 from resnet_deploy.checkpoint import load_checkpoint, load_state, read_meta, save_checkpoint
-from resnet_deploy.errors import CheckpointError
+from resnet_deploy.errors import CheckpointError, ResnetDeployError
+from resnet_deploy.fileio import check_writable
 from resnet_deploy.models import ResNet, create_model
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a training run; stored in the checkpoint sidecar."""
-
-    model: str = "resnet18"
-    width: float = 0.25
-    stem: str = "small"
-    shortcut: str = "B"
-    epochs: int = 15
-    batch_size: int = 128
-    lr: float = 0.2
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    schedule: str = "onecycle"
-    warmup_fraction: float = 0.2
-    crop_padding: int = 2
-    hflip: bool = True
-    random_erasing: float = 0.0
-    zero_init_residual: bool = True
-    seed: int = 0
-    threads: int = 0
-    train_limit: int = 0
-    eval_batch_size: int = 1000
-
-    def model_kwargs(self) -> dict[str, Any]:
-        return {"width": self.width, "stem": self.stem, "shortcut": self.shortcut,
-                "zero_init_residual": self.zero_init_residual}
-
-    @property
-    def tag(self) -> str:
-        return f"{self.model}-w{self.width:g}"
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+from resnet_deploy.train_config import TrainConfig, changed_settings
 
 
 @dataclass
@@ -122,9 +85,9 @@ def random_erase(images: torch.Tensor, probability: float, generator: torch.Gene
 
 
 def to_input(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> normalized float32 (N, 1, 28, 28), channels-last."""
-    scaled = images_uint8.unsqueeze(1).float().div_(255.0)
-    return ((scaled - data.MEAN) / data.STD).contiguous(memory_format=torch.channels_last)
+    """uint8 (N, 28, 28) -> normalized float32 (N, 1, 28, 28) (`data.normalize`), channels-last."""
+    normalized = torch.from_numpy(data.normalize(images_uint8.numpy()))
+    return normalized.contiguous(memory_format=torch.channels_last)
 
 
 @torch.no_grad()
@@ -154,21 +117,42 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.lr, total_steps=total, pct_start=config.warmup_fraction,
             div_factor=25.0, final_div_factor=1e3)
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    raise ValueError(f"schedule must be 'onecycle' or 'cosine', got {config.schedule!r}")
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
 
 
 ProgressCallback = Callable[[str, dict[str, Any]], None]
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Use `threads` CPU threads in the block (torch's own number when 0 or None), then restore the previous count."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class TrainingDiverged(ResnetDeployError):
+    """The loss or the weights stopped being finite; nothing from the failing epoch is saved."""
+
+
 def train(config: TrainConfig, out_dir: str | Path, *, data_dir: str | Path | None = None,
           resume: bool = False, progress: ProgressCallback | None = None) -> TrainResult:
-    """Train, validate every epoch, keep the best checkpoint, evaluate it on the test split."""
-    out_dir = Path(out_dir)
-    report = progress or (lambda event, values: None)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    """Train, validate every epoch, keep the best checkpoint, evaluate it on the test split.
+
+    A non-finite loss or weight stops the run with `TrainingDiverged` before anything of that
+    epoch is saved, so an earlier, good `best.pt` is never overwritten by a diverged model.
+    """
+    config.check()
+    with torch_threads(config.threads):
+        return _train(config, Path(out_dir), data_dir, resume, progress or (lambda event, values: None))
+
+
+def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, report: ProgressCallback) -> TrainResult:
+    check_writable(*(out_dir / name for name in ("best.pt", "best.json", "last.pt", "last.json")))
     dataset = data.load_fashion_mnist(data_dir)
     train_images = torch.from_numpy(np.ascontiguousarray(dataset.train_images))
     train_labels = torch.from_numpy(dataset.train_labels)
@@ -176,7 +160,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, data_dir: str | Path | No
         train_images, train_labels = train_images[: config.train_limit], train_labels[: config.train_limit]
     steps_per_epoch = len(train_images) // config.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"batch size {config.batch_size} exceeds the {len(train_images)} training images")
+        raise ResnetDeployError(f"batch size {config.batch_size} exceeds the {len(train_images)} training images")
 
     torch.manual_seed(config.seed)
     model = create_model(config.model, **config.model_kwargs()).to(memory_format=torch.channels_last)
@@ -193,6 +177,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, data_dir: str | Path | No
     for epoch in range(state["epoch"], config.epochs):
         result = _train_epoch(model, optimizer, scheduler, train_images, train_labels, config,
                               generator, epoch, report)
+        _check_finite_weights(model, epoch + 1, config)
         result.val_accuracy = accuracy(model, dataset.val_images, dataset.val_labels, config.eval_batch_size)
         state["history"].append(asdict(result))
         meta = _meta(config, dataset, state["history"])
@@ -212,6 +197,17 @@ def train(config: TrainConfig, out_dir: str | Path, *, data_dir: str | Path | No
     return TrainResult(best_path, last_path, state["best_val"], test_accuracy, elapsed, history)
 
 
+def _diverged(epoch: int, what: str, config: TrainConfig) -> TrainingDiverged:
+    return TrainingDiverged(f"training diverged in epoch {epoch}: {what}; nothing of this epoch was saved "
+                            f"(best.pt and last.pt keep the last good epoch, if any); lower --lr (it is {config.lr:g})")
+
+
+def _check_finite_weights(model: torch.nn.Module, epoch: int, config: TrainConfig) -> None:
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise _diverged(epoch, f"{name} holds NaN or infinite values", config)
+
+
 def _train_epoch(model, optimizer, scheduler, images, labels, config, generator, epoch, report) -> EpochResult:
     model.train()
     started = time.perf_counter()
@@ -224,11 +220,14 @@ def _train_epoch(model, optimizer, scheduler, images, labels, config, generator,
         targets = labels[index]
         logits = model(inputs)
         loss = F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise _diverged(epoch + 1, f"the loss is {value} at step {step + 1} of {steps}", config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        total_loss += loss.item() * len(index)
+        total_loss += value * len(index)
         correct += int((logits.argmax(1) == targets).sum())
         seen += len(index)
         report("step", {"epoch": epoch + 1, "step": step + 1, "steps": steps,
@@ -262,28 +261,39 @@ def _resume_state(optimizer, scheduler, generator, next_epoch: int, state: dict)
 
 def resume_config(out_dir: str | Path) -> TrainConfig:
     """The settings of the interrupted run in `out_dir`, read from `last.json`."""
-    meta = read_meta(Path(out_dir) / "last.pt")
+    last_path = Path(out_dir) / "last.pt"
+    meta = read_meta(last_path)
     if meta is None or "training" not in meta:
-        raise CheckpointError(f"{Path(out_dir) / 'last.pt'}: nothing to resume (no checkpoint with training settings)")
-    return TrainConfig.from_dict(meta["training"])
+        raise CheckpointError(f"{last_path}: nothing to resume (no checkpoint with training settings)")
+    try:
+        return TrainConfig.from_dict(meta["training"]).check()
+    except ResnetDeployError as exc:
+        raise CheckpointError(f"{last_path}: the run's settings are unusable: {exc}") from exc
 
 
 def _check_same_config(saved: TrainConfig, requested: TrainConfig, last_path: Path) -> None:
-    differ = [f.name for f in fields(TrainConfig)
-              if f.name != "threads" and getattr(saved, f.name) != getattr(requested, f.name)]
+    differ = changed_settings(saved, requested)
     if differ:
-        raise CheckpointError(f"{last_path}: cannot resume with different settings: {', '.join(differ)}")
+        raise CheckpointError(f"{last_path}: cannot resume with other settings: {'; '.join(differ)}. Resume "
+                              "without them (only --threads may change), or train into another --out-dir")
+
+
+RESUME_KEYS = ("model", "optimizer", "scheduler", "generator", "torch_rng", "epoch", "best_val", "history_json")
 
 
 def _restore(last_path: Path, model, optimizer, scheduler, generator) -> dict[str, Any]:
     """Load `last.pt` (model, optimizer, schedule, RNG) so training continues where it stopped."""
     saved = load_state(last_path)
-    if not isinstance(saved, dict) or "optimizer" not in saved:
-        raise CheckpointError(f"{last_path}: not a resumable checkpoint (no optimizer state)")
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    generator.set_state(saved["generator"])
-    torch.set_rng_state(saved["torch_rng"])
-    return {"epoch": int(saved["epoch"]), "best_val": float(saved["best_val"]),
-            "history": json.loads(saved["history_json"])}
+    if not isinstance(saved, dict) or any(key not in saved for key in RESUME_KEYS):
+        raise CheckpointError(f"{last_path}: not a resumable checkpoint (it lacks the optimizer, schedule or "
+                              "random-number state)")
+    try:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        return {"epoch": int(saved["epoch"]), "best_val": float(saved["best_val"]),
+                "history": json.loads(saved["history_json"])}
+    except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{last_path}: cannot resume from it: {str(exc).splitlines()[0]}") from exc

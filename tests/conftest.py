@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,13 @@ TINY_RECIPE = dict(model="resnet18", width=0.125, epochs=2, train_limit=8192, ba
                    lr=0.2, seed=0, threads=2)
 
 
+@pytest.fixture
+def no_tensorrt(monkeypatch):
+    """This machine as a host without TensorRT and pycuda, whatever is installed (for GPU runners too)."""
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+
+
 @pytest.fixture(scope="session")
 def untrained_onnx(tmp_path_factory) -> Path:
     """An untrained resnet18 at width 0.125 exported to ONNX (BN folded), for graph-level tests."""
@@ -78,3 +86,33 @@ def trained_onnx(request, tmp_path_factory) -> Path:
     model, _ = load_checkpoint(request.getfixturevalue("trained_checkpoint"))
     export_onnx(model, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def int8_build(tmp_path_factory, trained_checkpoint, data_dir):
+    """`build --precision int8` from the trained checkpoint without TensorRT, once per session: the FP32
+    export, the Q/DQ graph and calibration cache of every method (256 train images), the parity report.
+    Tests read these artifacts instead of calibrating the trained model again. Returns (options, result)."""
+    from resnet_deploy.pipeline import BuildOptions, build
+
+    root = tmp_path_factory.mktemp("int8-build")
+    options = BuildOptions(precision="int8", checkpoint=trained_checkpoint, artifacts_dir=root / "artifacts",
+                           calibration_dir=root / "calibration", engines_dir=root / "engines",
+                           reports_dir=root / "reports", calibration_count=256, parity_limit=2000, data_dir=data_dir)
+    with pytest.MonkeyPatch.context() as patch:  # the chain as on a host without TensorRT, whatever is installed
+        patch.setitem(sys.modules, "tensorrt", None)
+        patch.setitem(sys.modules, "pycuda", None)
+        return options, build(options, log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def int8_artifacts(int8_build):
+    """(the FP32 ONNX the build exported, its `Int8Paths`, the calibration summary)."""
+    import json
+
+    from resnet_deploy.quantize.int8 import Int8Paths
+
+    options, result = int8_build
+    fp32_onnx = result.stages[0].outputs[0]
+    paths = Int8Paths(options.calibration_dir, fp32_onnx.stem)
+    return fp32_onnx, paths, json.loads(paths.summary.read_text())

@@ -133,19 +133,30 @@ def test_calibrate_help_has_an_example(capsys):
     assert "resnet-deploy calibrate --onnx" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_calibrate_command_one_method_with_cpu_int8(trained_onnx, data_dir, tmp_path, capsys):
+def test_calibrate_command_writes_every_method(untrained_onnx, data_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["calibrate", "--onnx", str(trained_onnx), "--method", "entropy", "--count", "128", "--cpu-int8",
-              "--trt-version", "8.6.1", "--out-dir", str(tmp_path), "--data-dir", str(data_dir)])
+        main(["calibrate", "--onnx", str(untrained_onnx), "--count", "64", "--out-dir", str(tmp_path),
+              "--data-dir", str(data_dir)])
     assert exit_info.value.code == 0
-    stem = trained_onnx.stem
+    summary = json.loads((tmp_path / "tiny.calibration.json").read_text())
+    assert set(summary["methods"]) == {"fp32", "entropy", "max", "percentile"}
+    assert summary["best_method"] in METHODS
+    assert "validation split" in capsys.readouterr().out
+
+
+def test_calibrate_command_one_method_with_cpu_int8(untrained_onnx, data_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["calibrate", "--onnx", str(untrained_onnx), "--method", "max", "--count", "64", "--seed", "3",
+              "--cpu-int8", "--trt-version", "8.6.1", "--out-dir", str(tmp_path), "--data-dir", str(data_dir)])
+    assert exit_info.value.code == 0
+    stem = untrained_onnx.stem
     summary = json.loads((tmp_path / f"{stem}.calibration.json").read_text())
-    assert set(summary["methods"]) == {"fp32", "entropy", "cpu"} and summary["best_method"] == "entropy"
-    assert summary["calibration"] == {"split": "train", "count": 128, "seed": 0}
-    header, scales = read_calibration_cache(tmp_path / f"{stem}.entropy.cache")
-    assert header.version_code == 8601
-    amax = json.loads((tmp_path / f"{stem}.entropy.amax.json").read_text())
-    assert scales == {name: float(np.float32(value / 127.0)) for name, value in amax.items()}
-    assert (tmp_path / f"{stem}.int8-entropy.qdq.onnx").is_file() and (tmp_path / f"{stem}.int8-cpu.onnx").is_file()
-    assert "(best)" in capsys.readouterr().out
+    assert set(summary["methods"]) == {"fp32", "max", "cpu"} and summary["best_method"] == "max"
+    assert summary["calibration"] == {"split": "train", "count": 64, "seed": 3}
+    header, scales = read_calibration_cache(tmp_path / f"{stem}.max.cache")
+    assert header.version_code == 8601 and set(scales) == set(activation_tensors(onnx.load(str(untrained_onnx))))
+    # The max range of the input is the largest |value| of the 64 normalized calibration images (seed 3).
+    images = data.calibration_images(64, seed=3, data_dir=data_dir)
+    assert scales["input"] == float(np.float32(float(np.abs(images).max()) / 127.0))
+    assert (tmp_path / f"{stem}.int8-max.qdq.onnx").is_file() and (tmp_path / f"{stem}.int8-cpu.onnx").is_file()
+    assert not list(tmp_path.glob("*entropy*")) and "(best)" in capsys.readouterr().out

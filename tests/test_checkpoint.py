@@ -80,5 +80,5 @@ def test_not_a_checkpoint_and_bad_sidecar(tmp_path, model):
         load_checkpoint(junk, "resnet18")
     path = save_checkpoint(tmp_path / "m.pt", model)
     meta_path(path).write_text("{not json")
-    with pytest.raises(CheckpointError, match="malformed JSON"):
+    with pytest.raises(CheckpointError, match="m.json: checkpoint sidecar is not valid JSON"):
         load_checkpoint(path)

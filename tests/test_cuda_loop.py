@@ -331,7 +331,7 @@ def test_engine_runtime_imports_no_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
             "import resnet_deploy.trt.runner, resnet_deploy.trt.cuda, resnet_deploy.trt.sidecar\n"
             "import resnet_deploy.trt.builder, resnet_deploy.trt.compat, resnet_deploy.trt.settings\n"
-            "import resnet_deploy.cli.engine, resnet_deploy.parity, resnet_deploy.bench, resnet_deploy.cli\n"
+            "import resnet_deploy.cli.inspect, resnet_deploy.cli.infer, resnet_deploy.parity, resnet_deploy.bench, resnet_deploy.cli\n"
             "print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result.stderr

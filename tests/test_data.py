@@ -52,7 +52,7 @@ def test_calibration_images_come_from_the_train_part_only(data_dir):
     calibration = data.calibration_images(64, data_dir=data_dir)
     train_set = {img.tobytes() for img in data.normalize(dataset.train_images)}
     assert all(img.tobytes() in train_set for img in calibration)
-    with pytest.raises(ValueError, match="1..55000"):
+    with pytest.raises(DataError, match="1..55000"):
         data.calibration_images(55001, data_dir=data_dir)
 
 
@@ -138,7 +138,7 @@ def test_search_order(tmp_path, data_dir, monkeypatch):
     monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "absent")
     assert data.find_data_dir(download=False) == cache
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-xdg"))
-    with pytest.raises(DataError, match="not found in"):
+    with pytest.raises(DataError, match="not found; looked in"):
         data.find_data_dir(download=False)
     with pytest.raises(DataError, match="missing Fashion-MNIST files"):
         data.find_data_dir(tmp_path / "absent")

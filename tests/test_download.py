@@ -84,3 +84,12 @@ def test_find_data_dir_downloads_into_the_cache_when_nothing_is_local(mirror, tm
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("RESNET_DEPLOY_MIRROR", url)
     assert data.find_data_dir() == tmp_path / "xdg" / "resnet-deploy" / "fashion-mnist"
+
+
+def test_download_needs_nothing_from_data():
+    """data -> download, never back: importing the downloader loads no dataset code."""
+    import subprocess
+    import sys
+
+    code = "import sys, resnet_deploy.download; print('resnet_deploy.data' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"

@@ -15,7 +15,8 @@ from resnet_deploy import data
 from resnet_deploy.checkpoint import load_checkpoint
 from resnet_deploy.cli import main
 from resnet_deploy.errors import ArtifactError, GateFailed
-from resnet_deploy.export import batchnorm_summary, export_onnx, load_onnx, manifest_path
+from resnet_deploy.export import batchnorm_summary, export_onnx, manifest_path
+from resnet_deploy.onnx_io import load_onnx
 from resnet_deploy.fileio import sha256_file
 from resnet_deploy.models import create_model
 from resnet_deploy.onnx_info import describe_onnx

@@ -9,6 +9,7 @@ import pytest
 
 from resnet_deploy import data, parity
 from resnet_deploy.cli import main
+from resnet_deploy.errors import ArtifactError
 from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
 from resnet_deploy.runners.torch_runner import TorchRunner
 
@@ -120,5 +121,18 @@ def test_missing_artifact_exits_2_before_any_inference(trained_checkpoint, tmp_p
     assert not (tmp_path / "p.json").exists()
 
 
-def test_update_baseline_needs_a_baseline(trained_checkpoint, trained_onnx):
-    assert run_cli("parity", "--checkpoint", str(trained_checkpoint), str(trained_onnx), "--update-baseline") == 2
+@pytest.mark.parametrize("reference, artifacts, allowed", [
+    ("fp32", ["fp32", "fp16", "int8"], True),
+    ("int8", ["int8"], True),  # an INT8 engine against the Q/DQ graph it was built from
+    ("fp16", ["fp16", "fp16"], True),
+    ("fp16", ["fp32"], False),
+    ("fp16", ["int8"], False),
+    ("int8", ["int8", "fp16"], False),
+])
+def test_reference_is_fp32_or_of_every_artifacts_precision(reference, artifacts, allowed):
+    precisions = {f"a{i}": p for i, p in enumerate(artifacts)}
+    if allowed:
+        parity.check_reference("ref.onnx", reference, precisions)
+    else:
+        with pytest.raises(ArtifactError, match=f"ref.onnx: is an {reference} graph; the parity reference must be"):
+            parity.check_reference("ref.onnx", reference, precisions)

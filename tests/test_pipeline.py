@@ -7,8 +7,8 @@ where TensorRT is installed; the engine step runs on the fakes.
 from __future__ import annotations
 
 import json
-import sys
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -21,21 +21,14 @@ from tests import fakes
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def no_tensorrt(monkeypatch):
-    """This machine as a host without TensorRT and pycuda, whatever is installed."""
-    monkeypatch.setitem(sys.modules, "tensorrt", None)
-    monkeypatch.setitem(sys.modules, "pycuda", None)
-
-
-def options_for(tmp_path, checkpoint, precision="int8", **kwargs) -> BuildOptions:
-    return BuildOptions(precision=precision, checkpoint=checkpoint, artifacts_dir=tmp_path / "artifacts",
+def fp16_options(tmp_path, checkpoint, **kwargs) -> BuildOptions:
+    return BuildOptions(precision="fp16", checkpoint=checkpoint, artifacts_dir=tmp_path / "artifacts",
                         calibration_dir=tmp_path / "calibration", engines_dir=tmp_path / "engines",
-                        reports_dir=tmp_path / "reports", calibration_count=128, parity_limit=2000, **kwargs)
+                        reports_dir=tmp_path / "reports", parity_limit=2000, **kwargs)
 
 
-def test_int8_chain_without_tensorrt_then_reuse(tmp_path, trained_checkpoint, no_tensorrt):
-    first = build(options_for(tmp_path, trained_checkpoint), log=lambda _: None)
+def test_int8_chain_without_tensorrt_then_reuse(int8_build, no_tensorrt):
+    options, first = int8_build
     assert [s.name for s in first.stages] == ["export", "int8", "parity"]
     assert not any(s.skipped for s in first.stages)
     assert first.artifact.name.endswith(".qdq.onnx") and first.engine is None
@@ -43,14 +36,14 @@ def test_int8_chain_without_tensorrt_then_reuse(tmp_path, trained_checkpoint, no
     assert "--onnx" in first.engine_message
     assert {a["precision"] for a in first.parity["artifacts"]} == {"fp32", "int8"} and first.parity["passed"]
     started = time.perf_counter()
-    second = build(options_for(tmp_path, trained_checkpoint), log=lambda _: None)
+    second = build(options, log=lambda _: None)
     assert all(s.skipped for s in second.stages) and time.perf_counter() - started < 10
     assert second.artifact == first.artifact
 
 
 def test_changed_settings_rerun_the_stage(tmp_path, trained_checkpoint, no_tensorrt):
-    build(options_for(tmp_path, trained_checkpoint, precision="fp16"), log=lambda _: None)
-    again = build(options_for(tmp_path, trained_checkpoint, precision="fp16", max_drop_pp=0.4), log=lambda _: None)
+    build(fp16_options(tmp_path, trained_checkpoint), log=lambda _: None)
+    again = build(fp16_options(tmp_path, trained_checkpoint, max_drop_pp=0.4), log=lambda _: None)
     assert [s.skipped for s in again.stages] == [True, True, False]
 
 
@@ -65,27 +58,29 @@ def test_cli_strict_exits_1_without_tensorrt(tmp_path, trained_checkpoint, monke
     assert exit_info.value.code == 1 and "--strict" in capsys.readouterr().err
 
 
-def test_engine_step_with_tensorrt_fakes(tmp_path, trained_checkpoint, monkeypatch):
+def test_engine_step_with_tensorrt_fakes(int8_build, monkeypatch):
     _, trt = fakes.install(monkeypatch, "11.4")
     engine = EngineSettings(precision="int8", max_batch=64, opt_batch=16)
-    result = build(options_for(tmp_path, trained_checkpoint, engine=engine), log=lambda _: None)
+    options = replace(int8_build[0], engine=engine)
+    result = build(options, log=lambda _: None)
+    assert [s.skipped for s in result.stages] == [True, True, True, False, False]
     assert result.engine.is_file() and result.engine_message is None
     sidecar = json.loads(result.engine.with_suffix(".json").read_text())
     assert sidecar["precision"] == "int8" and sidecar["tensorrt_version"] == trt.__version__
-    report = json.loads((tmp_path / "reports" / f"parity-{result.engine.stem}.json").read_text())
+    report = json.loads((options.reports_dir / f"parity-{result.engine.stem}.json").read_text())
     assert report["artifacts"][0]["backend"] == "tensorrt" and report["passed"]
     assert [s.name for s in result.stages][-2:] == ["engine", "engine parity"]
-    again = build(options_for(tmp_path, trained_checkpoint, engine=engine), log=lambda _: None)
+    again = build(options, log=lambda _: None)
     assert all(s.skipped for s in again.stages)
-    tf32 = build(options_for(tmp_path, trained_checkpoint, engine=engine.replace(tf32=True)), log=lambda _: None)
+    tf32 = build(replace(options, engine=engine.replace(tf32=True)), log=lambda _: None)
     assert [s.name for s in tf32.stages if not s.skipped] == ["engine", "engine parity"]
     assert tf32.engine != result.engine and "-tf32_" in tf32.engine.name
 
 
-def test_onnx_of_another_precision_is_refused(tmp_path, trained_checkpoint, no_tensorrt):
-    first = build(options_for(tmp_path, trained_checkpoint, precision="fp16"), log=lambda _: None)
-    with pytest.raises(ResnetDeployError, match="is an fp16 graph; --precision int8 needs the FP32 ONNX"):
-        build(BuildOptions(precision="int8", onnx=first.artifact), log=lambda _: None)
+def test_onnx_of_another_precision_is_refused(int8_build, no_tensorrt):
+    qdq = int8_build[1].artifact
+    with pytest.raises(ResnetDeployError, match="is an int8 graph; --precision fp16 needs the FP32 ONNX"):
+        build(BuildOptions(precision="fp16", onnx=qdq), log=lambda _: None)
 
 
 def test_engine_settings_of_another_precision_are_refused():

@@ -7,7 +7,7 @@ import pytest
 
 from resnet_deploy import data
 from resnet_deploy.errors import ArtifactError, ResnetDeployError
-from resnet_deploy.runners import BACKENDS, RunnerStateError, backend_for, load_runner
+from resnet_deploy.runners import BACKENDS, RunnerStateError, artifact_labels, backend_for, load_runner
 from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
 from resnet_deploy.runners.torch_runner import TorchRunner
 
@@ -43,15 +43,51 @@ def test_images(data_dir) -> np.ndarray:
 
 def test_backends_and_suffixes():
     assert BACKENDS == ("torch", "onnxruntime", "tensorrt")
-    assert backend_for("a/b.pt") == "torch"
-    assert backend_for("a/b.onnx") == "onnxruntime"
-    assert backend_for("a/b.engine") == "tensorrt"
-    assert backend_for("a/b.plan") == "tensorrt"
+    assert [backend_for(f"a/b{suffix}") for suffix in (".pt", ".pth", ".onnx", ".engine", ".plan")] == [
+        "torch", "torch", "onnxruntime", "tensorrt", "tensorrt"]
     assert backend_for("a/b.onnx", "tensorrt") == "tensorrt"
+    assert backend_for("a/b.pth", "onnxruntime") == backend_for("a/B.PT", "tensorrt") == "torch"
     with pytest.raises(ResnetDeployError, match="suffix"):
         backend_for("model.bin")
     with pytest.raises(ResnetDeployError, match="unknown backend"):
         backend_for("model.onnx", "tvm")
+
+
+def test_labels_are_file_names_unless_two_artifacts_share_one():
+    assert artifact_labels(["a/m.onnx", "b/n.onnx"]) == ["m.onnx", "n.onnx"]
+    assert artifact_labels(["a/m.onnx", "b/m.onnx", "c/x.pt"]) == ["a/m.onnx", "b/m.onnx", "x.pt"]
+    with pytest.raises(ResnetDeployError, match="a/m.onnx: given more than once"):
+        artifact_labels(["a/m.onnx", "./a/m.onnx"])
+
+
+def test_threads_reach_each_backend_under_its_own_name(trained_checkpoint, tiny_onnx, tmp_path):
+    import shutil
+
+    import torch
+
+    onnx_runner = load_runner(tiny_onnx, threads=3)
+    assert isinstance(onnx_runner, OnnxRuntimeRunner) and onnx_runner.intra_op_threads == 3
+    pth = shutil.copy(trained_checkpoint, tmp_path / "m.pth")
+    shutil.copy(trained_checkpoint.with_suffix(".json"), tmp_path / "m.json")
+    before = torch.get_num_threads()
+    other = 1 if before > 1 else 2
+    with load_runner(pth, "onnxruntime", threads=other) as torch_runner:
+        assert isinstance(torch_runner, TorchRunner) and torch.get_num_threads() == other
+    assert torch.get_num_threads() == before
+
+
+def test_load_runner_refuses_missing_files_and_foreign_onnx_before_running(tmp_path):
+    from tests.classifier_graphs import write_classifier
+
+    with pytest.raises(ArtifactError, match="gone.pth: file not found"):
+        load_runner(tmp_path / "gone.pth")
+    (tmp_path / "folder.onnx").mkdir()
+    with pytest.raises(ArtifactError, match="folder.onnx: is a folder"):
+        load_runner(tmp_path / "folder.onnx")
+    foreign = write_classifier(tmp_path / "rgb.onnx", channels=3)
+    with pytest.raises(ArtifactError, match=r"rgb.onnx: not a Fashion-MNIST classifier: expected .* found inputs "
+                                            r"'input' \[N, 3, 28, 28\] float32"):
+        load_runner(foreign)
 
 
 @pytest.mark.parametrize("make", ["torch", "onnxruntime"])
@@ -110,11 +146,12 @@ def test_missing_and_corrupt_onnx_raise_artifact_error(tmp_path):
 
 
 def test_runtime_path_does_not_import_torch_or_tensorrt():
-    """The engine runtime (Jetson, no torch) imports the runners and parity without torch."""
+    """The engine runtime (Jetson, no torch) imports the runners, parity, bench and every CLI command without torch."""
     import subprocess
     import sys
 
     code = ("import sys, resnet_deploy.runners, resnet_deploy.runners.onnxrt, resnet_deploy.parity, "
-            "resnet_deploy.onnx_info; print(sorted({'torch', 'tensorrt', 'pycuda'} & set(sys.modules)))")
+            "resnet_deploy.onnx_info, resnet_deploy.onnx_io, resnet_deploy.bench, resnet_deploy.cli; "
+            "print(sorted({'torch', 'tensorrt', 'pycuda'} & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from resnet_deploy.checkpoint import load_checkpoint
 from resnet_deploy.cli import main
-from resnet_deploy.errors import CheckpointError
+from resnet_deploy.errors import CheckpointError, ResnetDeployError
 from resnet_deploy.train import TrainConfig, augment, random_erase, resume_config, train
 
 QUICK = dict(width=0.0625, epochs=2, train_limit=512, batch_size=64, threads=1, eval_batch_size=500)
@@ -59,11 +59,21 @@ def test_resume_continues_exactly_where_training_stopped(tmp_path, data_dir):
 
 
 @pytest.mark.slow
-def test_resume_refuses_other_settings(tmp_path, data_dir):
-    config = TrainConfig(**{**QUICK, "epochs": 1})
+def test_resume_refuses_other_settings_and_threads_are_restored(tmp_path, data_dir):
+    threads = torch.get_num_threads()
+    config = TrainConfig(**{**QUICK, "epochs": 1, "threads": 1 if threads > 1 else 2})
     train(config, tmp_path, data_dir=data_dir)
-    with pytest.raises(CheckpointError, match="different settings: lr"):
+    assert torch.get_num_threads() == threads
+    with pytest.raises(CheckpointError, match=r"other settings: lr 0.01 \(the run used 0.2\)"):
         train(TrainConfig(**{**QUICK, "epochs": 1, "lr": 0.01}), tmp_path, data_dir=data_dir, resume=True)
+
+
+@pytest.mark.parametrize("setting, value", [("lr", float("nan")), ("epochs", 0), ("width", -1.0),
+                                            ("schedule", "step"), ("label_smoothing", 1.5)])
+def test_settings_out_of_bounds_are_refused_before_training(tmp_path, setting, value):
+    with pytest.raises(ResnetDeployError, match=f"training setting {setting}"):
+        train(TrainConfig(**{**QUICK, setting: value}), tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):

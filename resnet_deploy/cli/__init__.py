@@ -1,36 +1,65 @@
-"""The `resnet-deploy` command line: a thin layer over the library, one module per command group.
+"""The `resnet-deploy` command line: a thin layer over the library, one module per command.
 
-Exit codes: 0 success, 1 a gate failed, 2 bad usage or bad input.
+Exit codes (`resnet_deploy.errors`): 0 success, 1 a gate failed, 2 bad usage or input, 3 the
+environment failed (a file cannot be read or written, a package is missing), 4 an internal error,
+130 interrupted.
+Every failure prints one line; an internal error's traceback goes to a file (or, with --debug,
+to stderr).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+import tempfile
+import traceback
 
 import click
-from rich.markup import escape
 
 from resnet_deploy import __version__
-from resnet_deploy.cli.common import console_err
-from resnet_deploy.errors import ResnetDeployError
+from resnet_deploy.cli.console import print_error
+from resnet_deploy.errors import (EXIT_ENVIRONMENT, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EnvironmentFailure,
+                                  GateFailed, ResnetDeployError)
+
+# One command module per line, so adding a command is a one-line change.
+COMMAND_MODULES = (
+    "models",
+    "train",
+    "evaluate",
+    "export",
+    "parity",
+    "calibrate",
+    "build",
+    "inspect",
+    "infer",
+    "bench",
+    "bundle",
+)
+_settings = {"debug": False}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="resnet-deploy")
-def cli() -> None:
+@click.option("--debug", is_flag=True, envvar="RESNET_DEPLOY_DEBUG",
+              help="Show the traceback of an internal error on stderr instead of writing it to a file.")
+def cli(debug: bool) -> None:
     """Train a ResNet on Fashion-MNIST and take it to a verified TensorRT engine.
+
+    \b
+    Exit codes: 0 success, 1 a gate failed, 2 bad usage or input, 3 a file could not be read or
+    written or a package is missing, 4 an internal error (a bug; its traceback is written to a
+    file), 130 interrupted.
 
     \b
     Example (the whole chain, reusing what is already built):
       resnet-deploy build --precision int8
     """
+    _settings["debug"] = debug
 
 
 def _register_commands() -> None:
-    from resnet_deploy.cli import bench, build, bundle, calibrate, engine, quantize, train, zoo
-
-    for module in (zoo, train, quantize, calibrate, build, engine, bench, bundle):
-        for command in module.COMMANDS:
+    for name in COMMAND_MODULES:
+        for command in importlib.import_module(f"resnet_deploy.cli.{name}").COMMANDS:
             cli.add_command(command)
 
 
@@ -38,20 +67,67 @@ _register_commands()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry: run the CLI and map library errors to exit codes without a traceback."""
+    """Console-script entry: run the CLI and exit with the code that says what happened."""
+    sys.exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI; every outcome becomes an exit code and at most one line on stderr."""
+    _settings["debug"] = False
     try:
         cli.main(args=argv, prog_name="resnet-deploy", standalone_mode=False)
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+        return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
         exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        console_err.print("aborted")
-        sys.exit(130)
+        return exc.exit_code
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        print_error("error", exc.format_message() + hint)
+        return exc.exit_code
+    except click.ClickException as exc:
+        print_error("error", exc.format_message())
+        return EXIT_ENVIRONMENT
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print_error("aborted", "interrupted; outputs are written atomically, so none is half-written")
+        return EXIT_INTERRUPTED
+    except GateFailed as exc:
+        print_error("gate failed", str(exc))
+        return exc.exit_code
     except ResnetDeployError as exc:
-        label = "gate failed" if exc.exit_code == 1 else "error"
-        # One line, as written: no wrapping at the console width, no markup read from file names.
-        console_err.print(f"[bold red]{label}:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    sys.exit(0)
+        print_error("error", str(exc))
+        return exc.exit_code
+    except OSError as exc:
+        print_error("error", str(EnvironmentFailure.from_os_error(exc, "use")))
+        return EXIT_ENVIRONMENT
+    except ModuleNotFoundError as exc:
+        if (exc.name or "resnet_deploy").partition(".")[0] == "resnet_deploy":
+            return _internal_error(exc)
+        print_error("error", f"this needs the Python package {exc.name.partition('.')[0]!r}, which is not installed "
+                             "here (README: extras)")
+        return EXIT_ENVIRONMENT
+    except MemoryError:
+        print_error("error", "out of memory; use smaller batches or fewer artifacts at once")
+        return EXIT_ENVIRONMENT
+    except Exception as exc:  # a bug: one line here, the traceback in a file (or on stderr with --debug)
+        return _internal_error(exc)
+    return 0
+
+
+def _internal_error(exc: Exception) -> int:
+    text = "".join(traceback.format_exception(exc))
+    summary = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    if _settings["debug"]:
+        sys.stderr.write(text)
+        print_error("internal error", f"{summary} (a bug in resnet-deploy {__version__}; please report it)")
+        return EXIT_INTERNAL_ERROR
+    try:
+        with tempfile.NamedTemporaryFile("w", prefix="resnet-deploy-traceback-", suffix=".txt", delete=False) as log:
+            log.write(f"resnet-deploy {__version__}: {' '.join(sys.argv)}\n{text}")
+        where = f"its traceback is in {log.name}"
+    except OSError:
+        sys.stderr.write(text)
+        where = "its traceback is above"
+    print_error("internal error", f"{summary} (a bug in resnet-deploy {__version__}; {where}; "
+                                  "--debug shows it here; please report it)")
+    return EXIT_INTERNAL_ERROR

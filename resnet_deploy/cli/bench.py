@@ -7,8 +7,10 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from resnet_deploy.cli.common import console, data_dir_option
-from resnet_deploy.runners import BACKENDS
+from resnet_deploy.cli.console import console
+from resnet_deploy.cli.options import (NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, OUTPUT_PATH, PERCENT, POSITIVE_INT,
+                                       artifacts_argument, backend_option, baseline_options, data_dir_option,
+                                       json_option, threads_option)
 
 
 def _batch_sizes(ctx, param, value: str) -> list[int]:
@@ -22,31 +24,30 @@ def _batch_sizes(ctx, param, value: str) -> list[int]:
 
 
 @click.command()
-@click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
-              help="Backend for every artifact but checkpoints (auto: by file suffix).")
+@artifacts_argument()
+@backend_option()
 @click.option("--batch-sizes", default="1,8,64,256", show_default=True, callback=_batch_sizes)
-@click.option("--warmup-ms", default=200, show_default=True)
-@click.option("--duration-s", default=3.0, show_default=True, help="Minimum timed seconds per artifact and batch size.")
-@click.option("--iterations", default=10, show_default=True, help="Minimum timed iterations.")
-@click.option("--rounds", default=5, show_default=True, help="Interleaving rounds (A B A B ...).")
-@click.option("--reference", default=None, help="Label (file name) of the reference artifact (default: the first).")
-@click.option("--threads", default=0, help="CPU threads for torch / ONNX Runtime (0: their default).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("reports/bench.json"), show_default=True)
-@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--warmup-ms", type=NON_NEGATIVE_INT, default=200, show_default=True)
+@click.option("--duration-s", type=NON_NEGATIVE_FLOAT, default=3.0, show_default=True,
+              help="Minimum timed seconds per artifact and batch size.")
+@click.option("--iterations", type=POSITIVE_INT, default=10, show_default=True, help="Minimum timed iterations.")
+@click.option("--rounds", type=POSITIVE_INT, default=5, show_default=True, help="Interleaving rounds (A B A B ...).")
+@click.option("--reference", default=None, help="Label of the reference artifact (default: the first).")
+@threads_option
+@json_option(Path("reports/bench.json"))
+@click.option("--plots", "plots_dir", type=OUTPUT_PATH, metavar="DIR", default=None,
               help="Write latency.png and throughput.png here (needs matplotlib).")
-@click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--max-regression", default=10.0, show_default=True, help="Allowed regression vs the baseline, %.")
-@click.option("--update-baseline", is_flag=True, help="Write this run as the new --baseline.")
+@baseline_options(click.option("--max-regression", type=PERCENT, default=10.0, show_default=True,
+                               help="Allowed regression vs the baseline, %."))
 @data_dir_option
 def bench(artifacts, backend, batch_sizes, warmup_ms, duration_s, iterations, rounds, reference, threads, json_path,
           plots_dir, baseline, max_regression, update_baseline, data_dir) -> None:
     """Latency and throughput of checkpoints, ONNX files or engines on real test images.
 
-    Several artifacts are interleaved (A B A B ...) so their ratios come from one run. With
-    --baseline, exit 1 when a speedup (or, on the same machine, a median) regresses more than
-    --max-regression percent.
+    Several artifacts are interleaved (A B A B ...) so their ratios come from one run. Each is
+    labelled by its file name, or its path where names repeat. With --baseline, exit 1 when a
+    speedup (or, on the same machine, a median) regresses more than --max-regression percent.
+    Batch sizes that would not fit in memory are refused before anything runs.
 
     \b
     Examples:
@@ -58,26 +59,22 @@ def bench(artifacts, backend, batch_sizes, warmup_ms, duration_s, iterations, ro
     from contextlib import ExitStack
 
     from resnet_deploy import data
-    from resnet_deploy.bench import apply_baseline_gate, compare, fingerprint
+    from resnet_deploy.bench import apply_baseline_gate, check_memory, compare, fingerprint, read_baseline
     from resnet_deploy.errors import GateFailed
-    from resnet_deploy.fileio import atomic_write_json
-    from resnet_deploy.runners import backend_for, load_runner
+    from resnet_deploy.fileio import atomic_write_json, check_writable
+    from resnet_deploy.runners import artifact_labels, load_runner
 
-    if update_baseline and baseline is None:
-        raise click.UsageError("--update-baseline needs --baseline FILE")
-    images = data.normalize(data.load_fashion_mnist(data_dir).test_images[:max(batch_sizes)])
-    runners = {}
-    for path in artifacts:
-        chosen = backend_for(path, backend if path.suffix not in (".pt", ".pth") else "auto")
-        options = {}
-        if threads and chosen == "onnxruntime":
-            options["intra_op_threads"] = threads
-        elif threads and chosen == "torch":
-            options["threads"] = threads
-        runners[path.name] = load_runner(path, chosen, **options)
+    labels = artifact_labels(artifacts)
+    runners = {label: load_runner(path, backend, threads=threads) for label, path in zip(labels, artifacts)}
+    check_writable(json_path, *([baseline] if update_baseline else []),
+                   *([plots_dir / "latency.png", plots_dir / "throughput.png"] if plots_dir else []))
+    if baseline and not update_baseline:
+        read_baseline(baseline)
     with ExitStack() as stack:
         for runner in runners.values():
             stack.enter_context(runner)
+        check_memory(runners, batch_sizes)
+        images = data.normalize(data.load_fashion_mnist(data_dir).test_images[:max(batch_sizes)])
         with console.status("benchmarking") as status:
             report = compare(runners, images, batch_sizes, reference=reference, warmup_s=warmup_ms / 1000,
                              min_duration_s=duration_s, min_iterations=iterations, rounds=rounds,
@@ -85,9 +82,9 @@ def bench(artifacts, backend, batch_sizes, warmup_ms, duration_s, iterations, ro
     times_ms = report.pop("times_ms")
     report["fingerprint"] = fingerprint()
     report["settings"] = {"warmup_ms": warmup_ms, "duration_s": duration_s, "iterations": iterations,
-                          "rounds": rounds, "backend": backend, "input": "Fashion-MNIST test images"}
-    report["artifacts"] = {path.name: {"path": str(path), "backend": runners[path.name].backend} for path in artifacts}
-    report.pop("order")
+                          "rounds": rounds, "backend": backend, "threads": threads, "input": "Fashion-MNIST test images"}
+    report["artifacts"] = {label: {"path": str(path), "backend": runners[label].backend}
+                           for label, path in zip(labels, artifacts)}
     gate_error = None
     if baseline:
         try:

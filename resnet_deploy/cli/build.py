@@ -6,11 +6,15 @@ from pathlib import Path
 
 import click
 from rich.table import Table
+from rich.text import Text
 
-from resnet_deploy.cli.common import console, data_dir_option
-from resnet_deploy.cli.options import engine_options, engine_settings
+from resnet_deploy.cli.console import console
+from resnet_deploy.cli.options import (ENGINE_OPTION_NAMES, calibration_count_option, calibration_method_option,
+                                       data_dir_option, engine_options, engine_settings, given_flags,
+                                       max_drop_option)
 from resnet_deploy.errors import GateFailed
-from resnet_deploy.pipeline import PRECISIONS, BuildOptions, build as run_build
+from resnet_deploy.onnx_io import PRECISIONS
+from resnet_deploy.pipeline import BuildOptions, build as run_build
 
 
 @click.command()
@@ -19,14 +23,14 @@ from resnet_deploy.pipeline import PRECISIONS, BuildOptions, build as run_build
               help="Start from this checkpoint (default: checkpoints/resnet18-w0.25/best.pt, trained if absent).")
 @click.option("--onnx", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Start from this FP32 ONNX instead of a checkpoint.")
-@click.option("--calibration-method", type=click.Choice(["auto", "entropy", "max", "percentile"]), default="auto",
-              show_default=True, help="auto: calibrate with all three, keep the best on the validation split.")
-@click.option("--calibration-count", default=512, show_default=True, help="Calibration images (train split).")
-@click.option("--max-drop", "max_drop_pp", default=0.5, show_default=True, help="INT8 top-1 drop gate, in pp.")
+@calibration_method_option("--calibration-method")
+@calibration_count_option("--calibration-count")
+@max_drop_option()
 @click.option("--strict", is_flag=True, help="Exit 1 when the engine step cannot run (no TensorRT).")
 @engine_options
 @data_dir_option
-def build(precision, checkpoint, onnx, calibration_method, calibration_count, max_drop_pp, strict, data_dir,
+@click.pass_context
+def build(ctx, precision, checkpoint, onnx, calibration_method, calibration_count, max_drop_pp, strict, data_dir,
           **engine) -> None:
     """Build a TensorRT engine: export, FP16 or INT8 artifacts, parity, engine, parity on the engine.
 
@@ -40,7 +44,8 @@ def build(precision, checkpoint, onnx, calibration_method, calibration_count, ma
     """
     options = BuildOptions(precision=precision, checkpoint=checkpoint, onnx=onnx,
                            calibration_method=calibration_method, calibration_count=calibration_count,
-                           max_drop_pp=max_drop_pp, data_dir=data_dir, engine=engine_settings(precision, engine))
+                           max_drop_pp=max_drop_pp, data_dir=data_dir, engine=engine_settings(precision, engine),
+                           target_flags=tuple(given_flags(ctx, ENGINE_OPTION_NAMES)))
     result = run_build(options, log=console.print)
     table = Table(title=f"build --precision {precision}")
     for column in ("stage", "status", "seconds", "outputs"):
@@ -50,13 +55,13 @@ def build(precision, checkpoint, onnx, calibration_method, calibration_count, ma
                       ", ".join(str(p) for p in stage.outputs))
     console.print(table)
     if result.parity:
-        from resnet_deploy.cli.quantize import print_parity_table
+        from resnet_deploy.cli.parity import print_parity_table
 
         print_parity_table(result.parity)
     if result.engine:
         console.print(f"engine: {result.engine}")
     if result.engine_message:
-        console.print(f"[yellow]{result.engine_message}[/]", soft_wrap=True)
+        console.print(Text(result.engine_message, style="yellow"), soft_wrap=True)
         if strict:
             raise GateFailed("--strict: the engine step needs TensorRT, which is not installed here")
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from resnet_deploy.cli.common import console, data_dir_option
+from resnet_deploy.cli.console import console
+from resnet_deploy.cli.options import (OUTPUT_PATH, calibration_count_option, calibration_method_option,
+                                       data_dir_option, max_drop_option)
 
 
 @click.command()
@@ -16,13 +18,12 @@ from resnet_deploy.cli.common import console, data_dir_option
               help="Start from this checkpoint (default: checkpoints/resnet18-w0.25/best.pt, trained if absent).")
 @click.option("--onnx", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Start from this FP32 ONNX (e.g. what `build` exported) instead of a checkpoint.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", "out_dir", type=OUTPUT_PATH, metavar="DIR", default=None,
               help="Bundle folder (default: bundles/<model>); the .tar.gz is written beside it.")
 @click.option("--no-tar", is_flag=True, help="Write only the folder.")
-@click.option("--calibration-method", type=click.Choice(["auto", "entropy", "max", "percentile"]), default="auto",
-              show_default=True, help="auto: calibrate with all three, bundle the best on the validation split.")
-@click.option("--calibration-count", default=512, show_default=True, help="Calibration images (train split).")
-@click.option("--max-drop", "max_drop_pp", default=0.5, show_default=True, help="INT8 top-1 drop gate, in pp.")
+@calibration_method_option("--calibration-method")
+@calibration_count_option("--calibration-count")
+@max_drop_option()
 @click.option("--deepstream-batch-size", default=1, show_default=True, type=click.IntRange(1, 1024),
               help="nvinfer batch-size (frames or objects per batch).")
 @click.option("--classifier-threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
@@ -41,7 +42,7 @@ def bundle(checkpoint, onnx, out_dir, no_tar, calibration_method, calibration_co
       resnet-deploy bundle --onnx artifacts/resnet18-w0.25.onnx --out /media/usb/resnet18-w0.25
     """
     from resnet_deploy.bundle import make_bundle
-    from resnet_deploy.cli.quantize import print_parity_table
+    from resnet_deploy.cli.parity import print_parity_table
     from resnet_deploy.deepstream import DeepStreamSettings
     from resnet_deploy.pipeline import BuildOptions
 

@@ -1,18 +1,210 @@
-"""Option groups shared by commands, each bound and default written once (Polygraphy's `tools/args` idea).
-
+"""Options that several commands share (Polygraphy's `tools/args` idea): each name, default, bound
+and help text is written once, here, in groups. Numeric bounds are click range types, so a bad
+value is refused as bad usage (exit 2) naming the option before anything runs.
 `engine_options` is the TensorRT build group (after Polygraphy's `TrtConfigArgs`): its defaults are
 `EngineSettings`' own, and `engine_settings` turns the parsed values into one `EngineSettings`.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import click
+from click.core import ParameterSource
 
+from resnet_deploy.data import TRAIN_SIZE
+from resnet_deploy.model_options import MODEL_NAMES
+from resnet_deploy.train_config import BOUNDS, CHOICES, Bound, TrainConfig
 from resnet_deploy.trt.compat import HARDWARE_LEVELS
 from resnet_deploy.trt.settings import EngineSettings
+
+Decorator = Callable[[Callable], Callable]
+
+
+# ---- Numeric types --------------------------------------------------------------------------------
+
+class FiniteFloatRange(click.FloatRange):
+    """`click.FloatRange` that also refuses nan and inf (nan passes every bound comparison)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+def bounded(bound: Bound, integer: bool) -> click.ParamType:
+    """The click range type of a `Bound`."""
+    if integer:
+        return click.IntRange(min=None if bound.minimum is None else int(bound.minimum),
+                              max=None if bound.maximum is None else int(bound.maximum), min_open=bound.open_min)
+    return FiniteFloatRange(min=bound.minimum, max=bound.maximum, min_open=bound.open_min)
+
+
+# Output paths are checked by `fileio.check_writable` before any work (exit 3 for a folder in place of
+# a file or a file in place of a folder), so click only turns them into paths.
+OUTPUT_PATH = click.Path(path_type=Path)
+POSITIVE_INT = click.IntRange(min=1)
+NON_NEGATIVE_INT = click.IntRange(min=0)
+NON_NEGATIVE_FLOAT = FiniteFloatRange(min=0)
+PERCENT = FiniteFloatRange(min=0, max=100)
+
+
+# ---- Data -------------------------------------------------------------------------------------------
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    envvar="RESNET_DEPLOY_DATA",
+    help="Folder with the four Fashion-MNIST .gz (or raw IDX) files. "
+    "Default: $RESNET_DEPLOY_DATA, /usr/share/datasets/fashion-mnist, then the user cache (downloaded if absent).",
+)
+
+
+# ---- Artifacts and runners ----------------------------------------------------------------------------
+
+def backend_option() -> Decorator:
+    from resnet_deploy.runners import BACKENDS
+
+    return click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
+                        help="Backend for every artifact but checkpoints, which run on PyTorch (auto: by suffix).")
+
+
+threads_option = click.option("--threads", type=NON_NEGATIVE_INT, default=0,
+                              help="CPU threads for PyTorch and ONNX Runtime (0: their default).")
+
+
+def artifacts_argument(name: str = "artifacts") -> Decorator:
+    return click.argument(name, nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+
+
+# ---- Reports and baselines ---------------------------------------------------------------------------
+
+def json_option(default: Path | None, help: str = "Report JSON.") -> Decorator:
+    return click.option("--json", "json_path", type=OUTPUT_PATH, metavar="FILE", default=default,
+                        show_default=default is not None, help=help)
+
+
+def baseline_options(max_option: Decorator) -> Decorator:
+    """--baseline FILE, the allowed regression `max_option`, and --update-baseline (which needs --baseline)."""
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def checked(*args, baseline: Path | None, update_baseline: bool, **kwargs):
+            if update_baseline and baseline is None:
+                raise click.UsageError("--update-baseline needs --baseline FILE")
+            return command(*args, baseline=baseline, update_baseline=update_baseline, **kwargs)
+
+        for option in (
+            click.option("--update-baseline", is_flag=True, help="Write this run as the new --baseline."),
+            max_option,
+            click.option("--baseline", type=OUTPUT_PATH, metavar="FILE", default=None,
+                         help="Baseline JSON to gate against (or to write with --update-baseline)."),
+        ):
+            checked = option(checked)
+        return checked
+    return decorate
+
+
+def max_drop_option() -> Decorator:
+    from resnet_deploy.parity import INT8_MAX_DROP_PP
+
+    return click.option("--max-drop", "max_drop_pp", type=NON_NEGATIVE_FLOAT, default=INT8_MAX_DROP_PP,
+                        show_default=True, help="INT8 gate: largest allowed top-1 drop vs the FP32 reference, pp.")
+
+
+# ---- Models and training settings (defaults and bounds from TrainConfig) ----------------------------
+
+TRAINING_HELP = {
+    "model": "Model from the zoo (`resnet-deploy models`).",
+    "width": "Width multiplier of the stages (64..512 x width).",
+    "stem": "small: 3x3/1 conv for 28x28 input; imagenet: 7x7/2 conv and max-pool.",
+    "shortcut": "Projection shortcuts: A zero-pad, B where shapes change, C everywhere.",
+    "epochs": "Epochs to train.",
+    "batch_size": "Training batch size.",
+    "lr": "Peak learning rate.",
+    "weight_decay": "SGD weight decay (not on BatchNorm and biases).",
+    "label_smoothing": "Label smoothing of the cross-entropy loss.",
+    "schedule": "Learning-rate schedule.",
+    "random_erasing": "Probability of random erasing.",
+    "seed": "Random seed (initialization, augmentation, batch order).",
+    "train_limit": "Use only the first N training images (0: all; quick runs).",
+}
+TRAINING_SETTINGS = tuple(TRAINING_HELP)
+
+
+def _setting_type(name: str, default: Any) -> click.ParamType | type:
+    if name in CHOICES:
+        return click.Choice(CHOICES[name])
+    if name in BOUNDS:
+        return bounded(BOUNDS[name], isinstance(default, int))
+    return type(default)
+
+
+def training_options(command: Callable) -> Callable:
+    """One option per training setting, with TrainConfig's default and bound."""
+    defaults = TrainConfig()
+    for name in reversed(TRAINING_SETTINGS):
+        default = getattr(defaults, name)
+        command = click.option(f"--{name.replace('_', '-')}", name, type=_setting_type(name, default),
+                               default=default, show_default=True, help=TRAINING_HELP[name])(command)
+    return command
+
+
+def width_option(default: float | None, help: str = TRAINING_HELP["width"]) -> Decorator:
+    return click.option("--width", type=bounded(BOUNDS["width"], integer=False), default=default,
+                        show_default=default is not None, help=help)
+
+
+def checkpoint_options(command: Callable) -> Callable:
+    """--checkpoint, with --model and --width for a bare state dict that has no sidecar."""
+    command = width_option(None, "Width of a bare state dict's model (default: the model's own).")(command)
+    command = click.option("--model", "model_name", type=click.Choice(MODEL_NAMES), default=None,
+                           help="Model of a bare state dict that has no sidecar.")(command)
+    return click.option("--checkpoint", "checkpoint_path", required=True,
+                        type=click.Path(dir_okay=False, path_type=Path),
+                        help="A .pt checkpoint (with its .json sidecar, or a bare state dict with --model).")(command)
+
+
+# ---- Calibration -----------------------------------------------------------------------------------------
+
+def calibration_method_option(flag: str) -> Decorator:
+    from resnet_deploy.quantize.calibrate import METHODS
+
+    return click.option(flag, "calibration_method", type=click.Choice([*METHODS, "all"]), default="all",
+                        show_default=True,
+                        help="all: calibrate with every method, keep the best on the validation split.")
+
+
+def calibration_count_option(flag: str) -> Decorator:
+    return click.option(flag, "calibration_count", type=click.IntRange(1, TRAIN_SIZE), default=512,
+                        show_default=True, help=f"Calibration images from the train split (1..{TRAIN_SIZE}).")
+
+
+# ---- What the user gave -------------------------------------------------------------------------------------
+
+def given_params(ctx: click.Context, names: Iterable[str]) -> list[tuple[click.Parameter, Any]]:
+    """The parameters among `names` the user set (command line or environment), with their values."""
+    names = set(names)
+    return [(param, ctx.params[param.name]) for param in ctx.command.params
+            if param.name in names and ctx.get_parameter_source(param.name) not in (None, ParameterSource.DEFAULT)]
+
+
+def given_flags(ctx: click.Context, names: Iterable[str]) -> list[str]:
+    """The command-line tokens that repeat the options among `names` the user gave."""
+    tokens: list[str] = []
+    for param, value in given_params(ctx, names):
+        if getattr(param, "is_flag", False):
+            tokens += [param.opts[0]] if value else []
+        elif value is not None:
+            tokens += [param.opts[0], str(value)]
+    return tokens
+
+
+# ---- TensorRT engine settings ----------------------------------------------------------------------------
 
 _DEFAULT = EngineSettings()
 DEFAULT_TIMING_CACHE = Path("engines/timing.cache")

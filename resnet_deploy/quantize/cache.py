@@ -4,6 +4,11 @@ First line `TRT-<version code>-<algorithm>` (8.6.1 -> 8601; TensorRT 10 counts m
 per tensor: the big-endian bits of the float32 scale amax / 127. Tensor names are the ONNX value
 names of the FP32 graph, which TensorRT's ONNX parser gives its tensors. TensorRT silently ignores
 a cache it considers incompatible, so the header version should match the target's TensorRT.
+
+Reading refuses what TensorRT would take silently and quantize badly with: a scale that is zero,
+denormal, negative or not finite, and a tensor listed twice. A tensor whose calibration range is
+zero (it was zero on every calibration image) is written with the floor `MIN_AMAX`, as the Q/DQ
+graph quantizes it.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from resnet_deploy.errors import ArtifactError
-from resnet_deploy.fileio import atomic_write_text
+from resnet_deploy.fileio import atomic_write_text, read_text
 from resnet_deploy.trt.compat import DEFAULT_TRT_VERSION
 
 INT8_MAX = 127.0
+MIN_AMAX = 1e-8
+SMALLEST_NORMAL = float(np.finfo(np.float32).tiny)
 HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
 ENTRY = re.compile(r"^(.+): ([0-9a-fA-F]{8})$")
 
@@ -49,33 +56,37 @@ def hex_to_scale(text: str) -> float:
 
 def write_calibration_cache(path: str | Path, amax: dict[str, float], trt_version: str = DEFAULT_TRT_VERSION,
                             algorithm: str = "EntropyCalibration2") -> Path:
-    """Write the cache for activation ranges `amax` (scale = amax / 127) atomically."""
+    """Write the cache for activation ranges `amax` (scale = max(amax, MIN_AMAX) / 127) atomically."""
+    bad = [name for name, value in amax.items() if not np.isfinite(value) or value < 0]
+    if bad:
+        raise ArtifactError(f"{path}: calibration ranges must be finite and >= 0; {', '.join(bad[:5])} are not")
     lines = [f"TRT-{version_code(trt_version)}-{algorithm}"]
-    lines += [f"{name}: {scale_to_hex(value / INT8_MAX)}" for name, value in amax.items()]
+    lines += [f"{name}: {scale_to_hex(max(value, MIN_AMAX) / INT8_MAX)}" for name, value in amax.items()]
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def read_calibration_cache(path: str | Path) -> tuple[CacheHeader, dict[str, float]]:
     """Parse a cache into its header and float32 scales; a malformed line raises `ArtifactError`."""
     path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: cannot read calibration cache: {exc}") from exc
+    lines = read_text(path, "calibration cache").splitlines()
     if not lines:
         raise ArtifactError(f"{path}: empty calibration cache")
     header = HEADER.match(lines[0].strip())
     if not header:
         raise ArtifactError(f"{path}: line 1: expected 'TRT-<version>-<algorithm>', got {lines[0][:80]!r}")
-    scales = {}
+    scales, first_line = {}, {}
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
         entry = ENTRY.match(line.strip())
         if not entry:
             raise ArtifactError(f"{path}: line {number}: expected 'tensor_name: <8 hex digits>', got {line[:80]!r}")
-        scale = hex_to_scale(entry.group(2))
-        if not np.isfinite(scale) or scale < 0:
-            raise ArtifactError(f"{path}: line {number}: scale {scale} is not a finite non-negative number")
-        scales[entry.group(1)] = scale
+        name, scale = entry.group(1), hex_to_scale(entry.group(2))
+        if not np.isfinite(scale) or scale < SMALLEST_NORMAL:
+            raise ArtifactError(f"{path}: line {number}: scale {scale:g} of {name!r} is not a positive normal "
+                                "float32 (zero, denormal, negative, infinite or NaN)")
+        if name in scales:
+            raise ArtifactError(f"{path}: line {number}: tensor {name!r} is listed twice (first on line "
+                                f"{first_line[name]})")
+        scales[name], first_line[name] = scale, number
     return CacheHeader(int(header.group(1)), header.group(2)), scales

@@ -67,7 +67,7 @@ class ActivationStats:
 
 def collect_stats(onnx_path: str | Path, images: np.ndarray, batch_size: int = 128) -> ActivationStats:
     """Run the FP32 ONNX over `images` twice: maxima first, then histograms."""
-    from resnet_deploy.export import load_onnx
+    from resnet_deploy.onnx_io import load_onnx
 
     model = load_onnx(onnx_path)
     names = activation_tensors(model)

@@ -20,7 +20,7 @@ def convert_to_fp16(fp32_onnx: str | Path, fp16_onnx: str | Path) -> dict[str, A
     import onnx
     from onnxconverter_common import float16
 
-    from resnet_deploy.export import load_onnx
+    from resnet_deploy.onnx_io import load_onnx
 
     started = time.perf_counter()
     model = load_onnx(fp32_onnx)

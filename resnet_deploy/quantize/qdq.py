@@ -107,7 +107,7 @@ def insert_qdq(fp32_onnx: str | Path, amax: dict[str, float], out_path: str | Pa
     """Write the Q/DQ graph of `fp32_onnx` quantized with activation ranges `amax` to `out_path`."""
     import onnx
 
-    from resnet_deploy.export import load_onnx
+    from resnet_deploy.onnx_io import load_onnx
 
     started = time.perf_counter()
     model = load_onnx(fp32_onnx)

@@ -61,6 +61,16 @@ class BaseRunner:
         self._require_active("input_metadata")
         return self._input_metadata()
 
+    def input_bytes_per_image(self) -> int:
+        """Bytes of one image's inputs."""
+        return sum(int(np.prod([d for d in meta.shape[1:] if d > 0])) * meta.dtype.itemsize
+                   for meta in self.input_metadata())
+
+    def bytes_per_image(self) -> int:
+        """Host memory one image of a batch needs in `infer`: its inputs here; runners that keep the
+        activations on the host (torch, ONNX Runtime) add them."""
+        return self.input_bytes_per_image()
+
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch; returns outputs by name and records `last_inference_time` in seconds."""
         self._require_active("infer")

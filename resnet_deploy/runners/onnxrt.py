@@ -51,6 +51,14 @@ class OnnxRuntimeRunner(BaseRunner):
     def _deactivate(self) -> None:
         self._session = None
 
+    def bytes_per_image(self) -> int:
+        """Input plus the three largest activations (a residual block keeps its input, its conv output
+        and its shortcut alive at once), from the graph's shapes."""
+        from resnet_deploy.onnx_io import activation_bytes_per_image, load_onnx
+
+        largest = sorted(activation_bytes_per_image(load_onnx(self.onnx_path)))[-3:]
+        return self.input_bytes_per_image() + sum(largest)
+
     def _input_metadata(self) -> list[TensorMeta]:
         return [TensorMeta(i.name, np.dtype(ORT_TYPES.get(i.type, np.float32)),
                            tuple(d if isinstance(d, int) else -1 for d in i.shape))
@@ -60,4 +68,10 @@ class OnnxRuntimeRunner(BaseRunner):
         names = [o.name for o in self._session.get_outputs()]
         if len(feed) == 1 and next(iter(feed)) not in {i.name for i in self._session.get_inputs()}:
             feed = {self._session.get_inputs()[0].name: next(iter(feed.values()))}
-        return dict(zip(names, self._session.run(names, dict(feed))))
+        try:
+            return dict(zip(names, self._session.run(names, dict(feed))))
+        except MemoryError:
+            raise
+        except Exception as exc:  # ONNX Runtime raises its own exception types (Fail, InvalidArgument, ...)
+            first_line = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise ArtifactError(f"{self.onnx_path}: ONNX Runtime failed to run it: {first_line}") from exc

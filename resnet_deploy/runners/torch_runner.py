@@ -19,22 +19,45 @@ class TorchRunner(BaseRunner):
         super().__init__(name or (Path(model_or_checkpoint).name if isinstance(model_or_checkpoint, (str, Path)) else None))
         self._source = model_or_checkpoint
         self._threads = threads
+        self._previous_threads: int | None = None
         self._model = None
 
     def _activate(self) -> None:
+        """Load the model; with `threads`, torch uses that many CPU threads until `deactivate()`."""
         import torch
 
-        if self._threads:
-            torch.set_num_threads(self._threads)
         if isinstance(self._source, (str, Path)):
             from resnet_deploy.checkpoint import load_checkpoint
 
             self._model, _ = load_checkpoint(self._source)
         else:
             self._model = self._source.eval()
+        if self._threads:
+            self._previous_threads = torch.get_num_threads()
+            torch.set_num_threads(self._threads)
 
     def _deactivate(self) -> None:
+        import torch
+
+        if self._previous_threads:
+            torch.set_num_threads(self._previous_threads)
+        self._previous_threads = None
         self._model = None
+
+    def bytes_per_image(self) -> int:
+        """Input plus the three largest module outputs of one image (measured with forward hooks)."""
+        import torch
+
+        sizes = []
+        hooks = [module.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel() * out.element_size()))
+                 for module in self._model.modules() if not list(module.children())]
+        try:
+            with torch.inference_mode():
+                self._model(torch.zeros((1, *self._input_metadata()[0].shape[1:])))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return self.input_bytes_per_image() + sum(sorted(sizes)[-3:])
 
     def _input_metadata(self) -> list[TensorMeta]:
         channels = self._model.config.get("in_channels", 1) if hasattr(self._model, "config") else 1

@@ -24,7 +24,6 @@ from resnet_deploy.trt.cuda import DeviceInfo, device_info, pushed
 from resnet_deploy.trt.settings import EngineSettings
 from resnet_deploy.trt.sidecar import engine_file_name, write_sidecar
 
-GRAPH_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8-qdq": "int8"}
 Log = Callable[[str], None]
 
 
@@ -116,11 +115,13 @@ def _parse(trt, builder, flags: int, onnx_path: Path, logger):
 
 def graph_precision(onnx_path: Path) -> str:
     """fp32, fp16 or int8 (Q/DQ): what a strongly typed build of this graph produces."""
-    import onnx
+    from resnet_deploy.onnx_io import graph_precision as precision_of_graph, load_onnx, precision_of
 
-    from resnet_deploy.onnx_info import precision_of
-
-    return GRAPH_PRECISION[precision_of(onnx.load(str(onnx_path), load_external_data=False))]
+    model = load_onnx(onnx_path)
+    if precision_of(model) == "int8-cpu":
+        raise ArtifactError(f"{onnx_path}: is the ONNX Runtime CPU INT8 graph (uint8 activations); TensorRT builds "
+                            "the Q/DQ graph (*.qdq.onnx)")
+    return precision_of_graph(model)
 
 
 def _check_graph(onnx_path: Path, precision: str, strongly_typed: bool, legacy: bool) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy.errors import ResnetDeployError
+from resnet_deploy.onnx_io import PRECISIONS
 from resnet_deploy.trt.compat import HARDWARE_LEVELS
 
-PRECISIONS = ("fp32", "fp16", "int8")
 HARDWARE_LEVEL_TAGS = {"ampere_plus": "hwc-ampere+", "same_compute_capability": "hwc-samecc"}
 
 

@@ -54,7 +54,7 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
                             "written when they were built")
     try:
         sidecar = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: malformed JSON: {exc}") from exc
     if not isinstance(sidecar, dict):
         raise ArtifactError(f"{path}: expected a JSON object, got {type(sidecar).__name__}")

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 from rich.table import Table
 
-from resnet_deploy.cli.common import console
+from resnet_deploy.cli.console import console
+from resnet_deploy.cli.options import json_option, width_option
 from resnet_deploy.model_options import STEMS
 
 
 @click.command()
-@click.option("--width", default=1.0, show_default=True, help="Width multiplier.")
+@width_option(1.0)
 @click.option("--stem", type=click.Choice(STEMS), default="small", show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the table as JSON.")
+@json_option(None, "Also write the table as JSON.")
 def models(width, stem, json_path) -> None:
     """List the ResNet zoo: parameters and MACs at 1x28x28 (1 channel, 10 classes).
 
@@ -24,9 +22,11 @@ def models(width, stem, json_path) -> None:
       resnet-deploy models
       resnet-deploy models --width 0.25 --json reports/models.json
     """
-    from resnet_deploy.fileio import atomic_write_json
+    from resnet_deploy.fileio import atomic_write_json, check_writable
     from resnet_deploy.models import count_macs, count_parameters, create_model, list_models
 
+    if json_path:
+        check_writable(json_path)
     rows = []
     for name in list_models():
         model = create_model(name, width=width, stem=stem)
