@@ -312,6 +312,7 @@ def test_a_failed_activation_frees_what_it_had_taken(gpu, engine):
 def test_without_tensorrt_a_runner_says_what_is_missing_in_one_line(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     monkeypatch.setitem(sys.modules, "pycuda", None)
+    (tmp_path / "x.engine").write_bytes(b"plan")
     with pytest.raises(TensorRTMissing) as missing:
         load_runner(tmp_path / "x.engine")
     message = str(missing.value)
