@@ -89,18 +89,18 @@ def serve(artifacts, name, version, max_batch_size, dynamic_batching, preferred_
     import sys
     import threading
 
-    from resnet_deploy.serve.binding import BatchingSettings, ServerSettings, TritonService
+    from resnet_deploy.serve.batching import BatchingSettings
+    from resnet_deploy.serve.binding import ServerSettings, TritonService
 
     served = _describe(artifacts, name, version)
-    batching = BatchingSettings(max_batch_size=max_batch_size, dynamic=dynamic_batching,
-                                preferred_batch_sizes=preferred_batch_sizes, max_queue_delay_us=max_queue_delay_us,
-                                instances=instances, threads=threads, raw_model=raw_model)
+    batching = BatchingSettings(max_batch_size, dynamic_batching, preferred_batch_sizes, max_queue_delay_us, instances)
     server = ServerSettings(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                             drain_timeout_s=drain_timeout, log_verbose=log_verbose, workspace=workspace)
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stop.set())
-    with TritonService(served, batching, server, progress=lambda m: console.print(m, highlight=False)) as service:
+    with TritonService(served, batching, server, threads=threads, raw_model=raw_model,
+                       progress=lambda m: console.print(m, highlight=False)) as service:
         _print_models(service)
         console.print(f"ready: HTTP {service.http_url}, gRPC {service.grpc_url}, metrics "
                       f"http://{server.client_host}:{metrics_port}/metrics (SIGTERM or Ctrl-C drains and stops)",
@@ -110,7 +110,8 @@ def serve(artifacts, name, version, max_batch_size, dynamic_batching, preferred_
         console.print(f"draining in-flight requests (up to {drain_timeout} s)", highlight=False)
         service.stop()
         served_counts = {model.name: model.served() for model in service.models}
-    summary = ", ".join(f"{name} {requests} requests / {images} images" for name, (requests, images) in served_counts.items())
+    summary = ", ".join(f"{model} {requests} requests / {images} images"
+                        for model, (requests, images) in served_counts.items())
     console.print(f"stopped after a {service.drain_seconds:.1f} s drain; served {summary}", highlight=False)
 
 
@@ -122,10 +123,9 @@ def _print_models(service) -> None:
     batching = (f"dynamic, delay {b.max_queue_delay_us} us" + (f", preferred {list(b.preferred_batch_sizes)}"
                                                                  if b.preferred_batch_sizes else "")) if b.dynamic else "off"
     for model in service.models:
-        dims = model.artifact.input_dims[1:] if model.raw_pixels else model.artifact.input_dims
         dtype = "UINT8" if model.raw_pixels else "FP32"
         warm = ", ".join(f"b{size} {s * 1000:.1f}" for size, s in model.warm_up_s.items())
-        table.add_row(model.name, str(model.artifact.version), f"{model.input_name} {dtype} {[-1, *dims]}",
+        table.add_row(model.name, str(model.artifact.version), f"{model.input_name} {dtype} {[-1, *model.input_dims]}",
                       f"logits [-1,{model.artifact.num_classes}], class_id", str(model.max_batch_size), batching,
                       str(len(model.instances)), warm)
     console.print(table)
@@ -304,6 +304,7 @@ def triton_repo(artifacts, out_dir, check_dir, name, version, max_batch_size, dy
           nvcr.io/nvidia/tritonserver:24.08-py3 tritonserver --model-repository=/models
     """
     from resnet_deploy.errors import ResnetDeployError
+    from resnet_deploy.serve.batching import BatchingSettings
     from resnet_deploy.serve.environment import require_serve_extra
     from resnet_deploy.serve.releases import SOURCE, TENSORRT_BY_RELEASE
     from resnet_deploy.serve.repository import RepositorySettings, validate_repository, write_repository
@@ -313,11 +314,9 @@ def triton_repo(artifacts, out_dir, check_dir, name, version, max_batch_size, dy
         raise ResnetDeployError(f"--triton-release {triton_release}: not in the table of releases "
                                 f"({min(TENSORRT_BY_RELEASE)}-{max(TENSORRT_BY_RELEASE)}, from {SOURCE}); "
                                 "pass --container-tensorrt instead")
-    settings = RepositorySettings(max_batch_size=max_batch_size, dynamic=dynamic_batching,
-                                  preferred_batch_sizes=preferred_batch_sizes, max_queue_delay_us=max_queue_delay_us,
-                                  instances=instances, onnx_on_gpu=onnx_on_gpu,
-                                  container_tensorrt=container_tensorrt or TENSORRT_BY_RELEASE.get(triton_release),
-                                  target_compute_capability=target_cc)
+    batching = BatchingSettings(max_batch_size, dynamic_batching, preferred_batch_sizes, max_queue_delay_us, instances)
+    settings = RepositorySettings(batching, onnx_on_gpu=onnx_on_gpu, target_compute_capability=target_cc,
+                                  container_tensorrt=container_tensorrt or TENSORRT_BY_RELEASE.get(triton_release))
     if check_dir is not None:
         if artifacts or out_dir:
             raise click.UsageError("--check takes no artifacts and no --out")

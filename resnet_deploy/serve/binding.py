@@ -14,7 +14,6 @@ connections while it waits, and stays "ready" on gRPC). The runners are released
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import socket
 import threading
@@ -27,32 +26,15 @@ import numpy as np
 
 from resnet_deploy.errors import ArtifactError, ResnetDeployError
 from resnet_deploy.serve.artifact import ServedArtifact
-from resnet_deploy.serve.inference import CLASS_ID, IMAGES, LOGITS, PIXELS, InstanceCallable
+from resnet_deploy.serve.batching import BatchingSettings
+from resnet_deploy.serve.inference import CLASS_ID, LOGITS, InstanceCallable
 
 # PyTriton waits 30 s for Triton to exit before it kills it; a longer drain could not finish.
 MAX_DRAIN_TIMEOUT_S = 25
 # Endpoints that need PyTriton's access token: everything that changes the server. Statistics stay open
 # for `loadtest` and monitoring; health, metadata, config and inference are always open.
 RESTRICTED_ENDPOINTS = ("shared-memory", "model-repository", "trace", "logging")
-
-
-@dataclass(frozen=True)
-class BatchingSettings:
-    """How each model batches and how many copies of it run."""
-
-    max_batch_size: int | None = None
-    dynamic: bool = True
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_delay_us: int = 100
-    instances: int = 1
-    threads: int = 0
-    raw_model: bool = True
-
-    def __post_init__(self):
-        if self.instances < 1:
-            raise ResnetDeployError(f"--instances must be >= 1, got {self.instances}")
-        if self.max_queue_delay_us < 0:
-            raise ResnetDeployError(f"--max-queue-delay-us must be >= 0, got {self.max_queue_delay_us}")
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 
 
 @dataclass(frozen=True)
@@ -104,7 +86,15 @@ class BoundModel:
 
     @property
     def input_name(self) -> str:
-        return PIXELS if self.raw_pixels else IMAGES
+        return self.instances[0].input_name
+
+    @property
+    def input_dims(self) -> tuple[int, ...]:
+        return self.instances[0].input_dims
+
+    @property
+    def input_dtype(self) -> type:
+        return self.instances[0].input_dtype
 
     def served(self) -> tuple[int, int]:
         """(requests, images) answered so far by all instances."""
@@ -115,14 +105,20 @@ class TritonService:
     """A running Triton server with the artifacts bound; a context manager that drains on exit."""
 
     def __init__(self, artifacts: list[ServedArtifact], batching: BatchingSettings = BatchingSettings(),
-                 server: ServerSettings = ServerSettings(), progress: Callable[[str], None] = lambda _: None):
-        names = [a.name for a in artifacts] + [f"{a.name}-raw" for a in artifacts if batching.raw_model]
+                 server: ServerSettings = ServerSettings(), threads: int = 0, raw_model: bool = True,
+                 progress: Callable[[str], None] = lambda _: None):
+        """`threads`: ONNX Runtime intra-op threads per instance (0: its default); `raw_model`: also
+        serve NAME-raw for uint8 pixels."""
+        names = [a.name for a in artifacts] + [f"{a.name}-raw" for a in artifacts if raw_model]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ResnetDeployError(f"two artifacts would serve the same model name {duplicates[0]!r}; pass --name")
+        self.model_names = names
         self.artifacts = artifacts
         self.batching = batching
         self.server = server
+        self.threads = threads
+        self.raw_model = raw_model
         self.progress = progress
         self.models: list[BoundModel] = []
         self.drain_seconds: float | None = None
@@ -145,13 +141,17 @@ class TritonService:
         from resnet_deploy.serve.environment import put_python_library_first, require_serve_extra
 
         require_serve_extra()
-        self.server.check_ports_free()
-        put_python_library_first()
         for artifact in self.artifacts:
-            max_batch = artifact.max_batch_size(self.batching.max_batch_size)
-            for raw in (False, True) if self.batching.raw_model else (False,):
+            if artifact.is_engine:
+                _require_tensorrt(artifact)
+        max_batches = [artifact.max_batch_size(self.batching.max_batch_size) for artifact in self.artifacts]
+        self.server.check_ports_free()
+        workspace = self._workspace()
+        put_python_library_first()
+        for artifact, max_batch in zip(self.artifacts, max_batches):
+            for raw in (False, True) if self.raw_model else (False,):
                 self.models.append(self._bind_model(artifact, raw, max_batch))
-        self._triton = self._start_triton()
+        self._triton = self._start_triton(workspace)
         self._stack.callback(self._stop_triton)
         for model in self.models:
             self._self_check(model)
@@ -186,7 +186,7 @@ class TritonService:
             instances.append(InstanceCallable(runner, artifact, raw_pixels=raw))
         model = BoundModel(name, artifact, raw, max_batch, instances)
         for instance in instances:
-            for size, seconds in instance.warm_up(max_batch).seconds.items():
+            for size, seconds in instance.warm_up(max_batch).items():
                 model.warm_up_s[size] = max(seconds, model.warm_up_s.get(size, 0.0))
         timings = ", ".join(f"batch {size} {s * 1000:.1f} ms" for size, s in model.warm_up_s.items())
         self.progress(f"{name}: warm-up inference done on every instance ({timings})")
@@ -196,11 +196,10 @@ class TritonService:
         from resnet_deploy.runners import load_runner
 
         if artifact.is_engine:
-            _require_tensorrt(artifact)
             return load_runner(artifact.path, "tensorrt")
-        return load_runner(artifact.path, "onnxruntime", intra_op_threads=self.batching.threads or None)
+        return load_runner(artifact.path, "onnxruntime", intra_op_threads=self.threads or None)
 
-    def _start_triton(self):
+    def _start_triton(self, workspace: Path):
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
@@ -209,19 +208,14 @@ class TritonService:
                               http_port=s.http_port, grpc_port=s.grpc_port, metrics_port=s.metrics_port,
                               exit_timeout_secs=s.drain_timeout_s, log_verbose=s.log_verbose,
                               allow_gpu_metrics=any(a.is_engine for a in self.artifacts))
-        workspace = None
-        if s.workspace:  # PyTriton refuses an existing folder: make a fresh one inside the given one
-            workspace = Path(s.workspace) / f"pytriton-{os.getpid()}-{secrets.token_hex(4)}"
         triton = Triton(config=config, workspace=workspace,
                         security_config=TritonSecurityConfig(restricted_endpoints=list(RESTRICTED_ENDPOINTS)))
         b = self.batching
         batcher = DynamicBatcher(max_queue_delay_microseconds=b.max_queue_delay_us,
                                  preferred_batch_size=list(b.preferred_batch_sizes) or None) if b.dynamic else None
         for model in self.models:
-            dims, dtype = ((model.artifact.input_dims[1:], np.uint8) if model.raw_pixels
-                           else (model.artifact.input_dims, np.float32))
             triton.bind(model_name=model.name, infer_func=model.instances, model_version=model.artifact.version,
-                        inputs=[Tensor(name=model.input_name, dtype=dtype, shape=dims)],
+                        inputs=[Tensor(name=model.input_name, dtype=model.input_dtype, shape=model.input_dims)],
                         outputs=[Tensor(name=LOGITS, dtype=np.float32, shape=(model.artifact.num_classes,)),
                                  Tensor(name=CLASS_ID, dtype=np.int64, shape=(1,))],
                         config=ModelConfig(max_batch_size=model.max_batch_size, batcher=batcher), strict=True)
@@ -234,6 +228,19 @@ class TritonService:
             raise ResnetDeployError(f"Triton did not start ({type(exc).__name__}: {exc}); are ports "
                                     f"{s.http_port}/{s.grpc_port}/{s.metrics_port} free?") from exc
         return triton
+
+    def _workspace(self) -> Path:
+        """A fresh folder for PyTriton (it refuses an existing one) whose Unix socket paths fit the kernel's
+        108-byte limit; PyTriton names them `<model>_0_<instance>-server.sock`, and a path too long makes
+        a model fail to load with a bare EOFError."""
+        from pytriton.constants import PYTRITON_HOME
+
+        workspace = Path(self.server.workspace or PYTRITON_HOME).resolve() / f"ws-{secrets.token_hex(3)}"
+        longest = max(map(len, self.model_names)) + len(f"_0_{self.batching.instances - 1}-server.sock")
+        if len(str(workspace)) + 1 + longest > MAX_SOCKET_PATH:
+            raise ResnetDeployError(f"PyTriton's socket paths in {workspace} would exceed {MAX_SOCKET_PATH} characters "
+                                    "with these model names; pass a shorter --name or --workspace")
+        return workspace
 
     def _stop_triton(self) -> None:
         import tritonclient.http as http
@@ -254,8 +261,7 @@ class TritonService:
         """One request through HTTP must come back with the local answer before we call the model ready."""
         from resnet_deploy.serve.client import Endpoint, ModelClient
 
-        shape = (1, *model.artifact.input_dims[1:]) if model.raw_pixels else (1, *model.artifact.input_dims)
-        batch = np.full(shape, 128 if model.raw_pixels else 0.5, np.uint8 if model.raw_pixels else np.float32)
+        batch = np.full((1, *model.input_dims), 128 if model.raw_pixels else 0.5, model.input_dtype)
         expected, _ = model.instances[0].infer_batch(batch)
         with ModelClient(Endpoint("http", f"{self.server.client_host}:{self.server.http_port}"), model.name) as client:
             logits = client.infer(client.io(), batch)[LOGITS]

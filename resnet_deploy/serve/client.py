@@ -137,6 +137,9 @@ class ModelClient:
 
 
 def error_message(exc: Exception) -> str:
-    """The first line of a tritonclient or connection error."""
+    """The status and first line of a tritonclient error (or the first line of any other)."""
     message = getattr(exc, "message", None)
-    return (message() if callable(message) else str(exc)).strip().splitlines()[0]
+    text = (message() if callable(message) else str(exc)).strip()
+    status = exc.status() if callable(getattr(exc, "status", None)) else None
+    first_line = text.splitlines()[0] if text else type(exc).__name__
+    return f"[{status}] {first_line}" if status and str(status) not in first_line else first_line

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -29,13 +28,6 @@ class InvalidInput(ResnetDeployError):
     """A request's values cannot be served (NaN or infinite pixels)."""
 
 
-@dataclass(frozen=True)
-class WarmUp:
-    """Seconds the first inferences took, per batch size."""
-
-    seconds: dict[int, float]
-
-
 class InstanceCallable:
     """`requests -> responses` for one Triton model instance over one active runner.
 
@@ -49,6 +41,8 @@ class InstanceCallable:
         self.artifact = artifact
         self.raw_pixels = raw_pixels
         self.input_name = PIXELS if raw_pixels else IMAGES
+        self.input_dims = artifact.input_dims[1:] if raw_pixels else artifact.input_dims  # without the batch axis
+        self.input_dtype = np.uint8 if raw_pixels else np.float32
         self.requests_served = 0
         self.images_served = 0
         self._lock = threading.Lock()
@@ -77,19 +71,19 @@ class InstanceCallable:
         logits = np.asarray(outputs[self.artifact.output_name], dtype=np.float32)
         return logits, logits.argmax(axis=1).astype(np.int64)[:, None]
 
-    def warm_up(self, max_batch_size: int) -> WarmUp:
-        """Run batch 1 and the max batch once so the first client request pays no first-run cost."""
+    def warm_up(self, max_batch_size: int) -> dict[int, float]:
+        """Run batch 1 and the max batch once so the first client request pays no first-run cost;
+        seconds per batch size."""
         seconds = {}
         for size in sorted({1, max_batch_size}):
-            shape = (size, *self.artifact.input_dims[1:]) if self.raw_pixels else (size, *self.artifact.input_dims)
-            batch = np.zeros(shape, np.uint8 if self.raw_pixels else np.float32)
+            batch = np.zeros((size, *self.input_dims), self.input_dtype)
             start = time.perf_counter()
             logits, _ = self.infer_batch(batch)
             seconds[size] = time.perf_counter() - start
             if logits.shape != (size, self.artifact.num_classes):
                 raise ResnetDeployError(f"{self.artifact.path}: warm-up batch {size} gave logits {logits.shape}, "
                                         f"expected {(size, self.artifact.num_classes)}")
-        return WarmUp(seconds)
+        return seconds
 
 
 def _refuse_non_finite(arrays: Sequence[np.ndarray]) -> None:

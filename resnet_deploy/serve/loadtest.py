@@ -19,6 +19,7 @@ import numpy as np
 from resnet_deploy.serve.client import STAT_PHASES, Endpoint, ModelClient, ModelIO, error_message
 
 PERCENTILES = (50, 90, 95, 99)
+ERROR_PAUSE_S = 0.01  # after a failed request, so a dead server is not hammered by a spinning client
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,10 @@ def run_load(endpoint: Endpoint, stats_endpoint: Endpoint, io: ModelIO, inputs: 
             while not stop.is_set() and time.perf_counter() < clock["end"]:
                 batch = _take(inputs, cursor, settings.batch_size)
                 cursor += settings.concurrency * settings.batch_size
-                records[index].append(_timed(client, io, batch))
+                record = _timed(client, io, batch)
+                records[index].append(record)
+                if record.error is not None:
+                    time.sleep(ERROR_PAUSE_S)
 
     clock["end"] = float("inf")
     threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(settings.concurrency)]

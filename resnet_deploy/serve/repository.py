@@ -19,6 +19,7 @@ from typing import Any
 
 from resnet_deploy.errors import ArtifactError, ResnetDeployError
 from resnet_deploy.serve.artifact import ServedArtifact, describe_artifact
+from resnet_deploy.serve.batching import BatchingSettings
 
 LABELS_FILE = "labels.txt"
 PROVENANCE_FILE = "provenance.json"
@@ -32,11 +33,7 @@ ORT_TENSORRT_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8-qdq": "INT8"}
 class RepositorySettings:
     """Batching, instances and placement for every model, and the target the plans must match."""
 
-    max_batch_size: int | None = None
-    dynamic: bool = True
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_delay_us: int = 100
-    instances: int = 1
+    batching: BatchingSettings = BatchingSettings()
     onnx_on_gpu: bool = False
     container_tensorrt: str | None = None
     target_compute_capability: str | None = None
@@ -47,18 +44,19 @@ def build_config(artifact: ServedArtifact, settings: RepositorySettings):
     from tritonclient.grpc import model_config_pb2 as pb
 
     platform, file_name = PLATFORMS[artifact.backend]
+    batching = settings.batching
     config = pb.ModelConfig(name=artifact.name, platform=platform, default_model_filename=file_name,
-                            max_batch_size=artifact.max_batch_size(settings.max_batch_size))
+                            max_batch_size=artifact.max_batch_size(batching.max_batch_size))
     config.version_policy.specific.versions.append(artifact.version)
     config.input.add(name=artifact.input_name, data_type=_triton_type(artifact, artifact.input_dtype),
                      dims=list(artifact.input_dims))
     config.output.add(name=artifact.output_name, data_type=pb.TYPE_FP32, dims=list(artifact.output_dims),
                       label_filename=LABELS_FILE)
-    if settings.dynamic:
-        config.dynamic_batching.max_queue_delay_microseconds = settings.max_queue_delay_us
-        config.dynamic_batching.preferred_batch_size.extend(settings.preferred_batch_sizes)
+    if batching.dynamic:
+        config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
+        config.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
     on_gpu = artifact.is_engine or settings.onnx_on_gpu
-    config.instance_group.add(count=settings.instances,
+    config.instance_group.add(count=batching.instances,
                               kind=pb.ModelInstanceGroup.KIND_GPU if on_gpu else pb.ModelInstanceGroup.KIND_CPU)
     if on_gpu and not artifact.is_engine:
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
@@ -191,7 +189,7 @@ def _validate_model(folder: Path, settings: RepositorySettings) -> dict[str, Any
     if not model_file.is_file():
         raise ArtifactError(f"{config_path}: model file {model_file} is missing")
     artifact = describe_artifact(model_file, config.name, versions[0])
-    expected = build_config(artifact, RepositorySettings(max_batch_size=config.max_batch_size))
+    expected = build_config(artifact, RepositorySettings(BatchingSettings(max_batch_size=config.max_batch_size)))
     for field in ("input", "output"):
         got, want = (", ".join(f"{t.name} {pb.DataType.Name(t.data_type)[5:]} {list(t.dims)}" for t in getattr(c, field))
                      for c in (config, expected))
