@@ -137,7 +137,8 @@ def test_engine_without_tensorrt_exits_2_before_starting(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", str(engine), "--host", "127.0.0.1", "--workspace", str(tmp_path / "ws")])
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "needs TensorRT and pycuda" in err and len(err.strip().splitlines()) <= 2
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert "needs TensorRT and pycuda" in " ".join(err.split())  # the console wraps long lines
 
 
 def test_busy_port_exits_2_naming_it(untrained_onnx, tmp_path, capsys):
