@@ -46,15 +46,17 @@ delay_option = click.option("--max-queue-delay-us", default=100, show_default=Tr
 instances_option = click.option("--instances", default=1, show_default=True, help="Model instances (copies) per model.")
 
 
+def model_options(command):
+    """The options `serve` and `triton-repo` share: name, version, batch limit, batching and instances."""
+    for option in reversed((name_option, version_option, max_batch_option, dynamic_option, preferred_option,
+                            delay_option, instances_option)):
+        command = option(command)
+    return command
+
+
 @click.command()
 @artifacts_argument
-@name_option
-@version_option
-@max_batch_option
-@dynamic_option
-@preferred_option
-@delay_option
-@instances_option
+@model_options
 @click.option("--threads", default=0, help="ONNX Runtime intra-op threads per instance (0: its default).")
 @click.option("--raw-model/--no-raw-model", default=True, show_default=True,
               help="Also serve NAME-raw: uint8 pixels [-1,28,28] in, normalized on the server.")
@@ -272,13 +274,7 @@ def _print_loadtest(report: dict) -> None:
               help="Model repository folder to write (models are added beside those already there).")
 @click.option("--check", "check_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Only validate an existing repository (every config.pbtxt) and exit.")
-@name_option
-@version_option
-@max_batch_option
-@dynamic_option
-@preferred_option
-@delay_option
-@instances_option
+@model_options
 @click.option("--onnx-on-gpu", is_flag=True, help="ONNX instances on the GPU with ONNX Runtime's TensorRT "
               "accelerator (precision from the graph: FP32, FP16 or INT8 Q/DQ); default KIND_CPU.")
 @click.option("--triton-release", default=None, help="Target NGC release (YY.MM): plans must carry its TensorRT.")
