@@ -75,8 +75,8 @@ def run_load(endpoint: Endpoint, stats_endpoint: Endpoint, io: ModelIO, inputs: 
     begin = time.perf_counter()
     clock["end"] = begin + settings.warmup_s + settings.duration_s
     stop.wait(settings.warmup_s)
+    before = _statistics(stats_endpoint, io.model)  # first, so every measured request falls after it
     measured_from = time.perf_counter()
-    before = _statistics(stats_endpoint, io.model)
     for thread in threads:
         thread.join()
     window = max(time.perf_counter() - measured_from, 1e-9)
