@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak-s", type=float, default=60.0, help="the long load's seconds")
     parser.add_argument("--soak-concurrency", type=int, default=8)
     parser.add_argument("--max-batch-size", type=int, default=64)
-    parser.add_argument("--max-queue-delay-us", type=int, default=500)
+    parser.add_argument("--max-queue-delay-us", type=int, default=100, help="serve's default")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per server instance")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
