@@ -4,6 +4,7 @@ leaves every request counted and a restart on the same ports serves again; refus
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -105,6 +106,7 @@ def test_killed_mid_load_every_request_counted_and_a_restart_serves(trained_onnx
     runner.start()
     time.sleep(1.5)
     server.kill()
+    assert not any(name.startswith(f"pytrtion{server.process.pid}-") for name in os.listdir("/dev/shm"))
     runner.join(60)
     assert not runner.is_alive()
     assert result["sent"] == result["answered"] + result["failed"]

@@ -21,6 +21,7 @@ from typing import Sequence
 from resnet_deploy.errors import ResnetDeployError
 
 READY_PREFIX = "ready:"
+SHARED_MEMORY = Path("/dev/shm")
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -35,6 +36,10 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
+def _shared_memory() -> set[str]:
+    return set(os.listdir(SHARED_MEMORY)) if SHARED_MEMORY.is_dir() else set()
+
+
 class ServeProcess:
     """`resnet-deploy serve ARTIFACTS --host 127.0.0.1 ...` with its output kept in `lines`."""
 
@@ -47,6 +52,7 @@ class ServeProcess:
                         "--metrics-port", str(self.metrics_port), "--workspace", str(workspace), *options]
         self.lines: list[str] = []
         self.process: subprocess.Popen | None = None
+        self._shared_memory_before: set[str] = set()
 
     @property
     def http_url(self) -> str:
@@ -63,6 +69,7 @@ class ServeProcess:
     def start(self, timeout_s: float = 180) -> "ServeProcess":
         """Start and wait for the `ready:` line; on exit or timeout, kill it and raise with its output."""
         self.lines = []
+        self._shared_memory_before = _shared_memory()
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         threading.Thread(target=self._collect, args=(self.process,), daemon=True).start()
@@ -89,7 +96,9 @@ class ServeProcess:
             raise ResnetDeployError(f"serve did not exit {timeout_s} s after SIGTERM:\n{self.output[-4000:]}")
 
     def kill(self) -> None:
-        """SIGKILL the server's whole process group."""
+        """SIGKILL the server's whole process group, then remove the shared memory it can no longer unlink:
+        PyTriton's `psm_*` blocks and the Python backend's `pytrtion<pid>-*` region that appeared since
+        `start()` (a `psm_*` block another program made meanwhile would go too)."""
         if self.process is None:
             return
         try:
@@ -97,6 +106,9 @@ class ServeProcess:
         except ProcessLookupError:
             pass
         self.process.wait(30)
+        for name in _shared_memory() - self._shared_memory_before:
+            if name.startswith(("psm_", f"pytrtion{self.process.pid}-")):
+                (SHARED_MEMORY / name).unlink(missing_ok=True)
 
     def stop(self) -> None:
         """Drain and stop if still running."""
