@@ -56,3 +56,26 @@ def _save(fig, path: Path, atomic_path, plt) -> Path:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_loadtest(runs: list[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
+    """Throughput vs p99 latency, one line per protocol, points labelled with their concurrency; None
+    without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    from resnet_deploy.fileio import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for protocol in dict.fromkeys(run["protocol"] for run in runs):
+        points = [(r["images_per_s"], r["latency_ms"]["p99"], r["concurrency"]) for r in runs
+                  if r["protocol"] == protocol and r["latency_ms"]["p99"] is not None]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=protocol)
+        for x, y, concurrency in points:
+            ax.annotate(f"c{concurrency}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("throughput (images/s)")
+    ax.set_ylabel("p99 latency (ms)")
+    ax.set_title(title or "closed-loop load: throughput vs p99 latency", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, Path(path), atomic_path, plt)

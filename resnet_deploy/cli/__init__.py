@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "infer",
     "bench",
     "bundle",
+    "serve",
 )
 _settings = {"debug": False}
 

@@ -1,0 +1,55 @@
+"""Load-test bookkeeping and endpoint parsing, without a server: every request counted, percentiles,
+server-side deltas from Triton's statistics."""
+
+from __future__ import annotations
+
+import pytest
+
+from resnet_deploy.errors import ResnetDeployError
+from resnet_deploy.serve.client import Endpoint
+from resnet_deploy.serve.loadtest import LoadSettings, Record, summarize
+
+
+@pytest.mark.parametrize("url, protocol, expected", [
+    ("localhost:8000", None, Endpoint("http", "localhost:8000")),
+    ("http://10.0.0.5:9000/", None, Endpoint("http", "10.0.0.5:9000")),
+    ("grpc://host", None, Endpoint("grpc", "host:8001")),
+    ("host", "grpc", Endpoint("grpc", "host:8001")),
+])
+def test_endpoint_parse(url, protocol, expected):
+    assert Endpoint.parse(url, protocol) == expected
+
+
+@pytest.mark.parametrize("url", ["ftp://host:1", "host:port", "://:8000"])
+def test_endpoint_parse_refuses_bad_urls(url):
+    with pytest.raises(ResnetDeployError):
+        Endpoint.parse(url)
+
+
+def test_sibling_follows_tritons_port_layout():
+    assert Endpoint("http", "h:18000").sibling("grpc") == Endpoint("grpc", "h:18001")
+    assert Endpoint("grpc", "h:18001").sibling("http") == Endpoint("http", "h:18000")
+
+
+def _stats(success, executions, inferences, queue_ns, infer_ns):
+    return {"success_count": success, "fail_count": 0, "execution_count": executions, "inference_count": inferences,
+            "queue_ns": queue_ns, "compute_input_ns": 0, "compute_infer_ns": infer_ns, "compute_output_ns": 0}
+
+
+def test_summary_counts_every_request_and_reads_server_deltas():
+    records = [Record(0.0, 0.001 * (i + 1), None) for i in range(98)]
+    records += [Record(0.0, 0.5, "connection refused"), Record(0.0, 0.4, "connection refused")]
+    summary = summarize(records, 2.0, LoadSettings(4, batch_size=2),
+                        _stats(10, 5, 10, 0, 0), _stats(108, 30, 108, 98_000_000, 196_000_000))
+    assert (summary["sent"], summary["answered"], summary["failed"]) == (100, 98, 2)
+    assert summary["errors"] == {"connection refused": 2}
+    assert summary["requests_per_s"] == 49 and summary["images_per_s"] == 98
+    assert summary["latency_ms"]["p50"] == pytest.approx(49.5) and summary["latency_ms"]["max"] == pytest.approx(98)
+    assert summary["server"]["avg_batch"] == pytest.approx(98 / 25)
+    assert summary["server"]["queue_ms"] == pytest.approx(1.0) and summary["server"]["compute_infer_ms"] == pytest.approx(2.0)
+
+
+def test_summary_without_server_statistics_or_answers():
+    summary = summarize([Record(0.0, 0.1, "UNAVAILABLE")], 1.0, LoadSettings(1), None, None)
+    assert summary["answered"] == 0 and summary["failed"] == 1 and "server" not in summary
+    assert summary["latency_ms"]["p99"] is None
