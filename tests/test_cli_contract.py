@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
+
 
 from resnet_deploy import fileio
 from resnet_deploy.checkpoint import meta_path, save_checkpoint

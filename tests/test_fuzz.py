@@ -10,6 +10,9 @@ import struct
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("torch")
+
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from resnet_deploy import bench, checkpoint, data, parity, stages
