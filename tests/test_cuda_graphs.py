@@ -16,30 +16,11 @@ import pytest
 from resnet_deploy import data
 from resnet_deploy.runners import load_runner
 from resnet_deploy.trt import cuda, cudagraph
-from resnet_deploy.trt.builder import build_engine
-from resnet_deploy.trt.settings import EngineSettings
-from tests import fakes
+from tests.fake_engines import engine, gpu, graphs  # noqa: F401 (fixtures)
 from tests.fakes import fake_pycuda
-from tests.fakes.graphs import tiny_graphs
 
 pytestmark = pytest.mark.runtime
 SHAPES = [8, 3, 8, 3, 1, 8]
-
-
-@pytest.fixture(scope="module")
-def graphs(tmp_path_factory):
-    return tiny_graphs(tmp_path_factory.mktemp("graphs"))
-
-
-@pytest.fixture(params=["10.3", "11.4"])
-def gpu(monkeypatch, request):
-    return fakes.install(monkeypatch, request.param)
-
-
-@pytest.fixture
-def engine(gpu, graphs, tmp_path):
-    settings = EngineSettings(precision="fp32", opt_batch=8, max_batch=16)
-    return build_engine(graphs["fp32"], settings, tmp_path, log=lambda _: None).engine_path
 
 
 @pytest.fixture(scope="module")
