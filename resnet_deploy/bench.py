@@ -74,7 +74,8 @@ def compare(runners: Mapping[str, BaseRunner], images: np.ndarray, batch_sizes: 
     """Benchmark every runner at every batch size, interleaved in `rounds` (A B A B ...).
 
     Each runner gets at least `min_iterations` and `min_duration_s` of timed inferences per batch
-    size after `warmup_s` of warm-up. Runners must be active.
+    size after `warmup_s` of warm-up (at least one inference: it sets up per-shape state such as a
+    CUDA graph). Runners must be active.
     """
     labels = list(runners)
     reference = reference or labels[0]
@@ -85,6 +86,7 @@ def compare(runners: Mapping[str, BaseRunner], images: np.ndarray, batch_sizes: 
         feeds = {label: _feed(runner, images, batch_size) for label, runner in runners.items()}
         for label, runner in runners.items():
             deadline = clock() + warmup_s
+            runner.infer(feeds[label])
             while clock() < deadline:
                 runner.infer(feeds[label])
         times = {label: [] for label in labels}
@@ -193,7 +195,10 @@ def _gpu() -> str | None:
 
 
 def fingerprint() -> dict[str, Any]:
-    """What the numbers depend on: CPU, cores, GPU, OS, Python and runtime versions."""
+    """What the numbers depend on: CPU, cores, GPU, OS, Python and runtime versions; on a Jetson also the
+    L4T release (JetPack), nvpmodel power mode and clocks (`jetson.fingerprint`)."""
+    from resnet_deploy import jetson
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -209,12 +214,19 @@ def fingerprint() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             continue
     return {"cpu": cpu, "cores": os.cpu_count(), "gpu": _gpu(), "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(), "versions": versions}
+            "python": platform.python_version(), "versions": versions, **jetson.fingerprint()}
 
 
 def same_machine(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Absolute times are comparable only with the same CPU, core count, GPU and runtime versions."""
-    return all(a.get(key) == b.get(key) for key in MACHINE_KEYS)
+    """Absolute times are comparable only with the same CPU, core count, GPU and runtime versions; on a
+    Jetson also the same board, L4T and power mode, with the clocks locked in both runs (unlocked clocks
+    follow the load, so their times vary run to run)."""
+    from resnet_deploy import jetson
+
+    boards = jetson.comparable(a), jetson.comparable(b)
+    if any(board is not None and not board["clocks_locked"] for board in boards):
+        return False
+    return boards[0] == boards[1] and all(a.get(key) == b.get(key) for key in MACHINE_KEYS)
 
 
 def make_baseline(report: Mapping[str, Any]) -> dict[str, Any]:

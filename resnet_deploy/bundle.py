@@ -200,6 +200,27 @@ def open_bundle(path: str | Path) -> Bundle:
     return extract_bundle(path) if path.is_file() and path.name.endswith(".tar.gz") else verify_bundle(path)
 
 
+def class_names_for(artifact: str | Path) -> tuple[list[str], str]:
+    """(class names, where they came from) for an artifact: those of the bundle it lies in, or (an engine that
+    `build --bundle` made) was built from; else Fashion-MNIST's."""
+    from resnet_deploy import data
+    from resnet_deploy.fileio import read_json
+
+    artifact = Path(artifact)
+    sidecar = artifact.with_suffix(".json")
+    if artifact.suffix in (".engine", ".plan") and sidecar.is_file():
+        recorded = read_json(sidecar, "engine sidecar")
+        if isinstance(recorded, dict) and recorded.get("class_names"):
+            return list(recorded["class_names"]), f"bundle {recorded.get('bundle', {}).get('folder', '?')}"
+    for folder in artifact.resolve().parents:
+        if (folder / MANIFEST).is_file():
+            try:
+                return list(read_manifest(folder)["class_names"]), f"bundle {folder}"
+            except (ArtifactError, KeyError, TypeError):
+                continue  # another tool's manifest.json
+    return list(data.CLASS_NAMES), "Fashion-MNIST"
+
+
 def bundle_parity(bundle: Bundle, report_path: str | Path, *, max_drop_pp: float = 0.5, limit: int = 0,
                   data_dir: str | Path | None = None) -> dict[str, Any]:
     """Parity of the bundle's FP16 and INT8 graphs against its FP32 graph on ONNX Runtime (test split), with
@@ -362,13 +383,22 @@ train-split images, cache `{manifest['calibration']['cache_header']}`.
 ## 3. Check the bundle and build the engine on the board
 
     resnet-deploy verify-bundle ~/{name}.tar.gz --parity   # safe unpack to ~/{name}, manifest, ONNX Runtime parity
-    resnet-deploy build --bundle ~/{name} --precision int8   # verify, build the TensorRT engine here, engine parity
+    resnet-deploy build --bundle ~/{name} --precision int8   # verify, parity, build the TensorRT engine here, engine parity
 
-`--precision fp16` and `fp32` build from the other graphs. The Fashion-MNIST test split comes from
-`--data-dir` / `$RESNET_DEPLOY_DATA`, or is downloaded and MD5-checked into `~/.cache/resnet-deploy`.
-Lock the clocks before measuring latency: `sudo nvpmodel -m 0 && sudo jetson_clocks`.
+`--precision fp16` and `fp32` build from the other graphs; `--legacy-calibrator` builds INT8 from the FP32
+graph and the calibration cache instead. Engines go to `./engines`, reports to `./reports` (never into
+the bundle). The Fashion-MNIST test split comes from `--data-dir` / `$RESNET_DEPLOY_DATA`, or is
+downloaded and MD5-checked into `~/.cache/resnet-deploy`.
 
-## 4. DeepStream {manifest['deepstream_version']} (optional)
+## 4. Classify your photos and measure latency
+
+    resnet-deploy infer engines/{stem}.int8-*.engine ~/photos/ --top-k 3    # PNG/JPEG files or folders; table + reports/infer.json
+    sudo nvpmodel -m 0 && sudo jetson_clocks                                   # lock the clocks first
+    resnet-deploy bench engines/{stem}.int8-*.engine --batch-sizes 1,8 --cuda-graph
+
+`bench` records the L4T release, power mode and clocks, and warns when the clocks are not locked.
+
+## 5. DeepStream {manifest['deepstream_version']} (optional)
 
 `deepstream/config_infer_{stem}_<fp32|fp16|int8>.txt` configure `nvinfer` as a primary classifier on
 the full frame (gray, net-scale-factor {ds['deepstream']['net-scale-factor']:.9g}, offsets {ds['deepstream']['offsets']:.9g}).

@@ -1,4 +1,4 @@
-"""Top-1, per-class accuracy and the confusion matrix on the 10k test split."""
+"""Top-1, per-class accuracy and the confusion matrix on the 10k test split; top-k predictions."""
 
 from __future__ import annotations
 
@@ -6,6 +6,20 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities of float logits (N, classes), computed stably."""
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    return shifted / shifted.sum(1, keepdims=True)
+
+
+def top_k(logits: np.ndarray, class_names: Sequence[str], k: int) -> list[list[dict[str, Any]]]:
+    """Per image, the `k` most probable classes: index, name and probability, most probable first."""
+    probabilities = softmax(logits.astype(np.float64))
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return [[{"index": int(c), "class": class_names[c], "probability": float(p[c])} for c in row]
+            for row, p in zip(order, probabilities)]
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:

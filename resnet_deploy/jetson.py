@@ -132,14 +132,28 @@ def is_jetson(root: Path) -> bool:
     return (root / L4T_RELEASE).is_file() or "jetson" in (_read(root, DEVICE_TREE_MODEL) or "").lower()
 
 
-def fingerprint(root: str | Path = "/") -> dict[str, Any]:
-    """`{"jetson": {...}}` to merge into `bench.fingerprint()`, or `{}` when `root` is not a Jetson."""
-    root = Path(root)
+ROOT = Path("/")  # where the board's files are read (tests point it at a fixture tree)
+
+
+def fingerprint(root: str | Path | None = None) -> dict[str, Any]:
+    """`{"jetson": {...}}` to merge into `bench.fingerprint()`, or `{}` when `root` (default `ROOT`) is not a Jetson."""
+    root = Path(ROOT if root is None else root)
     if not is_jetson(root):
         return {}
     l4t = l4t_release(root)
     return {"jetson": {"model": _read(root, DEVICE_TREE_MODEL), "l4t": l4t, "jetpack": jetpack_for(l4t) if l4t else None,
                        "power_mode": power_mode(root), "clocks": clock_state(root)}}
+
+
+def comparable(fingerprint_dict: dict[str, Any]) -> dict[str, Any] | None:
+    """What absolute latencies on a Jetson depend on and stays put between runs: board, L4T, power mode and
+    whether the clocks are locked (not the current frequencies); None off a Jetson."""
+    board = fingerprint_dict.get("jetson")
+    if not board:
+        return None
+    mode = board.get("power_mode") or {}
+    return {"model": board.get("model"), "l4t": board.get("l4t"), "power_mode": mode.get("id"),
+            "clocks_locked": (board.get("clocks") or {}).get("locked")}
 
 
 def warnings(fingerprint_dict: dict[str, Any]) -> list[str]:

@@ -110,8 +110,52 @@ def _build(options: BuildOptions, given: tuple[Path | None, Path | None] | None,
         parity = stages[-1].details
     legacy = options.engine.legacy_calibrator
     engine_source = fp32_onnx if legacy and fp32_onnx is not None else artifact
-    engine_path, message = engine_stage(engine_source, options, stages, log)
+    cache = _calibration_cache(stages) if legacy else None
+    engine_path, message = engine_stage(engine_source, options, stages, log, calibration_cache=cache)
     return BuildResult(stages, artifact, parity, engine_path, message)
+
+
+def build_from_bundle(options: BuildOptions, bundle_path: str | Path, log: Log = print) -> BuildResult:
+    """`build --bundle`: verify the bundle (folder or .tar.gz), check its graphs' parity on ONNX Runtime, then
+    build the engine of `options.precision` from its graph (the FP32 graph and its calibration cache with
+    the legacy calibrator) and check the engine's parity. Engines and reports go to the usual folders,
+    never into the bundle, which must stay as its manifest says."""
+    from resnet_deploy.bundle import open_bundle
+
+    if options.precision not in PRECISIONS:
+        raise ResnetDeployError(f"precision must be one of {PRECISIONS}, got {options.precision!r}")
+    bundle = open_bundle(bundle_path)
+    log(f"{bundle.folder}: {len(bundle.manifest['files'])} files match manifest.json "
+        f"(model {bundle.manifest['model']['name']}, made {bundle.manifest['created']})")
+    with folder_lock((options.engines_dir, options.reports_dir), log):
+        stages = [bundle_parity_stage(bundle, options)]
+        legacy, int8 = options.engine.legacy_calibrator, options.precision == "int8"
+        source = bundle.onnx_for("fp32" if legacy else options.precision)
+        rerun = ["resnet-deploy", "build", "--bundle", str(bundle.folder), "--precision", options.precision,
+                 *options.target_flags]
+        metadata = {"bundle": {"folder": str(bundle.folder), "created": bundle.manifest["created"]},
+                    "class_names": bundle.class_names}
+        engine_path, message = engine_stage(source, options, stages, log,
+                                            calibration_cache=bundle.calibration_cache if legacy and int8 else None,
+                                            rerun=rerun, extra_metadata=metadata)
+    return BuildResult(stages, bundle.onnx_for(options.precision), stages[0].details, engine_path, message)
+
+
+def bundle_parity_stage(bundle, options: BuildOptions) -> StageResult:
+    """The bundle's FP16 and INT8 graphs against its FP32 graph on ONNX Runtime (test split)."""
+    import json
+
+    from resnet_deploy.bundle import bundle_parity
+
+    report_path = options.reports_dir / f"bundle-parity-{bundle.folder.name}.json"
+    inputs = {p: bundle.onnx_for(p) for p in PRECISIONS}
+    settings = {"max_drop_pp": options.max_drop_pp, "limit": options.parity_limit}
+    result = run_stage("bundle parity", [report_path], inputs, settings,
+                       lambda: bundle_parity(bundle, report_path, max_drop_pp=options.max_drop_pp,
+                                             limit=options.parity_limit, data_dir=options.data_dir))
+    if result.details is None:
+        result.details = json.loads(report_path.read_text())
+    return result
 
 
 def _classify_onnx(onnx_path: Path, precision: str) -> tuple[Path | None, Path | None]:
@@ -226,20 +270,25 @@ def parity_stage(reference: Path, artifacts: list[Path], options: BuildOptions, 
     return result
 
 
-def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult],
-                 log: Log) -> tuple[Path | None, str | None]:
-    """Build the engine and check its parity where TensorRT imports; otherwise say what to run on the target."""
+def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult], log: Log, *,
+                 calibration_cache: Path | None = None, rerun: list[str] | None = None,
+                 extra_metadata: dict[str, Any] | None = None) -> tuple[Path | None, str | None]:
+    """Build the engine and check its parity where TensorRT imports; otherwise say what to run where it does.
+
+    `calibration_cache` serves the legacy calibrator; `rerun` is the command to suggest without TensorRT
+    (default: `build --onnx` of the artifact, on the target); `extra_metadata` goes into the sidecar."""
     from resnet_deploy.trt.compat import missing_modules
 
     missing = missing_modules()
     if missing:
+        not_run = f"TensorRT is not installed here ({' and '.join(missing)} missing), so the engine step was not run. "
+        if rerun:
+            return None, (not_run + "Install TensorRT and pycuda here (DEVICE.md in the bundle) and run again:\n"
+                          f"  {shlex.join(rerun)}")
         command = ["resnet-deploy", "build", "--precision", options.precision, "--onnx", str(artifact),
                    *options.target_flags]
-        return None, (
-            f"TensorRT is not installed here ({' and '.join(missing)} missing), so the engine step was not run. "
-            "The portable artifacts are ready; on the target GPU or Jetson (with TensorRT and pycuda) run:\n"
-            f"  {shlex.join(command)}"
-        )
+        return None, (not_run + "The portable artifacts are ready; on the target GPU or Jetson (with TensorRT and "
+                      f"pycuda) run:\n  {shlex.join(command)}")
     from resnet_deploy.parity import parity_for_artifacts
     from resnet_deploy.trt.builder import build_engine, planned_engine_path
     from resnet_deploy.trt.sidecar import sidecar_path
@@ -247,11 +296,11 @@ def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult
     settings = options.engine
     model_name = artifact.name.removesuffix(".onnx").removesuffix(".qdq")
     engine_path = planned_engine_path(artifact, settings, options.engines_dir, model_name=model_name)
-    cache = _calibration_cache(stages) if settings.legacy_calibrator else None
-    inputs = {"onnx": artifact, **({"calibration_cache": cache} if cache else {})}
+    inputs = {"onnx": artifact, **({"calibration_cache": calibration_cache} if calibration_cache else {})}
     stages.append(run_stage("engine", [engine_path, sidecar_path(engine_path)], inputs, settings.as_dict(),
-                            lambda: build_engine(artifact, settings, options.engines_dir, calibration_cache=cache,
-                                                 model_name=model_name, log=log)))
+                            lambda: build_engine(artifact, settings, options.engines_dir,
+                                                 calibration_cache=calibration_cache,
+                                                 model_name=model_name, extra_metadata=extra_metadata, log=log)))
     report_path = options.reports_dir / f"parity-{engine_path.stem}.json"
     stages.append(run_stage("engine parity", [report_path], {"engine": engine_path, "reference": artifact},
                             {"max_drop_pp": options.max_drop_pp, "limit": options.parity_limit},

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,8 +76,9 @@ def test_latency_stats_on_known_timings():
 
 def test_artifacts_are_interleaved_and_ratios_come_from_one_run():
     report, log = run({"fp32": 0.002, "int8": 0.001})
-    # No warm-up here; each round runs ceil(10 iterations / 5 rounds) = 2 inferences per artifact.
-    assert log[:8] == ["fp32", "fp32", "int8", "int8"] * 2
+    # A warm-up of 0 s is still one inference per artifact (it sets up per-shape state such as a CUDA graph);
+    # then each round runs ceil(10 iterations / 5 rounds) = 2 inferences per artifact.
+    assert log[:10] == ["fp32", "int8"] + ["fp32", "fp32", "int8", "int8"] * 2
     for bs in ("1", "4"):
         entry = report["results"][bs]["int8"]
         assert set(STATS) <= set(entry["latency_ms"]) and entry["iterations"] >= 10
@@ -241,3 +244,74 @@ def test_bench_command_exit_codes_against_a_baseline(tmp_path, data_dir, untrain
     baseline.write_text(json.dumps(recorded))
     assert _bench(args) == 0
     assert _bench([*args[:-4], "--baseline", tmp_path / "missing.json"]) == 2
+
+
+# ---- Jetson fingerprint and CUDA graphs ------------------------------------------------------------------
+
+JETSON_FIXTURES = Path(__file__).parent / "fixtures" / "jetson-orin-jp6"
+
+
+def jetson_machine(monkeypatch, board: str) -> dict:
+    from resnet_deploy import jetson
+
+    monkeypatch.setattr(jetson, "ROOT", JETSON_FIXTURES / board)
+    return fingerprint()
+
+
+def test_a_jetson_fingerprint_compares_board_l4t_power_mode_and_locked_clocks(monkeypatch):
+    locked, unlocked = jetson_machine(monkeypatch, "locked"), jetson_machine(monkeypatch, "unlocked")
+    assert locked["jetson"]["l4t"] == "36.4.3" and locked["jetson"]["clocks"]["locked"] is True
+    assert same_machine(locked, copy.deepcopy(locked))
+    hotter = copy.deepcopy(locked)
+    hotter["jetson"]["clocks"]["domains"][0]["cur"] -= 1000  # current frequencies are not the machine
+    assert same_machine(locked, hotter)
+    other_mode = copy.deepcopy(locked)
+    other_mode["jetson"]["power_mode"]["id"] = 2
+    assert not same_machine(locked, other_mode)
+    assert not same_machine(unlocked, copy.deepcopy(unlocked)), "unlocked clocks: absolute times are not comparable"
+    assert not same_machine(locked, {k: v for k, v in locked.items() if k != "jetson"})
+
+
+@pytest.mark.slow
+def test_bench_on_an_unlocked_jetson_warns_and_records_the_board(tmp_path, data_dir, untrained_onnx, monkeypatch,
+                                                                 capsys):
+    from resnet_deploy import jetson
+
+    monkeypatch.setattr(jetson, "ROOT", JETSON_FIXTURES / "unlocked")
+    assert _bench([untrained_onnx, "--batch-sizes", "2", "--duration-s", "0", "--warmup-ms", "0", "--rounds", "1",
+                   "--iterations", "2", "--json", tmp_path / "b.json", "--data-dir", data_dir]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    report = json.loads((tmp_path / "b.json").read_text())
+    board = report["fingerprint"]["jetson"]
+    assert board["jetpack"] == "6.2" and board["power_mode"]["name"] == "MODE_30W"
+    (warning,) = report["machine_warnings"]
+    assert "Jetson clocks are not locked" in warning and f"warning {warning}" in out
+    assert report["settings"]["cuda_graph"] is False
+
+
+def test_bench_cuda_graph_needs_an_engine(tmp_path, untrained_onnx, capsys):
+    assert _bench([untrained_onnx, "--cuda-graph", "--json", tmp_path / "b.json"]) == 2
+    assert "--cuda-graph applies to TensorRT engines; none of the artifacts is one" in capsys.readouterr().err
+
+
+def test_bench_cuda_graph_captures_each_batch_size_of_the_engine_on_the_fakes(tmp_path, data_dir, monkeypatch):
+    """An engine (fake TensorRT) with --cuda-graph beside an ONNX file without: one graph per batch size."""
+    from resnet_deploy.trt.builder import build_engine
+    from resnet_deploy.trt.settings import EngineSettings
+    from tests import fakes
+    from tests.fakes.graphs import tiny_graphs
+
+    rec, _ = fakes.install(monkeypatch, "10.3")
+    graphs = tiny_graphs(tmp_path)
+    engine = build_engine(graphs["fp32"], EngineSettings(precision="fp32", opt_batch=4, max_batch=8), tmp_path,
+                          log=lambda _: None).engine_path
+    assert _bench([graphs["fp32"], engine, "--cuda-graph", "--batch-sizes", "1,4", "--duration-s", "0",
+                   "--warmup-ms", "0", "--rounds", "2", "--iterations", "4", "--json", tmp_path / "b.json",
+                   "--data-dir", data_dir]) == 0
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["artifacts"][engine.name]["cuda_graph"] == {"requested": True, "fallback": None,
+                                                               "captured": [[1, 1, 28, 28], [4, 1, 28, 28]]}
+    assert "cuda_graph" not in report["artifacts"]["tiny.onnx"] and report["settings"]["cuda_graph"]
+    launches = [c for c in rec.calls if c[0] == "graph_launch"]
+    timed = sum(report["results"][bs][engine.name]["iterations"] for bs in ("1", "4"))
+    assert sum(c[0] == "begin_capture" for c in rec.calls) == 2 and len(launches) == timed

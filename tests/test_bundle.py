@@ -214,3 +214,66 @@ def test_bundle_from_a_checkpoint_uses_the_pytorch_reference(tmp_path, trained_c
     assert manifest["parity"]["reference"]["backend"] == "torch" and manifest["parity"]["images"] == 1000
     assert manifest["source"]["sha256"] == hashlib.sha256(trained_checkpoint.read_bytes()).hexdigest()
     assert manifest["model"]["config"]["width"] == 0.125 and "torch" in manifest["versions"]
+
+
+# ---- `build --bundle` on the device ------------------------------------------------------------------
+
+def test_build_from_the_bundle_without_tensorrt_verifies_checks_parity_and_says_the_engine_needs_it(
+        made, tmp_path, monkeypatch, no_tensorrt, capsys):
+    monkeypatch.chdir(tmp_path)
+    tarball = shutil.copyfile(made.with_name("tiny.tar.gz"), tmp_path / "tiny.tar.gz")
+    assert run_cli("build", "--bundle", tarball, "--precision", "int8", "--limit", "500") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{tmp_path / 'tiny'}: 11 files match manifest.json" in out
+    assert "the engine step was not run" in out and "Install TensorRT and pycuda here" in out
+    assert f"resnet-deploy build --bundle {tmp_path / 'tiny'} --precision int8" in out
+    report = json.loads((tmp_path / "reports" / "bundle-parity-tiny.json").read_text())
+    assert report["passed"] and report["dataset"]["count"] == 500
+    assert [a["precision"] for a in report["artifacts"]] == ["fp16", "int8"]
+    assert verify_bundle(tmp_path / "tiny").folder == tmp_path / "tiny", "nothing was written into the bundle"
+    assert run_cli("build", "--bundle", tmp_path / "tiny", "--precision", "int8", "--limit", "500", "--strict") == 1
+    out, err = capsys.readouterr()
+    assert err.strip() == "gate failed: --strict: the engine step needs TensorRT, which is not installed here"
+    assert "bundle parity │ reused" in out
+
+
+def test_build_from_a_tampered_bundle_exits_2_naming_the_file(copy, tmp_path, monkeypatch, no_tensorrt, capsys):
+    monkeypatch.chdir(tmp_path)
+    qdq = copy / "model" / "tiny.int8-max.qdq.onnx"
+    qdq.write_bytes(qdq.read_bytes() + b"\0")
+    assert run_cli("build", "--bundle", copy, "--precision", "int8") == 2
+    err = capsys.readouterr().err
+    assert "model/tiny.int8-max.qdq.onnx changed" in " ".join(err.split()) and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "reports").exists(), "nothing ran before the verification"
+
+
+def test_build_from_a_bundle_refuses_options_the_bundle_fixes(made, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("build", "--bundle", made, "--calibration-count", "8", "--onnx", "x.onnx") == 2
+    err = capsys.readouterr().err
+    assert "--bundle brings its own graphs and calibration; drop --onnx, --calibration-count" in err
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_build_from_the_bundle_builds_and_checks_the_engine_on_fake_tensorrt(made, copy, tmp_path, monkeypatch,
+                                                                             legacy):
+    """On (fake) TensorRT 10.3 the engine comes from the bundle's Q/DQ graph, or with --legacy-calibrator from
+    its FP32 graph and calibration cache; engine parity runs; the sidecar carries the bundle's class names."""
+    from tests import fakes
+
+    rec, _ = fakes.install(monkeypatch, "10.3")
+    monkeypatch.chdir(tmp_path)
+    args = ["build", "--bundle", copy, "--precision", "int8", "--limit", "300", "--max-batch", "64", "--strict"]
+    assert run_cli(*args, *(["--legacy-calibrator"] if legacy else [])) == 0
+    (engine,) = (tmp_path / "engines").glob("*.engine")
+    sidecar = json.loads(engine.with_suffix(".json").read_text())
+    source = "model/tiny.onnx" if legacy else "model/tiny.int8-max.qdq.onnx"
+    assert sidecar["source_onnx"] == str(copy / source) and sidecar["precision"] == "int8"
+    assert sidecar["class_names"] == verify_bundle(copy).class_names
+    assert sidecar["bundle"]["folder"] == str(copy)
+    assert ("legacy-calib" in engine.name) == legacy
+    parity = json.loads((tmp_path / "reports" / f"parity-{engine.stem}.json").read_text())
+    assert parity["passed"] and parity["artifacts"][0]["backend"] == "tensorrt"
+    assert parity["reference"]["name"] == source.split("/")[1]
+    assert not [c for c in rec.calls if c[:2] == ("Builder", "calibration cache ignored")]
+    assert verify_bundle(copy).folder == copy, "engines and reports stay out of the bundle"

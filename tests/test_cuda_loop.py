@@ -18,37 +18,15 @@ from resnet_deploy.errors import ArtifactError, ResnetDeployError
 from resnet_deploy.runners import RunnerStateError, load_runner
 from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
 from resnet_deploy.trt import cuda
-from resnet_deploy.trt.builder import build_engine
 from resnet_deploy.trt.compat import TensorRTMissing
 from resnet_deploy.trt.runner import TensorRTRunner
-from resnet_deploy.trt.settings import EngineSettings
 from resnet_deploy.trt.sidecar import sidecar_path
 from tests import fakes
-from tests.fakes import fake_pycuda, fake_tensorrt
+from tests.fakes import fake_pycuda
 from tests.fakes.fake_pycuda import H100, ORIN
-from tests.fakes.graphs import tiny_graphs
+from tests.fake_engines import build, engine, gpu, graphs  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.runtime
-
-
-@pytest.fixture(scope="module")
-def graphs(tmp_path_factory):
-    return tiny_graphs(tmp_path_factory.mktemp("loop"))
-
-
-@pytest.fixture(params=["10.3", "11.4"])
-def gpu(monkeypatch, request):
-    return fakes.install(monkeypatch, request.param)
-
-
-def build(graphs, tmp_path, graph="fp32", **settings):
-    settings = {"precision": "fp32", "opt_batch": 8, "max_batch": 16, **settings}
-    return build_engine(graphs[graph], EngineSettings(**settings), tmp_path, log=lambda _: None).engine_path
-
-
-@pytest.fixture
-def engine(gpu, graphs, tmp_path):
-    return build(graphs, tmp_path)
 
 
 def test_runner_matches_onnx_runtime_on_real_images(engine, graphs, data_dir):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,49 @@ def test_fake_pycuda_uses_only_names_the_real_pycuda_has():
         members = {m for m in vars(getattr(driver, name)) if not m.startswith("_")}
         assert members <= set(real[name]), (name, members - set(real[name]))
     assert real["init"] == "RuntimeError: cuInit failed: no CUDA-capable device is detected"
+    # Why CUDA graphs go through ctypes on the driver (resnet_deploy/trt/cudagraph.py): pycuda has no graph API.
+    assert [n for n in real["Stream"] if "capture" in n] == []
+    assert [n for n in real["module"] if "graph" in n.lower() and not n.startswith("graphics")] == []
+
+
+def cuda_include() -> Path | None:
+    """The CUDA toolkit's include folder (RESNET_DEPLOY_CUDA_INCLUDE, $CUDA_ROOT/include or /usr/local/cuda/include)."""
+    candidates = [os.environ.get("RESNET_DEPLOY_CUDA_INCLUDE"),
+                  os.environ.get("CUDA_ROOT") and os.path.join(os.environ["CUDA_ROOT"], "include"),
+                  "/usr/local/cuda/include"]
+    return next((Path(c) for c in candidates if c and (Path(c) / "cuda.h").is_file()), None)
+
+
+needs_cuda_header = pytest.mark.skipif(cuda_include() is None or shutil.which("gcc") is None,
+                                       reason="no cuda.h (CUDA toolkit) or no gcc here")
+
+
+@needs_cuda_header
+def test_cuda_graph_symbols_have_the_signatures_cuda_h_declares(tmp_path):
+    """Each driver function called through ctypes, with our parameter types, compiles against the real cuda.h
+    with incompatible pointer types as errors: names, argument count and types are the header's."""
+    from resnet_deploy.trt.cudagraph import SIGNATURES
+
+    lines = ["#include <cuda.h>"]
+    for index, (symbol, parameters) in enumerate(SIGNATURES.items()):
+        lines.append(f"CUresult (*check{index})({', '.join(parameters)}) = &{symbol};")
+    source = tmp_path / "signatures.c"
+    source.write_text("\n".join(lines) + "\n")
+    result = subprocess.run(["gcc", "-fsyntax-only", "-Werror", "-Wincompatible-pointer-types", "-I",
+                             str(cuda_include()), str(source)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@needs_cuda_header
+def test_cuda_graph_symbols_are_what_the_public_names_resolve_to(tmp_path):
+    """cuda.h maps cuStreamBeginCapture and cuGraphInstantiate to other symbols by macro; we call those symbols."""
+    from resnet_deploy.trt.cudagraph import SIGNATURES
+
+    public = ["cuStreamBeginCapture", "cuStreamEndCapture", "cuGraphInstantiate", "cuGraphLaunch",
+              "cuGraphExecDestroy", "cuGraphDestroy", "cuGetErrorName"]
+    source = tmp_path / "names.c"
+    source.write_text("#include <cuda.h>\nRESOLVED " + " ".join(public) + "\n")
+    result = subprocess.run(["gcc", "-E", "-P", "-I", str(cuda_include()), str(source)], capture_output=True,
+                            text=True, check=True)
+    resolved = next(line for line in result.stdout.splitlines() if line.startswith("RESOLVED")).split()[1:]
+    assert resolved == list(SIGNATURES)

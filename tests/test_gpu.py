@@ -4,7 +4,7 @@ Where both import, every test runs and a broken driver, GPU or pycuda build fail
 skip). Builds an engine of each precision from real ONNX graphs of a trained model, checks accuracy
 parity on the full 10k test split, the legacy calibrator where TensorRT still has it, and runs
 10,000 batches (and repeated activations) watching free device memory for a leak smaller than one
-activation's I/O buffers.
+activation's I/O buffers, and compares CUDA-graph replays with plain enqueues.
 """
 
 from __future__ import annotations
@@ -105,3 +105,26 @@ def test_no_device_memory_leak_over_10000_batches(portable_artifacts, data_dir):
     assert io_bytes >= 256 * 28 * 28 * 4, "buffers sized for the profile's max batch"
     assert before - after_batches < io_bytes
     assert before - after_cycles < io_bytes, "20 activations must not leak even one activation's I/O buffers"
+
+
+def test_cuda_graph_replays_match_plain_enqueues(portable_artifacts, data_dir):
+    """--cuda-graph on a real GPU: every batch shape is captured (no fallback) and replays give the outputs of
+    plain enqueues, for shapes seen again after others."""
+    from resnet_deploy import data
+    from resnet_deploy.runners import load_runner
+
+    images = data.normalize(data.load_fashion_mnist(data_dir).test_images[:512])
+    sizes = [1, 32, 7, 1, 32, 256, 7]
+    starts = np.cumsum([0, *sizes[:-1]]) % 256
+    batches = [images[s:s + n] for s, n in zip(starts, sizes)]
+    engine = portable_artifacts["fp16"].engine
+    with load_runner(engine) as plain:
+        expected = [plain.infer({"input": b})["logits"] for b in batches]
+    notices = []
+    with load_runner(engine, cuda_graph=True, notice=notices.append) as graphed:
+        outputs = [graphed.infer({"input": b})["logits"] for b in batches]
+        status = graphed.cuda_graphs
+    assert notices == [] and status["fallback"] is None
+    assert sorted(status["captured"]) == sorted([n, 1, 28, 28] for n in set(sizes))
+    for got, want in zip(outputs, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)

@@ -27,12 +27,15 @@ def smoke():
 
 def numpy_kernel(smoke, rec, transform=lambda logits: logits, leak=None):
     """The kernel's arithmetic on the fake device memory; `leak` collects a device allocation per call."""
-    def launch(stream, images, logits, batch):
+    def work(images, logits, batch):
         pixels = rec.memory[int(images.device)][: batch * 784 * 4].view(np.float32).reshape(batch, 1, 28, 28)
         result = transform(smoke.expected_logits(pixels))
         rec.memory[int(logits.device)][: result.nbytes] = result.reshape(-1).view(np.uint8)
         if leak is not None:
             leak.append(smoke.cuda.driver().mem_alloc(4096))
+
+    def launch(stream, images, logits, batch):
+        rec.launch(stream, lambda: work(images, logits, batch))  # runs, or is captured into a CUDA graph
     return launch
 
 
@@ -44,6 +47,16 @@ def test_the_smoke_loop_passes_with_a_correct_stand_in(monkeypatch, smoke):
     assert set(report["median_ms"]) == {"h2d", "compute", "d2h", "enqueue"}
     assert set(rec.memory) == rec.freed and rec.pinned_alive() == 0 and rec.context_depth == 0
     assert rec.retained == {0: 1}
+
+
+def test_the_smoke_loop_replays_the_kernel_from_a_cuda_graph(monkeypatch, smoke):
+    rec = fake_pycuda.install(monkeypatch)
+    report = smoke.run(iterations=200, batch=8, launch=numpy_kernel(smoke, rec), warmup=10, cuda_graph=True)
+    assert report["passed"] and report["wrong_results"] == 0
+    assert report["cuda_graph"] == {"requested": True, "captured": [[8]], "fallback": None}
+    assert sum(c[0] == "begin_capture" for c in rec.calls) == 1
+    assert sum(c[0] == "graph_launch" for c in rec.calls) == 200 + 10 - 1, "every batch after the first replays"
+    assert rec.executables == {} and set(rec.memory) == rec.freed and rec.context_depth == 0
 
 
 def test_the_smoke_gates_catch_wrong_results_and_a_device_leak(monkeypatch, smoke):

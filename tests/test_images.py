@@ -3,6 +3,7 @@ larger canvases, come back classified as the originals are."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +104,83 @@ def test_bad_inputs_name_the_file(tmp_path):
         image_paths([tmp_path / "empty"])
     with pytest.raises(ResnetDeployError, match="no images"):
         image_paths([])
+
+
+# ---- `resnet-deploy infer` on photos ------------------------------------------------------------------------
+
+def run_cli(*args) -> int:
+    from resnet_deploy.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    return exit_info.value.code
+
+
+def test_infer_on_a_folder_of_photos_gives_top_k_with_class_names_as_table_and_json(
+        tmp_path, trained_onnx, test_split, monkeypatch, capsys):
+    images, _ = test_split
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index, image in enumerate(images[:12]):
+        save_photo(image, photos / f"{index:02d}.jpg", "dark-on-light-4x.jpg")
+    (photos / "readme.txt").write_text("not a photo: skipped inside a folder")
+    extra = tmp_path / "extra.png"
+    save_photo(images[12], extra, "as-is.png")
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("infer", trained_onnx, photos, extra, "--top-k", "3", "--json", "out/preds.json") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    report = json.loads((tmp_path / "out" / "preds.json").read_text())
+    assert report["source"] == "files" and report["top_k"] == 3 and report["class_names_from"] == "Fashion-MNIST"
+    entries = report["images"]
+    assert [e["file"] for e in entries] == [str(photos / f"{i:02d}.jpg") for i in range(12)] + [str(extra)]
+    assert [e["inverted"] for e in entries] == [True] * 12 + [False]
+    expected = predictions(trained_onnx, load_images([photos, extra]).images)
+    for entry, predicted in zip(entries, expected):
+        top = entry["predictions"]
+        assert len(top) == 3 and top[0]["index"] == predicted and top[0]["class"] == data.CLASS_NAMES[predicted]
+        assert top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"] > 0
+        assert sum(p["probability"] for p in top) <= 1 + 1e-9
+    originals = predictions(trained_onnx, images[:13])
+    assert np.mean([e["predictions"][0]["index"] == o for e, o in zip(entries, originals)]) >= 0.75
+    first = entries[0]["predictions"][0]
+    assert f"{first['class']} {first['probability'] * 100:.1f}%" in out and "13 images" in out
+
+
+def test_infer_uses_the_class_names_of_the_bundle_the_artifact_lies_in(tmp_path, trained_onnx, test_split,
+                                                                       monkeypatch):
+    from resnet_deploy.bundle import MANIFEST
+
+    bundle = tmp_path / "bundle"
+    (bundle / "model").mkdir(parents=True)
+    model = bundle / "model" / "tiny.onnx"
+    model.write_bytes(trained_onnx.read_bytes())
+    names = [f"class-{i}" for i in range(10)]
+    (bundle / MANIFEST).write_text(json.dumps({"format": "resnet-deploy-bundle", "format_version": 1, "files": {},
+                                               "class_names": names}))
+    save_photo(test_split[0][0], tmp_path / "shoe.png", "as-is.png")
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("infer", model, tmp_path / "shoe.png", "--top-k", "1") == 0
+    report = json.loads((tmp_path / "reports" / "infer.json").read_text())
+    assert report["class_names_from"] == f"bundle {bundle}"
+    assert report["images"][0]["predictions"][0]["class"] in names
+
+
+def test_infer_refuses_dataset_options_with_photos_and_names_a_bad_photo(tmp_path, trained_onnx, capsys):
+    save_photo(np.full((28, 28), 200, np.uint8), tmp_path / "ok.png", "as-is.png")
+    assert run_cli("infer", trained_onnx, tmp_path / "ok.png", "--count", "4") == 2
+    assert "--count choose dataset images; drop them when giving IMAGES" in capsys.readouterr().err
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    assert run_cli("infer", trained_onnx, tmp_path / "broken.jpg", "--json", tmp_path / "r.json") == 2
+    err = capsys.readouterr().err
+    assert "broken.jpg: cannot read image" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_infer_on_the_dataset_writes_top_k_json(tmp_path, trained_onnx, test_split, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("infer", trained_onnx, "--count", "40", "--offset", "10", "--top-k", "2") == 0
+    report = json.loads((tmp_path / "reports" / "infer.json").read_text())
+    expected = predictions(trained_onnx, test_split[0][10:50])
+    assert [e["index"] for e in report["images"]] == list(range(10, 50))
+    assert [e["predictions"][0]["index"] for e in report["images"]] == expected.tolist()
+    assert report["top1"] == pytest.approx((expected == test_split[1][10:50]).mean())

@@ -34,20 +34,24 @@ def _batch_sizes(ctx, param, value: str) -> list[int]:
 @click.option("--rounds", type=POSITIVE_INT, default=5, show_default=True, help="Interleaving rounds (A B A B ...).")
 @click.option("--reference", default=None, help="Label of the reference artifact (default: the first).")
 @threads_option
+@click.option("--cuda-graph", is_flag=True,
+              help="TensorRT engines: capture each batch size's enqueue in a CUDA graph and replay it (trtexec "
+                   "--useCudaGraph); falls back with a notice where capture is not possible.")
 @json_option(Path("reports/bench.json"))
 @click.option("--plots", "plots_dir", type=OUTPUT_PATH, metavar="DIR", default=None,
               help="Write latency.png and throughput.png here (needs matplotlib).")
 @baseline_options(click.option("--max-regression", type=PERCENT, default=10.0, show_default=True,
                                help="Allowed regression vs the baseline, %."))
 @data_dir_option
-def bench(artifacts, backend, batch_sizes, warmup_ms, duration_s, iterations, rounds, reference, threads, json_path,
-          plots_dir, baseline, max_regression, update_baseline, data_dir) -> None:
+def bench(artifacts, backend, batch_sizes, warmup_ms, duration_s, iterations, rounds, reference, threads, cuda_graph,
+          json_path, plots_dir, baseline, max_regression, update_baseline, data_dir) -> None:
     """Latency and throughput of checkpoints, ONNX files or engines on real test images.
 
     Several artifacts are interleaved (A B A B ...) so their ratios come from one run. Each is
     labelled by its file name, or its path where names repeat. With --baseline, exit 1 when a
     speedup (or, on the same machine, a median) regresses more than --max-regression percent.
-    Batch sizes that would not fit in memory are refused before anything runs.
+    Batch sizes that would not fit in memory are refused before anything runs. On a Jetson the report
+    records the L4T release, power mode and clocks, and warns when the clocks are not locked.
 
     \b
     Examples:
@@ -55,17 +59,24 @@ def bench(artifacts, backend, batch_sizes, warmup_ms, duration_s, iterations, ro
       resnet-deploy bench checkpoints/resnet18-w0.25/best.pt artifacts/resnet18-w0.25.onnx --batch-sizes 1
       resnet-deploy bench a.onnx b.onnx --baseline benchmarks/baselines/ci-bench.json --max-regression 25
       resnet-deploy bench engines/*_fp32_*.engine engines/*_int8_*.engine --backend tensorrt --batch-sizes 1,256
+      resnet-deploy bench engines/resnet18-w0.25_int8_*.engine --batch-sizes 1 --cuda-graph
     """
     from contextlib import ExitStack
 
-    from resnet_deploy import data
+    from resnet_deploy import data, jetson
     from resnet_deploy.bench import apply_baseline_gate, check_memory, compare, fingerprint, read_baseline
     from resnet_deploy.errors import GateFailed
     from resnet_deploy.fileio import atomic_write_json, check_writable
-    from resnet_deploy.runners import artifact_labels, load_runner
+    from resnet_deploy.runners import artifact_labels, backend_for, load_runner
 
     labels = artifact_labels(artifacts)
-    runners = {label: load_runner(path, backend, threads=threads) for label, path in zip(labels, artifacts)}
+    engines = {label for label, path in zip(labels, artifacts) if backend_for(path, backend) == "tensorrt"}
+    if cuda_graph and not engines:
+        raise click.UsageError("--cuda-graph applies to TensorRT engines; none of the artifacts is one")
+    graph_options = {"cuda_graph": True, "notice": lambda message: console.print(f"[yellow]notice[/] {message}")}
+    runners = {label: load_runner(path, backend, threads=threads, **(graph_options if cuda_graph and label in engines
+                                                                       else {}))
+               for label, path in zip(labels, artifacts)}
     check_writable(json_path, *([baseline] if update_baseline else []),
                    *([plots_dir / "latency.png", plots_dir / "throughput.png"] if plots_dir else []))
     if baseline and not update_baseline:
@@ -79,11 +90,15 @@ def bench(artifacts, backend, batch_sizes, warmup_ms, duration_s, iterations, ro
             report = compare(runners, images, batch_sizes, reference=reference, warmup_s=warmup_ms / 1000,
                              min_duration_s=duration_s, min_iterations=iterations, rounds=rounds,
                              progress=lambda message: status.update(f"benchmarking: {message}"))
+        graphs = {label: runners[label].cuda_graphs for label in engines if cuda_graph}
     times_ms = report.pop("times_ms")
     report["fingerprint"] = fingerprint()
+    report["machine_warnings"] = jetson.warnings(report["fingerprint"])
     report["settings"] = {"warmup_ms": warmup_ms, "duration_s": duration_s, "iterations": iterations,
-                          "rounds": rounds, "backend": backend, "threads": threads, "input": "Fashion-MNIST test images"}
-    report["artifacts"] = {label: {"path": str(path), "backend": runners[label].backend}
+                          "rounds": rounds, "backend": backend, "threads": threads, "cuda_graph": cuda_graph,
+                          "input": "Fashion-MNIST test images"}
+    report["artifacts"] = {label: {"path": str(path), "backend": runners[label].backend,
+                                   **({"cuda_graph": graphs[label]} if label in graphs else {})}
                            for label, path in zip(labels, artifacts)}
     gate_error = None
     if baseline:
@@ -119,6 +134,8 @@ def _print_report(report: dict) -> None:
                 console.print(f"  {label}: median phases (ms): {phases}")
             for warning in entry.get("warnings", []):
                 console.print(f"  [yellow]warning[/] {label}: {warning}")
+    for warning in report["machine_warnings"]:
+        console.print(f"[yellow]warning[/] {warning}")
     for check in report.get("baseline", {}).get("checks", []):
         mark = "[green]pass[/]" if check["passed"] else "[red]FAIL[/]"
         console.print(f"{mark} baseline {check['label']} batch {check['batch_size']} {check['metric']}: "

@@ -10,11 +10,14 @@ from rich.text import Text
 
 from resnet_deploy.cli.console import console
 from resnet_deploy.cli.options import (ENGINE_OPTION_NAMES, calibration_count_option, calibration_method_option,
-                                       data_dir_option, engine_options, engine_settings, given_flags,
-                                       max_drop_option)
+                                       data_dir_option, engine_options, engine_settings, given_flags, given_params,
+                                       max_drop_option, parity_limit_option)
 from resnet_deploy.errors import GateFailed
 from resnet_deploy.onnx_io import PRECISIONS
-from resnet_deploy.pipeline import BuildOptions, build as run_build
+from resnet_deploy.pipeline import BuildOptions, build as run_build, build_from_bundle
+
+# What a bundle fixes: its graphs and calibration come from the workstation.
+NOT_WITH_BUNDLE = ("checkpoint", "onnx", "calibration_method", "calibration_count")
 
 
 @click.command()
@@ -23,30 +26,45 @@ from resnet_deploy.pipeline import BuildOptions, build as run_build
               help="Start from this checkpoint (default: checkpoints/resnet18-w0.25/best.pt, trained if absent).")
 @click.option("--onnx", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Start from this FP32 ONNX instead of a checkpoint.")
+@click.option("--bundle", "bundle_path", type=click.Path(path_type=Path), default=None, metavar="DIR|TAR",
+              help="On the device: build from this bundle (folder or .tar.gz) after verifying it and its parity on "
+                   "ONNX Runtime.")
 @calibration_method_option("--calibration-method")
 @calibration_count_option("--calibration-count")
 @max_drop_option()
+@parity_limit_option
 @click.option("--strict", is_flag=True, help="Exit 1 when the engine step cannot run (no TensorRT).")
 @engine_options
 @data_dir_option
 @click.pass_context
-def build(ctx, precision, checkpoint, onnx, calibration_method, calibration_count, max_drop_pp, strict, data_dir,
-          **engine) -> None:
+def build(ctx, precision, checkpoint, onnx, bundle_path, calibration_method, calibration_count, max_drop_pp,
+          parity_limit, strict, data_dir, **engine) -> None:
     """Build a TensorRT engine: export, FP16 or INT8 artifacts, parity, engine, parity on the engine.
 
     Every stage is skipped when its inputs and settings are unchanged, so a second run takes seconds.
+    With --bundle (on the Jetson): verify the bundle (a changed, missing or extra file exits 2 naming
+    it), check its graphs' parity on ONNX Runtime, build the engine from its graph, check the engine.
 
     \b
     Examples:
       resnet-deploy build --precision int8
       resnet-deploy build --precision fp16 --checkpoint checkpoints/resnet18-w0.25/best.pt --max-batch 64
       resnet-deploy build --precision int8 --legacy-calibrator        # TensorRT 10 / Jetson only
+      resnet-deploy build --bundle ~/resnet18-w0.25.tar.gz --precision int8
     """
+    if bundle_path is not None:
+        clashing = [param.opts[0] for param, _ in given_params(ctx, NOT_WITH_BUNDLE)]
+        if clashing:
+            raise click.UsageError(f"--bundle brings its own graphs and calibration; drop {', '.join(clashing)}")
     options = BuildOptions(precision=precision, checkpoint=checkpoint, onnx=onnx,
                            calibration_method=calibration_method, calibration_count=calibration_count,
-                           max_drop_pp=max_drop_pp, data_dir=data_dir, engine=engine_settings(precision, engine),
+                           max_drop_pp=max_drop_pp, parity_limit=parity_limit, data_dir=data_dir,
+                           engine=engine_settings(precision, engine),
                            target_flags=tuple(given_flags(ctx, ENGINE_OPTION_NAMES)))
-    result = run_build(options, log=console.print)
+    if bundle_path is not None:
+        result = build_from_bundle(options, bundle_path, log=console.print)
+    else:
+        result = run_build(options, log=console.print)
     table = Table(title=f"build --precision {precision}")
     for column in ("stage", "status", "seconds", "outputs"):
         table.add_column(column)

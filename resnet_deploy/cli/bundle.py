@@ -10,7 +10,7 @@ from rich.table import Table
 
 from resnet_deploy.cli.console import console
 from resnet_deploy.cli.options import (OUTPUT_PATH, calibration_count_option, calibration_method_option,
-                                       data_dir_option, max_drop_option)
+                                       data_dir_option, max_drop_option, parity_limit_option)
 
 
 @click.command()
@@ -69,12 +69,12 @@ def bundle(checkpoint, onnx, out_dir, no_tar, calibration_method, calibration_co
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--parity", "run_parity", is_flag=True,
               help="Also run the FP16 and INT8 graphs against the FP32 graph on ONNX Runtime (test split).")
-@click.option("--max-drop", "max_drop_pp", default=0.5, show_default=True, help="INT8 top-1 drop gate, in pp.")
-@click.option("--limit", default=0, help="Use only the first N test images (0: all 10k).")
+@max_drop_option()
+@parity_limit_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Parity report (default: reports/bundle-parity-<bundle>.json).")
 @data_dir_option
-def verify_bundle(path, run_parity, max_drop_pp, limit, json_path, data_dir) -> None:
+def verify_bundle(path, run_parity, max_drop_pp, parity_limit, json_path, data_dir) -> None:
     """Check a bundle folder (or unpack a bundle .tar.gz safely) against its manifest; needs no torch.
 
     A changed, missing or unlisted file exits 2 naming it; with --parity a failed gate exits 1.
@@ -94,7 +94,7 @@ def verify_bundle(path, run_parity, max_drop_pp, limit, json_path, data_dir) -> 
     if not run_parity:
         return
     json_path = json_path or Path("reports") / f"bundle-parity-{checked.folder.name}.json"
-    report = bundle_parity(checked, json_path, max_drop_pp=max_drop_pp, limit=limit, data_dir=data_dir)
+    report = bundle_parity(checked, json_path, max_drop_pp=max_drop_pp, limit=parity_limit, data_dir=data_dir)
     table = Table(title=f"parity on this machine, {report['dataset']['count']} test images, reference "
                         f"{report['reference']['name']} top-1 {report['reference']['top1'] * 100:.2f}%")
     for column in ("artifact", "precision", "top-1 here", "top-1 workstation", "agreement", "gates"):

@@ -109,6 +109,10 @@ def baseline_options(max_option: Decorator) -> Decorator:
     return decorate
 
 
+parity_limit_option = click.option("--limit", "parity_limit", type=click.IntRange(0, 10_000), default=0,
+                                   help="Parity on the first N test images only (0: all 10k).")
+
+
 def max_drop_option() -> Decorator:
     from resnet_deploy.parity import INT8_MAX_DROP_PP
 

@@ -10,7 +10,7 @@ from rich.table import Table
 from resnet_deploy.cli.console import console
 from resnet_deploy.cli.options import (NON_NEGATIVE_FLOAT, POSITIVE_INT, artifacts_argument, backend_option,
                                        baseline_options, data_dir_option, json_option, max_drop_option,
-                                       threads_option)
+                                       parity_limit_option, threads_option)
 
 
 @click.command()
@@ -22,12 +22,12 @@ from resnet_deploy.cli.options import (NON_NEGATIVE_FLOAT, POSITIVE_INT, artifac
 @baseline_options(click.option("--max-baseline-drop", "max_baseline_drop_pp", type=NON_NEGATIVE_FLOAT, default=0.1,
                                show_default=True, help="Allowed top-1 drop below the baseline, pp."))
 @click.option("--batch-size", type=POSITIVE_INT, default=256, show_default=True)
-@click.option("--limit", type=click.IntRange(0, 10000), default=0, help="Use only the first N test images (0: all 10k).")
+@parity_limit_option
 @threads_option
 @json_option(Path("reports/parity.json"))
 @data_dir_option
 def parity(reference, artifacts, backend, max_drop_pp, baseline, max_baseline_drop_pp, update_baseline,
-           batch_size, limit, threads, json_path, data_dir) -> None:
+           batch_size, parity_limit, threads, json_path, data_dir) -> None:
     """Accuracy parity of artifacts against the FP32 reference on the 10k test split.
 
     Gates: FP32 agreement >= 99.99%, FP16 top-1 drop <= 0.05 pp, INT8 drop <= --max-drop. Exit 1
@@ -43,7 +43,7 @@ def parity(reference, artifacts, backend, max_drop_pp, baseline, max_baseline_dr
 
     try:
         report = parity_for_artifacts(reference, artifacts, json_path, backend=backend, max_drop_pp=max_drop_pp,
-                                      limit=limit, batch_size=batch_size, data_dir=data_dir, baseline=baseline,
+                                      limit=parity_limit, batch_size=batch_size, data_dir=data_dir, baseline=baseline,
                                       update_baseline=update_baseline, max_baseline_drop_pp=max_baseline_drop_pp,
                                       threads=threads)
     except GateFailed as exc:

@@ -6,6 +6,12 @@ H2D, compute and D2H apart, and the host time of the enqueue call is reported as
 execution context is not thread-safe (TensorRT's threading rules), so `infer` holds a lock; with
 `thread_safe=False` there is no lock and a call from any thread but the one that activated the
 runner is refused. Imports no torch, so it runs on a Jetson with only TensorRT, pycuda and numpy.
+
+With `cuda_graph=True` the enqueue of each batch shape is captured once into a CUDA graph and
+replayed (`cudagraph.CudaGraphs`). A graph keeps the shape, tensor addresses and execution-context
+state of its capture, so each captured shape gets an execution context of its own, bound once
+(TensorRT allocates activation memory per context); the H2D and D2H copies stay outside the graph,
+as in trtexec, so the phases are timed as without graphs.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -22,23 +28,28 @@ from resnet_deploy.errors import ArtifactError, ResnetDeployError
 from resnet_deploy.runners.base import BaseRunner, RunnerStateError, TensorMeta
 from resnet_deploy.trt.compat import import_tensorrt, require, trt_logger
 from resnet_deploy.trt.cuda import HostDeviceBuffer, StreamLoop, device_info, pushed
+from resnet_deploy.trt.cudagraph import CudaGraphs
 from resnet_deploy.trt.sidecar import check_compatible, read_sidecar
 
 
 class TensorRTRunner(BaseRunner):
     backend = "tensorrt"
 
-    def __init__(self, engine_path: str | Path, device: int = 0, name: str | None = None, thread_safe: bool = True):
+    def __init__(self, engine_path: str | Path, device: int = 0, name: str | None = None, thread_safe: bool = True,
+                 cuda_graph: bool = False, notice: Callable[[str], None] | None = None):
         super().__init__(name or Path(engine_path).name)
         require(f"{Path(engine_path).name}: running a TensorRT engine")
         self.engine_path = Path(engine_path)
         self.device = device
         self.thread_safe = thread_safe
+        self.cuda_graph = cuda_graph
+        self._notice = notice or _warn
         self._lock = threading.Lock()
         self._reset()
 
     def _reset(self) -> None:
-        self._runtime = self._engine = self._execution = self._loop = None
+        self._runtime = self._engine = self._execution = self._loop = self._graphs = None
+        self._graph_contexts: dict[tuple[int, ...], tuple] = {}
         self._owner: int | None = None
         self._inputs: list[TensorMeta] = []
         self._outputs: list[TensorMeta] = []
@@ -78,6 +89,8 @@ class TensorRTRunner(BaseRunner):
         if self._execution is None:
             raise ArtifactError(f"{self.engine_path}: TensorRT could not create an execution context")
         self._loop = StreamLoop(self._allocate(trt))
+        if self.cuda_graph:
+            self._graphs = CudaGraphs(lambda message: self._notice(f"{self.engine_path.name}: {message}"))
 
     def _allocate(self, trt) -> dict[str, HostDeviceBuffer]:
         """Pinned and device buffers for every I/O tensor, of the engine's dtypes, sized for the max batch."""
@@ -100,12 +113,20 @@ class TensorRTRunner(BaseRunner):
         with self._lock:
             if self._runtime is not None:
                 with pushed(self.device):
+                    if self._graphs is not None:
+                        self._graphs.free()
+                    self._graph_contexts = {}
                     if self._loop is not None:
                         self._loop.free()
                     self._execution = None
                     self._engine = None
                     self._runtime = None
             self._reset()
+
+    @property
+    def cuda_graphs(self) -> dict | None:
+        """None without `cuda_graph`; else the shapes captured so far and why graphs are off, if they are."""
+        return self._graphs.status() if self._graphs is not None else None
 
     @property
     def io_bytes(self) -> int:
@@ -148,17 +169,44 @@ class TensorRTRunner(BaseRunner):
             if self._loop is None:
                 raise RunnerStateError(f"infer() called on inactive runner {self.name!r}")
             batch = self._batch(feed)
-            (input_meta,) = self._inputs
+            inputs = {self._inputs[0].name: batch}
             with pushed(self.device):
-                if not self._execution.set_input_shape(input_meta.name, batch.shape):
-                    raise ResnetDeployError(f"{self.engine_path.name}: TensorRT rejected input shape {batch.shape}")
-                for name, buffer in self._loop.buffers.items():
-                    self._execution.set_tensor_address(name, int(buffer.device))
-                shapes = {m.name: tuple(self._execution.get_tensor_shape(m.name)) for m in self._outputs}
-                outputs = self._loop.run({input_meta.name: batch}, shapes, self._enqueue)
+                if self._graphs is not None and self._graphs.active:
+                    outputs = self._run_graphed(inputs, batch.shape)
+                else:
+                    shapes = self._bind(self._execution, batch.shape)
+                    outputs = self._loop.run(inputs, shapes, lambda stream: self._enqueue(self._execution, stream))
                 self.last_timings = dict(self._loop.last_timings)
             return outputs
 
-    def _enqueue(self, stream) -> None:
-        if not self._execution.execute_async_v3(stream.handle):
+    def _bind(self, execution, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """Set the input shape and every tensor address on `execution`; returns the output shapes."""
+        (input_meta,) = self._inputs
+        if not execution.set_input_shape(input_meta.name, shape):
+            raise ResnetDeployError(f"{self.engine_path.name}: TensorRT rejected input shape {shape}")
+        for name, buffer in self._loop.buffers.items():
+            execution.set_tensor_address(name, int(buffer.device))
+        return {m.name: tuple(execution.get_tensor_shape(m.name)) for m in self._outputs}
+
+    def _run_graphed(self, inputs: dict[str, np.ndarray], shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+        """One batch through the CUDA graph of its shape (captured on first sight, in an execution context
+        of its own); after a failed capture the graphs are gone and later batches use the main context."""
+        if shape not in self._graph_contexts:
+            execution = self._engine.create_execution_context()
+            if execution is None:
+                raise ArtifactError(f"{self.engine_path}: TensorRT could not create an execution context")
+            self._graph_contexts[shape] = execution, self._bind(execution, shape)
+        execution, shapes = self._graph_contexts[shape]
+        outputs = self._loop.run(inputs, shapes, lambda stream: self._graphs.run(
+            shape, stream, lambda capturing: self._enqueue(execution, capturing)))
+        if not self._graphs.active:
+            self._graph_contexts = {}
+        return outputs
+
+    def _enqueue(self, execution, stream) -> None:
+        if not execution.execute_async_v3(stream.handle):
             raise ResnetDeployError(f"{self.engine_path.name}: execute_async_v3 failed (see the TensorRT log)")
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=4)

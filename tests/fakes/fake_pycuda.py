@@ -12,15 +12,29 @@ Device memory is numpy arrays keyed by pointer. The fake models what pycuda's sr
   on was synchronized, or the events themselves), as cuEventElapsedTime does.
 It records the order of stream operations and tracks every allocation, so tests can check that
 H2D precedes execute precedes D2H on one stream and that everything is freed.
+
+pycuda has no CUDA graph API, so the project calls the driver's through ctypes; `FakeLibcuda`
+stands in for `libcuda.so.1` (its seven functions, with cuda.h's prototypes; ctypes arguments are
+checked) on the same machine, as strict as CUDA's stream-capture rules where our code depends on them:
+- capture only on a stream made here, never the legacy default stream (handle 0), not twice, ended
+  from the thread that began it (thread-local and global modes);
+- while a thread captures, a synchronizing or allocating call from it (stream, context or event
+  synchronize, mem_alloc, pagelocked_empty, frees) fails with CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED
+  and invalidates the capture, whose end then returns CUDA_ERROR_STREAM_CAPTURE_INVALIDATED and no graph;
+- work queued on a capturing stream (async copies, event records, an engine's enqueue, a kernel via
+  `Recorder.launch`) is recorded, not run; launching the instantiated graph replays it in order,
+  reading host and device memory at launch time, as a real graph does.
 """
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import sys
 import threading
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -42,6 +56,25 @@ class FakeCudaError(RuntimeError):
     """What pycuda raises as pycuda._driver.LogicError / Error."""
 
 
+CAPTURE_UNSUPPORTED, CAPTURE_INVALIDATED, CAPTURE_WRONG_THREAD = 900, 901, 908
+ERROR_NAMES = {0: "CUDA_SUCCESS", 1: "CUDA_ERROR_INVALID_VALUE", 201: "CUDA_ERROR_INVALID_CONTEXT",
+               400: "CUDA_ERROR_INVALID_HANDLE", 401: "CUDA_ERROR_ILLEGAL_STATE",
+               CAPTURE_UNSUPPORTED: "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+               CAPTURE_INVALIDATED: "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED",
+               CAPTURE_WRONG_THREAD: "CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD"}
+Op = Callable[[object], None]  # work queued on a stream; replayed with the stream a graph is launched on
+
+
+@dataclass
+class Capture:
+    """A stream capture in progress: who began it, in which mode, what it recorded, why it broke."""
+
+    thread: int
+    mode: int
+    ops: list = field(default_factory=list)
+    invalidated: str | None = None
+
+
 class Recorder:
     def __init__(self, devices: list[FakeDevice]):
         self.devices = devices
@@ -57,6 +90,40 @@ class Recorder:
         self.retained: dict[int, int] = {}
         self.clock_ms = 0.0
         self.handles = itertools.count(0xABC)
+        self.streams: dict[int, object] = {}
+        self.captures: dict[int, Capture] = {}   # stream handle -> capture in progress
+        self.graphs: dict[int, list[Op]] = {}
+        self.executables: dict[int, list[Op]] = {}
+        self.libcuda = FakeLibcuda(self)
+
+    def capture_of(self, stream_handle: int) -> Capture | None:
+        return self.captures.get(stream_handle)
+
+    def run_or_record(self, stream, op: Op, what: str) -> None:
+        """Run `op` now, or add it to the graph being captured on `stream`."""
+        capture = self.capture_of(stream.handle) if stream is not None else None
+        if capture is None:
+            op(stream)
+            return
+        capture.ops.append(op)
+        self.calls.append(("captured", what, stream.handle))
+
+    def launch(self, stream, work: Callable[[], None]) -> None:
+        """A kernel launch on `stream` (tests' stand-ins for CUDA kernels): runs, or is captured."""
+        self.require_context("kernel launch")
+        self.run_or_record(stream, lambda _: work(), "kernel")
+
+    def refuse_during_capture(self, what: str) -> None:
+        """A call that synchronizes or allocates: CUDA refuses it while this thread captures (thread-local or
+        global mode) and invalidates the capture."""
+        thread = threading.get_ident()
+        breaking = [c for c in self.captures.values() if c.thread == thread or c.mode == 0]
+        if breaking:
+            for capture in breaking:
+                capture.invalidated = capture.invalidated or what
+            self.calls.append(("capture invalidated", what))
+            raise FakeCudaError(f"fake pycuda: {what}: CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED (operation not "
+                                "permitted when stream is capturing)")
 
     def stack(self) -> list:
         return self.stacks.setdefault(threading.get_ident(), [])
@@ -137,6 +204,7 @@ def make_fake_pycuda(devices: list[FakeDevice] | None = None):
         @staticmethod
         def synchronize():
             rec.require_context("Context.synchronize")
+            rec.refuse_during_capture("Context.synchronize")
 
     class Device:
         def __init__(self, index):
@@ -181,6 +249,7 @@ def make_fake_pycuda(devices: list[FakeDevice] | None = None):
 
         def free(self):
             rec.require_context("DeviceAllocation.free")
+            rec.refuse_during_capture("DeviceAllocation.free")
             if self.pointer in rec.freed:
                 raise FakeCudaError(f"fake pycuda: device memory {self.pointer:#x} freed twice")
             rec.freed.add(self.pointer)
@@ -193,6 +262,7 @@ def make_fake_pycuda(devices: list[FakeDevice] | None = None):
 
         def free(self):
             rec.require_context("HostAllocation.free")
+            rec.refuse_during_capture("HostAllocation.free")
             if self.freed:
                 raise FakeCudaError("fake pycuda: page-locked memory freed twice")
             self.freed = True
@@ -204,13 +274,17 @@ def make_fake_pycuda(devices: list[FakeDevice] | None = None):
             self.time, self.stream, self.complete = None, None, False
 
         def record(self, stream=None):
+            rec.run_or_record(stream, self._record, "event")
+            rec.calls.append(("event", stream.handle if stream else None))
+
+        def _record(self, stream):
             rec.clock_ms += 0.25
             self.time, self.stream, self.complete = rec.clock_ms, stream, False
             if stream is not None:
                 stream.pending.append(self)
-            rec.calls.append(("event", stream.handle if stream else None))
 
         def synchronize(self):
+            rec.refuse_during_capture("Event.synchronize")
             self.complete = self.time is not None
 
         def query(self):
@@ -227,8 +301,11 @@ def make_fake_pycuda(devices: list[FakeDevice] | None = None):
             rec.require_context("Stream()")
             self.handle = next(rec.handles)
             self.pending: list[Event] = []
+            rec.streams[self.handle] = self
 
         def synchronize(self):
+            if rec.capture_of(self.handle) is not None:
+                rec.refuse_during_capture("Stream.synchronize of the capturing stream")
             for event in self.pending:
                 event.complete = True
             self.pending.clear()
@@ -236,13 +313,16 @@ def make_fake_pycuda(devices: list[FakeDevice] | None = None):
 
     def pagelocked_empty(shape, dtype):
         rec.require_context("pagelocked_empty")
+        rec.refuse_during_capture("pagelocked_empty")
         dtype = np.dtype(dtype)
         allocation = HostAllocation(int(np.prod(shape)) * dtype.itemsize)
         rec.pinned.append(allocation)
         return np.ndarray(shape, dtype, buffer=allocation)
 
     def mem_alloc(nbytes):
-        return DeviceAllocation(nbytes, rec.require_context("mem_alloc"))
+        device = rec.require_context("mem_alloc")
+        rec.refuse_during_capture("mem_alloc")
+        return DeviceAllocation(nbytes, device)
 
     def mem_get_info():
         device = rec.require_context("mem_get_info")
@@ -265,16 +345,24 @@ def make_fake_pycuda(devices: list[FakeDevice] | None = None):
         rec.require_context("memcpy_htod_async")
         _check_pinned(src)
         _check_device(int(dest))
-        raw = np.ascontiguousarray(src).view(np.uint8).reshape(-1)
-        rec.memory[int(dest)][: raw.size] = raw
+
+        def copy(_):
+            raw = np.ascontiguousarray(src).view(np.uint8).reshape(-1)
+            rec.memory[int(dest)][: raw.size] = raw
+
+        rec.run_or_record(stream, copy, "htod")
         rec.calls.append(("htod", int(dest), stream.handle if stream else None))
 
     def memcpy_dtoh_async(dest, src, stream=None):
         rec.require_context("memcpy_dtoh_async")
         _check_pinned(dest)
         _check_device(int(src))
-        flat = dest.reshape(-1).view(np.uint8)
-        flat[:] = rec.memory[int(src)][: flat.size]
+
+        def copy(_):
+            flat = dest.reshape(-1).view(np.uint8)
+            flat[:] = rec.memory[int(src)][: flat.size]
+
+        rec.run_or_record(stream, copy, "dtoh")
         rec.calls.append(("dtoh", int(src), stream.handle if stream else None))
 
     for name, value in dict(init=init, Context=Context, Device=Device, Stream=Stream, Event=Event,
@@ -287,8 +375,134 @@ def make_fake_pycuda(devices: list[FakeDevice] | None = None):
     return package, driver, rec
 
 
+P = ctypes.POINTER
+# cuda.h's prototypes (CUDA 13.0; unchanged since 11.4) of the driver functions the project calls.
+PROTOTYPES = {
+    "cuStreamBeginCapture_v2": (ctypes.c_void_p, ctypes.c_int),
+    "cuStreamEndCapture": (ctypes.c_void_p, P(ctypes.c_void_p)),
+    "cuGraphInstantiateWithFlags": (P(ctypes.c_void_p), ctypes.c_void_p, ctypes.c_ulonglong),
+    "cuGraphLaunch": (ctypes.c_void_p, ctypes.c_void_p),
+    "cuGraphExecDestroy": (ctypes.c_void_p,),
+    "cuGraphDestroy": (ctypes.c_void_p,),
+    "cuGetErrorName": (ctypes.c_int, P(ctypes.c_char_p)),
+}
+_BYREF = type(ctypes.byref(ctypes.c_int()))
+
+
+def _check_argument(name: str, index: int, expected, value) -> None:
+    """The ctypes object our code passes must be what the prototype takes (a pointer: `byref` of its target)."""
+    if hasattr(expected, "_type_") and issubclass(expected, ctypes._Pointer):
+        ok = isinstance(value, _BYREF) and isinstance(value._obj, expected._type_)
+    else:
+        ok = isinstance(value, expected)
+    if not ok:
+        raise ctypes.ArgumentError(f"fake libcuda: {name} argument {index + 1}: expected {expected.__name__}, "
+                                   f"got {type(value).__name__}")
+
+
+class FakeFunction:
+    """A driver function as ctypes exposes it: `argtypes`/`restype` must be set to the prototype's."""
+
+    def __init__(self, name: str, implementation):
+        self.name, self.implementation = name, implementation
+        self.argtypes, self.restype = None, ctypes.c_int
+
+    def __call__(self, *args):
+        prototype = PROTOTYPES[self.name]
+        if self.argtypes != list(prototype) or self.restype is not ctypes.c_int:
+            raise ctypes.ArgumentError(f"fake libcuda: {self.name} called with argtypes {self.argtypes}, "
+                                       f"cuda.h declares {list(prototype)}")
+        if len(args) != len(prototype):
+            raise TypeError(f"fake libcuda: {self.name} takes {len(prototype)} arguments ({len(args)} given)")
+        for index, (expected, value) in enumerate(zip(prototype, args)):
+            _check_argument(self.name, index, expected, value)
+        return self.implementation(*args)
+
+
+class FakeLibcuda:
+    """`libcuda.so.1`'s stream-capture and graph functions on the fake machine; return CUresult codes."""
+
+    def __init__(self, rec: Recorder):
+        self._rec = rec
+        self._handles = itertools.count(0x6000)
+        for name in PROTOTYPES:
+            setattr(self, name, FakeFunction(name, getattr(self, "_" + name)))
+
+    def _no_context(self) -> bool:
+        return self._rec.current_device() is None
+
+    def _cuStreamBeginCapture_v2(self, stream, mode):
+        rec = self._rec
+        rec.calls.append(("begin_capture", stream.value or 0, mode.value))
+        if self._no_context():
+            return 201
+        if not stream.value:
+            return CAPTURE_UNSUPPORTED  # capture may not be initiated on the legacy default stream
+        if stream.value not in rec.streams or mode.value not in (0, 1, 2):
+            return 1
+        if rec.capture_of(stream.value) is not None:
+            return 401
+        rec.captures[stream.value] = Capture(threading.get_ident(), mode.value)
+        return 0
+
+    def _cuStreamEndCapture(self, stream, graph):
+        rec = self._rec
+        rec.calls.append(("end_capture", stream.value or 0))
+        capture = rec.capture_of(stream.value or 0)
+        if capture is None:
+            return 401
+        if capture.mode != 2 and capture.thread != threading.get_ident():
+            return CAPTURE_WRONG_THREAD
+        del rec.captures[stream.value]
+        if capture.invalidated:
+            graph._obj.value = None
+            return CAPTURE_INVALIDATED
+        handle = next(self._handles)
+        rec.graphs[handle] = list(capture.ops)
+        graph._obj.value = handle
+        return 0
+
+    def _cuGraphInstantiateWithFlags(self, executable, graph, flags):
+        rec = self._rec
+        rec.calls.append(("instantiate", graph.value))
+        if self._no_context():
+            return 201
+        if graph.value not in rec.graphs or flags.value != 0:
+            return 400 if graph.value not in rec.graphs else 1
+        handle = next(self._handles)
+        rec.executables[handle] = list(rec.graphs[graph.value])
+        executable._obj.value = handle
+        return 0
+
+    def _cuGraphLaunch(self, executable, stream):
+        rec = self._rec
+        rec.calls.append(("graph_launch", executable.value, stream.value or 0))
+        if self._no_context():
+            return 201
+        if executable.value not in rec.executables:
+            return 400
+        target = rec.streams.get(stream.value) if stream.value else None
+        for op in rec.executables[executable.value]:
+            rec.run_or_record(target, op, "graph node")
+        return 0
+
+    def _cuGraphExecDestroy(self, executable):
+        self._rec.calls.append(("graph_exec_destroy", executable.value))
+        return 0 if self._rec.executables.pop(executable.value, None) is not None else 400
+
+    def _cuGraphDestroy(self, graph):
+        self._rec.calls.append(("graph_destroy", graph.value))
+        return 0 if self._rec.graphs.pop(graph.value, None) is not None else 400
+
+    def _cuGetErrorName(self, code, text):
+        name = ERROR_NAMES.get(code.value)
+        text._obj.value = name.encode() if name else None
+        return 0 if name else 1
+
+
 def install(monkeypatch, **kwargs) -> Recorder:
     package, driver, rec = make_fake_pycuda(**kwargs)
     monkeypatch.setitem(sys.modules, "pycuda", package)
     monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+    monkeypatch.setattr("resnet_deploy.trt.cudagraph.cuda_library", lambda: rec.libcuda)
     return rec

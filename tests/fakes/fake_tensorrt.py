@@ -17,7 +17,9 @@ on it:
 - runtime: a plan of another TensorRT release (unless version-compatible across an allowed step,
   with `engine_host_code_allowed`), platform or compute capability is refused; a DLA engine needs
   `runtime.DLA_core` set before deserializing or it runs on the GPU;
-- engine: real I/O dtypes; an execution context used by two threads at once raises.
+- engine: real I/O dtypes; an execution context used by two threads at once raises; `execute_async_v3` on
+  a capturing stream (fake_pycuda) is recorded, and fails the capture when it is the first enqueue after
+  an input shape change, or when the plan says a plugin synchronizes its stream (`plugin_synchronizes`).
 The fake "engine" runs its ONNX graph with ONNX Runtime on the fake pycuda memory, so runner tests
 see real logits.
 """
@@ -581,6 +583,7 @@ def make_fake_tensorrt(version: str, gpu=None):
         def __init__(self, engine):
             Surfaced.__init__(self)
             self._engine, self._shapes, self._addresses, self._session, self._user = engine, {}, {}, None, None
+            self._enqueued_shapes = None  # the input shapes of the last enqueue that ran (not captured)
 
         def _claim(self, what):
             thread = threading.get_ident()
@@ -611,9 +614,10 @@ def make_fake_tensorrt(version: str, gpu=None):
             return (batch, *self._engine._io[name][0][1:])
 
         def execute_async_v3(self, stream_handle):
-            """Run the engine's ONNX graph with ONNX Runtime on the fake device memory."""
-            import onnxruntime as ort
-
+            """Run the engine's ONNX graph with ONNX Runtime on the fake device memory, or record it into the
+            graph being captured on the stream (with the shapes and addresses set now, as a real capture
+            bakes them in). A capture of the first enqueue after an input shape change fails, as TensorRT's
+            does (it allocates and synchronizes then: TensorRT issue 2603)."""
             self._claim("execute_async_v3")
             self._record("execute_async_v3", stream_handle)
             try:
@@ -622,24 +626,43 @@ def make_fake_tensorrt(version: str, gpu=None):
                 if set(self._addresses) != set(self._engine._names) or set(self._shapes) != set(
                         self._engine._plan["profiles"]):
                     return self._fail("enqueue with unset shapes or addresses")
-                if self._session is None:
-                    self._session = ort.InferenceSession(self._engine._plan["onnx"], providers=["CPUExecutionProvider"])
-                feeds = {name: self._read(name, shape) for name, shape in self._shapes.items()}
-                time.sleep(0.002)  # a window in which a second thread would collide, as on a real GPU
-                names = [o.name for o in self._session.get_outputs()]
-                for name, value in zip(names, self._session.run(None, feeds)):
-                    raw = value.astype(self._dtype(name)).reshape(-1).view(np.uint8)
-                    machine().memory[self._addresses[name]][: raw.size] = raw
+                stream = machine().streams.get(stream_handle)
+                capture = machine().capture_of(stream_handle)
+                if capture is not None and self._shapes != self._enqueued_shapes:
+                    capture.invalidated = "first enqueue after an input shape change"
+                    return self._fail("Cuda Runtime (operation not permitted when stream is capturing): the first "
+                                      "enqueue after setting input shapes was captured (enqueue once first)")
+                if self._engine._plan.get("plugin_synchronizes") and stream is not None:
+                    try:
+                        stream.synchronize()  # a plugin that synchronizes its stream inside enqueue
+                    except RuntimeError as exc:
+                        return self._fail(f"Cuda Runtime ({exc})")
+                shapes, addresses = dict(self._shapes), dict(self._addresses)
+                machine().run_or_record(stream, lambda _: self._execute(shapes, addresses), "execute_async_v3")
+                if capture is None:
+                    self._enqueued_shapes = shapes
+                    time.sleep(0.002)  # a window in which a second thread would collide, as on a real GPU
                 return True
             finally:
                 self._user = None
 
+        def _execute(self, shapes, addresses):
+            import onnxruntime as ort
+
+            if self._session is None:
+                self._session = ort.InferenceSession(self._engine._plan["onnx"], providers=["CPUExecutionProvider"])
+            feeds = {name: self._read(name, shape, addresses) for name, shape in shapes.items()}
+            names = [o.name for o in self._session.get_outputs()]
+            for name, value in zip(names, self._session.run(None, feeds)):
+                raw = value.astype(self._dtype(name)).reshape(-1).view(np.uint8)
+                machine().memory[addresses[name]][: raw.size] = raw
+
         def _dtype(self, name):
             return nptype(getattr(trt.DataType, self._engine._io[name][1]))
 
-        def _read(self, name, shape):
+        def _read(self, name, shape, addresses):
             dtype = np.dtype(self._dtype(name))
-            raw = machine().memory[self._addresses[name]]
+            raw = machine().memory[addresses[name]]
             return raw[: int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
 
         def _fail(self, message):

@@ -3,11 +3,13 @@
 Runs `resnet_deploy.trt.cuda` for real: the device's retained primary context pushed around the
 work, pinned host buffers, device buffers, one stream, async H2D and D2H, CUDA events around each
 phase (`StreamLoop`, the loop the TensorRT runner uses), for `--iterations` batches, the last tenth
-from a worker thread. It checks every result against numpy and that free device memory and the
-process's resident host memory stay flat. Needs an NVIDIA GPU, nvcc and pycuda (build_pycuda.sh);
+from a worker thread; with `--cuda-graph` the kernel launch is captured once into a CUDA graph and
+replayed (`cudagraph.CudaGraphs`, as the runner's `cuda_graph=True`). It checks every result against
+numpy and that free device memory and the process's resident host memory stay flat. Needs an NVIDIA GPU, nvcc and pycuda (build_pycuda.sh);
 no TensorRT. Exit 0: all good; 1: a check failed; 2: it could not run (no GPU, no nvcc, no pycuda).
 
     python tools/gpu_smoke/smoke.py --iterations 10000 --json reports/gpu-smoke.json
+    python tools/gpu_smoke/smoke.py --iterations 10000 --cuda-graph --json reports/gpu-smoke-graph.json
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from resnet_deploy.trt import cuda  # noqa: E402
+from resnet_deploy.trt import cuda, cudagraph  # noqa: E402
 
 KERNEL = Path(__file__).with_name("kernel.cu")
 PIXELS, CLASSES = 28 * 28, 10
@@ -68,8 +70,9 @@ def resident_bytes() -> int:
 
 
 def run(iterations: int = 10_000, batch: int = 32, device: int = 0, launch: Launch | None = None,
-        warmup: int = 100) -> dict[str, Any]:
-    """The loop on GPU `device`; `launch` defaults to the compiled CUDA kernel."""
+        warmup: int = 100, cuda_graph: bool = False) -> dict[str, Any]:
+    """The loop on GPU `device`; `launch` defaults to the compiled CUDA kernel, replayed from a CUDA graph
+    with `cuda_graph`."""
     info = cuda.device_info(device)
     rng = np.random.default_rng(0)
     batches = [rng.normal(size=(batch, 1, 28, 28)).astype(np.float32) for _ in range(8)]
@@ -81,12 +84,22 @@ def run(iterations: int = 10_000, batch: int = 32, device: int = 0, launch: Laun
         buffers = {"input": cuda.HostDeviceBuffer((batch, 1, 28, 28), np.float32),
                    "logits": cuda.HostDeviceBuffer((batch, CLASSES), np.float32)}
         loop = cuda.StreamLoop(buffers)
+        graphs = cudagraph.CudaGraphs(lambda message: print(f"gpu smoke: {message}", file=sys.stderr)) \
+            if cuda_graph else None
+
+        def kernel(stream) -> None:
+            launch(stream, buffers["input"], buffers["logits"], batch)
+
+        def enqueue(stream) -> None:
+            if graphs is None:
+                kernel(stream)
+            else:
+                graphs.run((batch,), stream, kernel)
 
         def step(i: int) -> None:
             nonlocal wrong
             images = batches[i % len(batches)]
-            out = loop.run({"input": images}, {"logits": (batch, CLASSES)},
-                           lambda stream: launch(stream, buffers["input"], buffers["logits"], batch))
+            out = loop.run({"input": images}, {"logits": (batch, CLASSES)}, enqueue)
             wrong += not np.allclose(out["logits"], expected[i % len(batches)], rtol=1e-4, atol=1e-5)
             timings.append(loop.last_timings)
 
@@ -114,6 +127,9 @@ def run(iterations: int = 10_000, batch: int = 32, device: int = 0, launch: Laun
             raise worker_errors[0]
         seconds = time.perf_counter() - started
         free_after, host_after = cuda.driver().mem_get_info()[0], resident_bytes()
+        graph_status = graphs.status() if graphs else None
+        if graphs:
+            graphs.free()
         loop.free()
         free_released = cuda.driver().mem_get_info()[0]
     measured = timings[warmup:]
@@ -125,7 +141,7 @@ def run(iterations: int = 10_000, batch: int = 32, device: int = 0, launch: Laun
         "median_ms": {phase: round(statistics.median(t[phase] for t in measured) * 1e3, 4)
                       for phase in ("h2d", "compute", "d2h", "enqueue")},
         "device_free_lost_bytes": free_before - free_after, "host_resident_gained_bytes": host_after - host_before,
-        "device_freed_at_end_bytes": free_released - free_after,
+        "device_freed_at_end_bytes": free_released - free_after, "cuda_graph": graph_status,
     }
     report["passed"] = (wrong == 0 and report["device_free_lost_bytes"] < MAX_DEVICE_GROWTH
                         and report["host_resident_gained_bytes"] < MAX_HOST_GROWTH)
@@ -137,10 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--device", type=int, default=0)
+    parser.add_argument("--cuda-graph", action="store_true", help="Replay the kernel launch from a CUDA graph.")
     parser.add_argument("--json", type=Path, default=None, help="Write the report here as well.")
     args = parser.parse_args(argv)
     try:
-        report = run(args.iterations, args.batch, args.device)
+        report = run(args.iterations, args.batch, args.device, cuda_graph=args.cuda_graph)
     except Exception as exc:  # noqa: BLE001 - one line, exit 2: the smoke test could not run here
         print(f"gpu smoke: could not run: {type(exc).__name__}: {exc}".replace("\n", " "), file=sys.stderr)
         return 2
