@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from resnet_deploy import data
 from resnet_deploy.errors import ResnetDeployError
+from resnet_deploy.quantize.fallback import FallbackSettings
 from resnet_deploy.stages import StageResult, run_stage
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -39,6 +40,7 @@ class BuildOptions:
     parity_limit: int = 0
     data_dir: Path | None = None
     engine: dict[str, Any] = field(default_factory=dict)
+    fallback: FallbackSettings = field(default_factory=FallbackSettings)  # issue 12: INT8 fallback
 
 
 @dataclass
@@ -57,6 +59,7 @@ def build(options: BuildOptions, log: Log = print) -> BuildResult:
     """Run the chain for `options.precision`; raises `GateFailed` when a parity gate fails."""
     if options.precision not in PRECISIONS:
         raise ResnetDeployError(f"precision must be one of {PRECISIONS}, got {options.precision!r}")
+    _refuse_legacy_fallback(options)
     stages: list[StageResult] = []
     checkpoint, fp32_onnx, artifact = None, None, None
     if options.onnx:
@@ -68,6 +71,9 @@ def build(options: BuildOptions, log: Log = print) -> BuildResult:
     if artifact is None:
         artifact_stage = precision_stage(fp32_onnx, options)
         if artifact_stage is not None:
+            stages.append(artifact_stage)
+        if options.precision == "int8" and options.fallback.active:
+            artifact_stage = fallback_stage(fp32_onnx, options, log)
             stages.append(artifact_stage)
         artifact = artifact_stage.outputs[0] if artifact_stage else fp32_onnx
     parity = None
@@ -167,6 +173,33 @@ def int8_stage(fp32_onnx: Path, options: BuildOptions) -> StageResult:
     best = json.loads(paths.summary.read_text())["best_method"]
     result.outputs = [paths.qdq(best), paths.cache(best), paths.summary]
     return result
+
+
+# --- issue 12: accuracy-budgeted INT8 fallback (quantize/fallback.py) ---
+def fallback_stage(fp32_onnx: Path, options: BuildOptions, log: Log) -> StageResult:
+    """Keep layers of the best method's Q/DQ graph out of INT8 (budget search or named layers)."""
+    import json
+    from dataclasses import asdict
+
+    from resnet_deploy.quantize.int8 import Int8Paths, make_fallback_artifacts
+
+    paths = Int8Paths(options.calibration_dir, fp32_onnx.stem)
+    method = json.loads(paths.summary.read_text())["best_method"]
+    outputs = [paths.fallback_qdq(method), paths.layer_precisions(method), paths.fallback_report(method)]
+    result = run_stage("fallback", outputs, {"onnx": fp32_onnx, "amax": paths.amax(method)}, asdict(options.fallback),
+                       lambda: make_fallback_artifacts(fp32_onnx, options.calibration_dir, options.fallback,
+                                                       method=method, data_dir=options.data_dir, log=log))
+    if result.details is None:
+        result.details = json.loads(paths.fallback_report(method).read_text())
+    return result
+
+
+def _refuse_legacy_fallback(options: BuildOptions) -> None:
+    if options.engine.get("legacy_calibrator") and options.fallback.active and options.precision == "int8":
+        raise ResnetDeployError("--legacy-calibrator with INT8 fallback: the engine builder does not apply layer "
+                                "precisions yet; build the fallback Q/DQ graph strongly typed (drop "
+                                "--legacy-calibrator), or give the .layer-precisions.json to trtexec")
+# --- end issue 12 ---
 
 
 def parity_stage(reference: Path, artifacts: list[Path], options: BuildOptions) -> StageResult:

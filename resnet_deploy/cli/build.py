@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.common import console, data_dir_option
+from resnet_deploy.cli.fallback import fallback_options, print_fallback_report
 from resnet_deploy.errors import GateFailed
 from resnet_deploy.pipeline import PRECISIONS, BuildOptions, build as run_build
 
@@ -35,10 +36,11 @@ from resnet_deploy.pipeline import PRECISIONS, BuildOptions, build as run_build
 @click.option("--legacy-calibrator", is_flag=True,
               help="TensorRT <= 10 only: FP32 ONNX + INT8 flag + a calibrator serving our calibration cache.")
 @click.option("--strict", is_flag=True, help="Exit 1 when the engine step cannot run (no TensorRT).")
+@fallback_options
 @data_dir_option
 def build(precision, checkpoint, onnx, calibration_method, calibration_count, max_drop_pp, min_batch, opt_batch,
           max_batch, workspace_mib, timing_cache, dla_core, hardware_compatibility, version_compatible,
-          legacy_calibrator, strict, data_dir) -> None:
+          legacy_calibrator, strict, fallback, data_dir) -> None:
     """Build a TensorRT engine: export, FP16 or INT8 artifacts, parity, engine, parity on the engine.
 
     Every stage is skipped when its inputs and settings are unchanged, so a second run takes seconds.
@@ -48,6 +50,7 @@ def build(precision, checkpoint, onnx, calibration_method, calibration_count, ma
       resnet-deploy build --precision int8
       resnet-deploy build --precision fp16 --checkpoint checkpoints/resnet18-w0.25/best.pt --max-batch 64
       resnet-deploy build --precision int8 --legacy-calibrator        # TensorRT 10 / Jetson only
+      resnet-deploy build --precision int8 --accuracy-budget 0.2 --fallback fp16
     """
     engine_options = {
         "min_batch": min_batch, "opt_batch": opt_batch, "max_batch": max_batch, "workspace_mib": workspace_mib,
@@ -56,7 +59,7 @@ def build(precision, checkpoint, onnx, calibration_method, calibration_count, ma
     }
     options = BuildOptions(precision=precision, checkpoint=checkpoint, onnx=onnx,
                            calibration_method=calibration_method, calibration_count=calibration_count,
-                           max_drop_pp=max_drop_pp, data_dir=data_dir, engine=engine_options)
+                           max_drop_pp=max_drop_pp, data_dir=data_dir, engine=engine_options, fallback=fallback)
     result = run_build(options, log=console.print)
     table = Table(title=f"build --precision {precision}")
     for column in ("stage", "status", "seconds", "outputs"):
@@ -65,6 +68,9 @@ def build(precision, checkpoint, onnx, calibration_method, calibration_count, ma
         table.add_row(stage.name, "reused" if stage.skipped else "built", f"{stage.seconds:.1f}",
                       ", ".join(str(p) for p in stage.outputs))
     console.print(table)
+    for stage in result.stages:  # issue 12: the INT8 fallback report
+        if stage.name == "fallback":
+            print_fallback_report(stage.details)
     if result.parity:
         from resnet_deploy.cli.quantize import print_parity_table
 

@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.common import console, data_dir_option
+from resnet_deploy.cli.fallback import fallback_options, print_fallback_report
 from resnet_deploy.data import VAL_SIZE
 from resnet_deploy.quantize.calibrate import METHODS
 
@@ -25,16 +26,27 @@ TRAIN_SIZE = 60000 - VAL_SIZE
               show_default=True)
 @click.option("--trt-version", default="10.3.0", show_default=True, help="TensorRT version in the cache header.")
 @click.option("--cpu-int8", is_flag=True, help="Also write the ONNX Runtime CPU INT8 graph.")
+@click.option("--per-tensor-weights", is_flag=True,
+              help="One weight scale per tensor instead of per output channel (to reproduce a known accuracy loss).")
+@fallback_options
 @data_dir_option
-def calibrate(onnx_path, method, count, seed, out_dir, trt_version, cpu_int8, data_dir) -> None:
+def calibrate(onnx_path, method, count, seed, out_dir, trt_version, cpu_int8, per_tensor_weights, fallback,
+              data_dir) -> None:
     """Calibrate INT8 on train-split images: Q/DQ graph + calibration cache per method.
 
     Each method's top-1 is measured on the validation split (never the test split); the best one
     is recorded in <out-dir>/<stem>.calibration.json.
 
+    With --accuracy-budget / --min-agreement, layers leave INT8 (most sensitive first) until the
+    best method's graph is within the budget on validation; --exclude / --keep-fp32 name them by hand.
+    That writes <stem>.int8-<method>.fallback.qdq.onnx, the same exclusions as TensorRT 10 layer
+    precisions (.layer-precisions.json) and a report (.fallback.json, with test top-1).
+
     \b
-    Example:
+    Examples:
       resnet-deploy calibrate --onnx artifacts/resnet18-w0.25.onnx --method all --cpu-int8
+      resnet-deploy calibrate --onnx artifacts/resnet18-w0.25.onnx --accuracy-budget 0.1 --fallback fp16
+      resnet-deploy calibrate --onnx artifacts/resnet18-w0.25.onnx --keep-fp32 first,last
     """
     from resnet_deploy.export import load_onnx
     from resnet_deploy.quantize.int8 import make_int8_artifacts
@@ -42,7 +54,8 @@ def calibrate(onnx_path, method, count, seed, out_dir, trt_version, cpu_int8, da
     load_onnx(onnx_path)
     methods = METHODS if method == "all" else (method,)
     summary = make_int8_artifacts(onnx_path, out_dir, methods=methods, count=count, seed=seed,
-                                  trt_version=trt_version, cpu_int8=cpu_int8, data_dir=data_dir)
+                                  trt_version=trt_version, cpu_int8=cpu_int8, per_channel=not per_tensor_weights,
+                                  data_dir=data_dir)
     fp32 = summary["methods"]["fp32"]["val_top1"]
     table = Table(title=f"INT8 calibration of {onnx_path.name} ({count} train images; top-1 on the 5k validation split)")
     for column in ("artifact", "val top-1", "vs FP32", "file"):
@@ -54,6 +67,12 @@ def calibrate(onnx_path, method, count, seed, out_dir, trt_version, cpu_int8, da
     console.print(table)
     console.print(f"summary {out_dir / (onnx_path.stem + '.calibration.json')}, "
                   f"{summary['timings']['total_seconds']:.1f} s")
+    if fallback.active:  # issue 12: INT8 fallback within an accuracy budget
+        from resnet_deploy.quantize.int8 import make_fallback_artifacts
+
+        report = make_fallback_artifacts(onnx_path, out_dir, fallback, method=summary["best_method"],
+                                         per_channel=not per_tensor_weights, data_dir=data_dir, log=console.print)
+        print_fallback_report(report)
 
 
 COMMANDS = [calibrate]
