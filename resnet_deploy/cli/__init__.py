@@ -26,9 +26,9 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from resnet_deploy.cli import bench, build, calibrate, engine, layers, quantize, train, zoo
+    from resnet_deploy.cli import bench, build, calibrate, engine, layers, qat, quantize, train, zoo
 
-    for module in (zoo, train, quantize, calibrate, build, engine, bench, layers):
+    for module in (zoo, train, quantize, calibrate, build, engine, bench, layers, qat):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -92,11 +92,14 @@ class QdqEvaluator:
     def score(self, fallback: Mapping[str, str]) -> Score:
         key = frozenset(fallback.items())
         if key not in self.cache:
-            predictions = self._logits(qdq_model(self.model, self.amax, fallback=fallback,
-                                                 per_channel=self.per_channel)).argmax(1)
-            self.cache[key] = Score(float((predictions == self.labels).mean()),
-                                    float((predictions == self.reference).mean()))
+            self.cache[key] = self.score_model(qdq_model(self.model, self.amax, fallback=fallback,
+                                                         per_channel=self.per_channel))
         return self.cache[key]
+
+    def score_model(self, model) -> Score:
+        """Top-1 and agreement with the FP32 graph of any graph of the same network."""
+        predictions = self._logits(model).argmax(1)
+        return Score(float((predictions == self.labels).mean()), float((predictions == self.reference).mean()))
 
 
 @dataclass(frozen=True)
