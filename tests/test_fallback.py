@@ -26,8 +26,8 @@ def fp32(untrained_onnx):
 
 
 @pytest.fixture(scope="module")
-def amax(untrained_onnx, data_dir):
-    return calibrate_onnx(untrained_onnx, data.calibration_images(64, data_dir=data_dir), "max")
+def amax(untrained_amax):
+    return untrained_amax
 
 
 def nodes_by_name(model):

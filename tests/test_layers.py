@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import onnx
 import pytest
 
 from resnet_deploy import data
 from resnet_deploy.cli import main
-from resnet_deploy.quantize.calibrate import activation_tensors, calibrate_onnx
+from resnet_deploy.quantize.calibrate import activation_tensors
 from resnet_deploy.quantize.fp16 import convert_to_fp16
 from resnet_deploy.quantize.layers import compare_layers, compared_tensors, match_tensors, plan_chunks
 from resnet_deploy.quantize.qdq import insert_qdq, quantizable_layers
 
 
 @pytest.fixture(scope="module")
-def amax(untrained_onnx, data_dir):
-    return calibrate_onnx(untrained_onnx, data.calibration_images(64, data_dir=data_dir), "max")
+def amax(untrained_amax):
+    return untrained_amax
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from onnx import numpy_helper
 
 from resnet_deploy import data
 from resnet_deploy.cli import main
-from resnet_deploy.quantize.calibrate import calibrate_onnx
 from resnet_deploy.quantize.qat import QatConfig, QatGraph, export_qat, fine_tune
 from resnet_deploy.quantize.qdq import insert_qdq, qdq_model, quantizable_layers, tensorrt_qdq_problems
 
@@ -25,8 +24,8 @@ def fp32(untrained_onnx):
 
 
 @pytest.fixture(scope="module")
-def amax(untrained_onnx, data_dir):
-    return calibrate_onnx(untrained_onnx, data.calibration_images(64, data_dir=data_dir), "entropy")
+def amax(untrained_amax):
+    return untrained_amax
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,14 @@ class Int8Paths:
         return self.out_dir / f"{self.stem}.int8-{method}.fallback.json"
 
     @property
+    def qat_fp32(self) -> Path:
+        return self.out_dir / f"{self.stem}.qat.onnx"
+
+    @property
+    def qat_report(self) -> Path:
+        return self.out_dir / f"{self.stem}.qat.json"
+
+    @property
     def cpu_int8(self) -> Path:
         return self.out_dir / f"{self.stem}.int8-cpu.onnx"
 

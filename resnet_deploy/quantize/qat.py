@@ -253,37 +253,6 @@ def export_qat(fp32_model, module: QatGraph, fp32_out: Path, qdq_out: Path) -> d
     return insert_qdq(fp32_out, module.learned_amax(), qdq_out, fallback=module.fallback)
 
 
-@dataclass(frozen=True)
-class QatPaths:
-    """Where the QAT outputs of `<stem>.onnx` go in `out_dir`."""
-
-    out_dir: Path
-    stem: str
-
-    def _path(self, suffix: str) -> Path:
-        return self.out_dir / f"{self.stem}.{suffix}"
-
-    @property
-    def fp32(self) -> Path:
-        return self._path("qat.onnx")
-
-    @property
-    def qdq(self) -> Path:
-        return self._path("int8-qat.qdq.onnx")
-
-    @property
-    def amax(self) -> Path:
-        return self._path("qat.amax.json")
-
-    @property
-    def cache(self) -> Path:
-        return self._path("qat.cache")
-
-    @property
-    def report(self) -> Path:
-        return self._path("qat.json")
-
-
 def quantization_aware_training(fp32_onnx: str | Path, out_dir: str | Path, config: QatConfig, *,
                                 amax: Mapping[str, float], fallback: Mapping[str, str] | None = None,
                                 trt_version: str = "10.3.0", data_dir: str | Path | None = None,
@@ -297,10 +266,11 @@ def quantization_aware_training(fp32_onnx: str | Path, out_dir: str | Path, conf
     from resnet_deploy.fileio import atomic_write_json, sha256_file
     from resnet_deploy.quantize.cache import write_calibration_cache
     from resnet_deploy.quantize.fallback import QdqEvaluator
+    from resnet_deploy.quantize.int8 import Int8Paths
 
     started = time.perf_counter()
     fp32_onnx = Path(fp32_onnx)
-    paths = QatPaths(Path(out_dir), fp32_onnx.stem)
+    paths = Int8Paths(Path(out_dir), fp32_onnx.stem)
     model = load_onnx(fp32_onnx)
     dataset = data.load_fashion_mnist(data_dir)
     val_images, test_images = data.normalize(dataset.val_images), data.normalize(dataset.test_images)
@@ -308,11 +278,11 @@ def quantization_aware_training(fp32_onnx: str | Path, out_dir: str | Path, conf
     history = fine_tune(module, config, dataset.train_images, dataset.train_labels, val_images, dataset.val_labels,
                         progress)
     train_seconds = time.perf_counter() - started
-    summary = export_qat(model, module, paths.fp32, paths.qdq)
+    summary = export_qat(model, module, paths.qat_fp32, paths.qdq("qat"))
     learned = {**amax, **module.learned_amax()}
-    atomic_write_json(paths.amax, learned)
-    write_calibration_cache(paths.cache, learned, trt_version=trt_version)
-    qat_model = onnx.load(str(paths.qdq))
+    atomic_write_json(paths.amax("qat"), learned)
+    write_calibration_cache(paths.cache("qat"), learned, trt_version=trt_version)
+    qat_model = onnx.load(str(paths.qdq("qat")))
     accuracy = {}
     for split, images, labels in (("validation", val_images, dataset.val_labels),
                                   ("test", test_images, dataset.test_labels)):
@@ -325,9 +295,10 @@ def quantization_aware_training(fp32_onnx: str | Path, out_dir: str | Path, conf
     report = {"source_onnx": str(fp32_onnx), "source_onnx_sha256": sha256_file(fp32_onnx), "config": asdict(config),
               "fallback": dict(fallback or {}), "history": history,
               "best_epoch": max(history, key=lambda h: (h["val_top1"], h["epoch"]))["epoch"], "accuracy": accuracy,
-              "onnx": str(paths.qdq), "fp32_onnx": str(paths.fp32), "amax": str(paths.amax), "cache": str(paths.cache),
+              "onnx": str(paths.qdq("qat")), "fp32_onnx": str(paths.qat_fp32), "amax": str(paths.amax("qat")),
+              "cache": str(paths.cache("qat")),
               "quantized_activations": summary["quantized_activations"],
               "train_minutes": round(train_seconds / 60, 2),
               "total_minutes": round((time.perf_counter() - started) / 60, 2)}
-    atomic_write_json(paths.report, report)
+    atomic_write_json(paths.qat_report, report)
     return report
