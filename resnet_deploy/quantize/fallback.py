@@ -2,9 +2,11 @@
 
 Sensitivity is measured on the user's validation split (never test) with ONNX Runtime running the
 Q/DQ graphs TensorRT would build: each quantized layer is put back in high precision alone (its
-Q/DQ removed) and the gain in top-1 and in top-1 agreement with FP32 is recorded. Layers then
-leave INT8 most sensitive first (ties: the fewer MACs first) until the budget holds, and a final
-pass puts back into INT8 every layer the budget does not need. The result is an ordinary Q/DQ
+Q/DQ removed) and the gain in top-1 agreement with FP32 and in top-1 is recorded. Layers then
+leave INT8 most sensitive first until the budget holds, and a final pass puts back into INT8 every
+layer the budget does not need. Sensitivity ranks by agreement gain (then top-1 gain, then fewer
+MACs) whatever the budget: a layer's top-1 gain is the difference of images it fixes and images it
+breaks, so on a few thousand images it is mostly noise, while agreement counts every change. The result is an ordinary Q/DQ
 graph (TensorRT 10 and 11 build it strongly typed) plus the same exclusions as layer precisions
 for TensorRT 10's legacy path (FP32 ONNX + calibration cache + builder flags).
 """
@@ -114,10 +116,6 @@ class Budget:
         agreement_ok = self.min_agreement_pct is None or score.agreement * 100 >= self.min_agreement_pct - 1e-9
         return drop_ok and agreement_ok
 
-    def gain(self, score: Score, base: Score) -> tuple[float, float]:
-        """How much putting a layer back in high precision helps, in the budget's own metric first."""
-        top1, agreement = score.top1 - base.top1, score.agreement - base.agreement
-        return (agreement, top1) if self.min_agreement_pct is not None else (top1, agreement)
 
 
 def layer_macs(model) -> dict[str, int]:
@@ -168,11 +166,11 @@ def search_fallback(evaluator: QdqEvaluator, settings: FallbackSettings, log: Lo
     gains = {}
     for number, layer in enumerate(candidates, 1):
         score = evaluator.score({**manual, layer.node: settings.fallback})
-        gains[layer.node] = budget.gain(score, base)
+        gains[layer.node] = (score.agreement - base.agreement, score.top1 - base.top1)
         result.sensitivity.append(_sensitivity_row(layer, score, base, macs))
         log(f"  sensitivity {number}/{len(candidates)}: {layer.name} back in {settings.fallback}: "
             f"val top-1 {score.top1 * 100:.2f}%, agreement {score.agreement * 100:.2f}%")
-    order = sorted(candidates, key=lambda layer: (tuple(-g for g in gains[layer.node]), macs.get(layer.node, 0)))
+    order = sorted(candidates, key=lambda layer: (-gains[layer.node][0], -gains[layer.node][1], macs.get(layer.node, 0)))
     chosen, added = dict(manual), []
     for layer in order:
         chosen[layer.node] = settings.fallback
