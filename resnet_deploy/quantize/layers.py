@@ -6,7 +6,8 @@ outputs. Tensors are matched by name (the FP16 converter, the Q/DQ inserter and 
 the FP32 graph's names), else by the name of the node that produces them. Per tensor: cosine
 similarity, SNR in dB (signal energy over error energy) and max abs error, accumulated in float64
 over batches. Memory stays bounded for any depth: the tensors are exposed a chunk at a time, sized
-so that one batch of one chunk (both graphs) fits `max_memory_mib`, and images stream in batches.
+so that one batch of one chunk (both graphs) fits `max_memory_mib`, and images stream in batches
+(as few chunks as the bound allows, then as large a batch as keeps that number).
 """
 
 from __future__ import annotations
@@ -122,10 +123,18 @@ def match_tensors(reference_model, candidate_model) -> tuple[list[TensorMatch], 
 def plan_chunks(matches: list[TensorMatch], batch_size: int, max_bytes: int) -> tuple[int, list[list[TensorMatch]]]:
     """A batch size and groups of tensors such that one batch of one group, in both graphs, fits `max_bytes`.
 
-    Candidate tensors are counted at float32 size too (FP16 ones are converted before comparing).
+    Every group costs one pass over the images, so the plan first takes the fewest groups (those of
+    batch 1), then the largest batch up to `batch_size` that keeps that number. Candidate tensors
+    count at float32 size too (FP16 ones are converted before comparing).
     """
-    largest = max(m.bytes_per_image for m in matches)
-    batch = max(1, min(batch_size, max_bytes // (2 * largest)))
+    fewest = len(_pack(matches, 1, max_bytes))
+    batch = batch_size
+    while batch > 1 and len(_pack(matches, batch, max_bytes)) > fewest:
+        batch //= 2
+    return batch, _pack(matches, batch, max_bytes)
+
+
+def _pack(matches: list[TensorMatch], batch: int, max_bytes: int) -> list[list[TensorMatch]]:
     chunks: list[list[TensorMatch]] = [[]]
     used = 0
     for match in matches:
@@ -135,7 +144,7 @@ def plan_chunks(matches: list[TensorMatch], batch_size: int, max_bytes: int) -> 
             used = 0
         chunks[-1].append(match)
         used += cost
-    return batch, chunks
+    return chunks
 
 
 def session_with_outputs(model, names: list[str], types: dict[str, int], threads: int = 0):
