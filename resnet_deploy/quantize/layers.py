@@ -148,20 +148,28 @@ def _pack(matches: list[TensorMatch], batch: int, max_bytes: int) -> list[list[T
 
 
 def session_with_outputs(model, names: list[str], types: dict[str, int], threads: int = 0):
-    """An ONNX Runtime CPU session, graph optimizations off, returning exactly the tensors `names`."""
+    """An ONNX Runtime CPU session, graph optimizations off, returning exactly the tensors `names`.
+
+    The outputs of `model` are swapped in place and restored, so no copy of its weights is made.
+    """
     import onnx
     import onnxruntime as ort
 
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    original = [onnx.ValueInfoProto.FromString(v.SerializeToString()) for v in model.graph.output]
     del model.graph.output[:]
     model.graph.output.extend(onnx.helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None)
                               for name in names)
+    try:
+        serialized = model.SerializeToString()
+    finally:
+        del model.graph.output[:]
+        model.graph.output.extend(original)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
 
 
 @dataclass
@@ -208,6 +216,7 @@ def compare_layers(reference_onnx: str | Path, candidate_onnx: str | Path, image
             for match, ref, cand in zip(chunk, ref_values, cand_values):
                 stats[match.reference].update(ref, cand)
             del ref_values, cand_values
+        del reference, candidate
         if progress:
             progress(done + 1, len(chunks))
     rows = [_row(m, stats[m.reference], min_snr_db, min_cosine) for m in matches]
