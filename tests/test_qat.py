@@ -87,7 +87,7 @@ def test_zero_epochs_export_the_ptq_graph(fp32, amax, untrained_onnx, tmp_path):
 
 def test_fine_tuning_changes_weights_and_ranges_not_structure(fp32, amax, dataset, tmp_path):
     trained = QatGraph(fp32, amax)
-    config = QatConfig(epochs=1, lr=0.05, batch_size=64, train_limit=256, threads=2)
+    config = QatConfig(epochs=1, lr=0.05, batch_size=64, train_limit=256)
     # A label no image has: every epoch scores 0, and on a tie the later (trained) epoch is kept.
     history = fine_tune(trained, config, dataset.train_images, dataset.train_labels,
                         data.normalize(dataset.val_images[:8]), np.full(8, -1))
@@ -107,7 +107,7 @@ def test_fine_tuning_changes_weights_and_ranges_not_structure(fp32, amax, datase
 def test_qat_command_exports_and_reports(untrained_onnx, data_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["qat", "--onnx", str(untrained_onnx), "--epochs", "1", "--train-limit", "256", "--batch-size", "64",
-              "--count", "32", "--threads", "2", "--out-dir", str(tmp_path), "--data-dir", str(data_dir)])
+              "--count", "32", "--out-dir", str(tmp_path), "--data-dir", str(data_dir)])
     assert exit_info.value.code == 0
     report = json.loads((tmp_path / "tiny.qat.json").read_text())
     assert [h["epoch"] for h in report["history"]] == [0, 1] and report["config"]["epochs"] == 1
@@ -135,7 +135,7 @@ def test_one_calibration_image_fails_the_gate_and_qat_recovers(trained_onnx, dat
     assert (test.fp32_top1 - test.score({}).top1) * 100 > 1.5
     val_images, val_labels = data.normalize(dataset.val_images[:1000]), dataset.val_labels[:1000]
     module = QatGraph(model, ranges)
-    history = fine_tune(module, QatConfig(epochs=1, train_limit=4096, threads=2), dataset.train_images,
+    history = fine_tune(module, QatConfig(epochs=1, train_limit=4096), dataset.train_images,
                         dataset.train_labels, val_images, val_labels)
     assert history[1]["val_top1"] > history[0]["val_top1"] + 0.015
     export_qat(model, module, tmp_path / "tiny.qat.onnx", tmp_path / "tiny.int8-qat.qdq.onnx")
