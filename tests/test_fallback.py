@@ -25,11 +25,6 @@ def fp32(untrained_onnx):
     return onnx.load(str(untrained_onnx))
 
 
-@pytest.fixture(scope="module")
-def amax(untrained_amax):
-    return untrained_amax
-
-
 def nodes_by_name(model):
     return {node.name: node for node in model.graph.node}
 
@@ -51,10 +46,10 @@ def test_layers_resolve_by_name_node_first_and_last(fp32):
         resolve_layers(fp32, ["layer9.conv"])
 
 
-def test_excluded_layer_loses_its_qdq_and_others_keep_theirs(fp32, amax):
+def test_excluded_layer_loses_its_qdq_and_others_keep_theirs(fp32, untrained_amax):
     layers = {layer.name: layer.node for layer in quantizable_layers(fp32)}
     excluded = layers["layer2.0.conv1"]  # reads relu_4, which the shortcut conv layer2.0.downsample.0 also reads
-    model = qdq_model(fp32, amax, fallback={excluded: "fp32"})
+    model = qdq_model(fp32, untrained_amax, fallback={excluded: "fp32"})
     made_by, by_name = producers(model), nodes_by_name(model)
     conv = by_name[excluded]
     assert conv.input[0] == "relu_4" and conv.input[1] == "layer2.0.conv1.weight"
@@ -65,14 +60,14 @@ def test_excluded_layer_loses_its_qdq_and_others_keep_theirs(fp32, amax):
     assert len(quantized_activations(fp32, [main_conv])) == len(quantized_activations(fp32)) - 2
     add = next(n for n in model.graph.node if n.op_type == "Add" and "getitem_21" in n.input)
     assert made_by[add.input[1]].op_type == "DequantizeLinear"
-    unfused = qdq_model(fp32, amax, fallback={main_conv: "fp32"})
+    unfused = qdq_model(fp32, untrained_amax, fallback={main_conv: "fp32"})
     add = next(n for n in unfused.graph.node if n.op_type == "Add" and "getitem_21" in n.input)
     assert {producers(unfused)[name].op_type for name in add.input} == {"Conv"}
 
 
-def test_fp16_fallback_casts_around_fp16_weights(fp32, amax):
+def test_fp16_fallback_casts_around_fp16_weights(fp32, untrained_amax):
     first, last = quantizable_layers(fp32)[0].node, quantizable_layers(fp32)[-1].node
-    model = qdq_model(fp32, amax, fallback={first: "fp16", last: "fp16"})
+    model = qdq_model(fp32, untrained_amax, fallback={first: "fp16", last: "fp16"})
     initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     made_by = producers(model)
     for node_name in (first, last):
@@ -84,17 +79,17 @@ def test_fp16_fallback_casts_around_fp16_weights(fp32, amax):
 
 
 @pytest.mark.parametrize("variant", ["ptq", "per-tensor", "fp16", "fp32", "all-fp32"])
-def test_every_variant_passes_tensorrt_parser_rules(fp32, amax, variant):
+def test_every_variant_passes_tensorrt_parser_rules(fp32, untrained_amax, variant):
     layers = [layer.node for layer in quantizable_layers(fp32)]
     fallback = {"fp16": {layers[0]: "fp16", layers[7]: "fp16"}, "fp32": {layers[0]: "fp32", layers[-1]: "fp32"},
                 "all-fp32": dict.fromkeys(layers, "fp32")}.get(variant, {})
-    model = qdq_model(fp32, amax, fallback=fallback, per_channel=variant != "per-tensor")
+    model = qdq_model(fp32, untrained_amax, fallback=fallback, per_channel=variant != "per-tensor")
     onnx.checker.check_model(model, full_check=True)
     assert tensorrt_qdq_problems(model) == []
 
 
-def test_parser_rules_catch_what_tensorrt_refuses(fp32, amax):
-    model = qdq_model(fp32, amax)
+def test_parser_rules_catch_what_tensorrt_refuses(fp32, untrained_amax):
+    model = qdq_model(fp32, untrained_amax)
     zero_point = next(i for i in model.graph.initializer if i.name.endswith("_zero_point"))
     zero_point.CopyFrom(numpy_helper.from_array(np.ones(numpy_helper.to_array(zero_point).shape, np.int8), zero_point.name))
     conv = next(n for n in model.graph.node if n.op_type == "Conv")
@@ -106,13 +101,13 @@ def test_parser_rules_catch_what_tensorrt_refuses(fp32, amax):
     assert "integer_conv: ConvInteger is not supported" in problems
 
 
-def test_all_layers_back_in_fp32_is_the_fp32_graph(fp32, amax, data_dir):
+def test_all_layers_back_in_fp32_is_the_fp32_graph(fp32, untrained_amax, data_dir):
     images = data.normalize(data.load_fashion_mnist(data_dir).val_images[:64])
     everything = {layer.node: "fp32" for layer in quantizable_layers(fp32)}
-    model = qdq_model(fp32, amax, fallback=everything)
+    model = qdq_model(fp32, untrained_amax, fallback=everything)
     assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
     np.testing.assert_allclose(run(model, images), run(fp32, images), rtol=1e-5, atol=1e-5)
-    fp16 = run(qdq_model(fp32, amax, fallback=dict.fromkeys(everything, "fp16")), images)
+    fp16 = run(qdq_model(fp32, untrained_amax, fallback=dict.fromkeys(everything, "fp16")), images)
     assert np.abs(fp16 - run(fp32, images)).max() < 0.05 * np.abs(run(fp32, images)).max()
 
 
@@ -153,9 +148,9 @@ def test_settings_refuse_bad_values():
     assert not FallbackSettings().active and FallbackSettings(keep_fp32=("first",)).active
 
 
-def test_no_budget_search_keeps_the_named_layers_only(fp32, amax, data_dir):
+def test_no_budget_search_keeps_the_named_layers_only(fp32, untrained_amax, data_dir):
     dataset = data.load_fashion_mnist(data_dir)
-    evaluator = QdqEvaluator(fp32, amax, data.normalize(dataset.val_images[:200]), dataset.val_labels[:200])
+    evaluator = QdqEvaluator(fp32, untrained_amax, data.normalize(dataset.val_images[:200]), dataset.val_labels[:200])
     result = search_fallback(evaluator, FallbackSettings(exclude=("layer3.0.conv1",), keep_fp32=("first", "last")))
     layers = {layer.name: layer.node for layer in quantizable_layers(fp32)}
     assert result.fallback == {layers["layer3.0.conv1"]: "fp16", layers["conv1"]: "fp32", layers["fc"]: "fp32"}

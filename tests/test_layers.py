@@ -16,18 +16,13 @@ from resnet_deploy.quantize.qdq import insert_qdq, quantizable_layers
 
 
 @pytest.fixture(scope="module")
-def amax(untrained_amax):
-    return untrained_amax
-
-
-@pytest.fixture(scope="module")
-def graphs(untrained_onnx, amax, tmp_path_factory):
+def graphs(untrained_onnx, untrained_amax, tmp_path_factory):
     """The FP32 graph and its FP16, Q/DQ and fallback (first layer FP16, last FP32) graphs."""
     folder = tmp_path_factory.mktemp("layers")
     layers = quantizable_layers(onnx.load(str(untrained_onnx)))
     convert_to_fp16(untrained_onnx, folder / "tiny.fp16.onnx")
-    insert_qdq(untrained_onnx, amax, folder / "tiny.qdq.onnx")
-    insert_qdq(untrained_onnx, amax, folder / "tiny.fallback.qdq.onnx",
+    insert_qdq(untrained_onnx, untrained_amax, folder / "tiny.qdq.onnx")
+    insert_qdq(untrained_onnx, untrained_amax, folder / "tiny.fallback.qdq.onnx",
                fallback={layers[0].node: "fp16", layers[-1].node: "fp32"})
     return {"fp32": untrained_onnx, "fp16": folder / "tiny.fp16.onnx", "qdq": folder / "tiny.qdq.onnx",
             "fallback": folder / "tiny.fallback.qdq.onnx"}
@@ -80,8 +75,8 @@ def test_fp16_tracks_fp32_far_closer_than_int8(graphs, images):
     assert first_conv["layer"] == "conv1" and first_conv["max_abs_error"] > 0
 
 
-def test_first_layer_below_is_the_broken_one(untrained_onnx, amax, images, tmp_path):
-    broken = dict(amax, relu_3=amax["relu_3"] * 0.02)  # the input of layer1.1.conv2, read by it alone
+def test_first_layer_below_is_the_broken_one(untrained_onnx, untrained_amax, images, tmp_path):
+    broken = dict(untrained_amax, relu_3=untrained_amax["relu_3"] * 0.02)  # the input of layer1.1.conv2, read by it alone
     insert_qdq(untrained_onnx, broken, tmp_path / "broken.qdq.onnx")
     comparison = compare_layers(untrained_onnx, tmp_path / "broken.qdq.onnx", images, min_snr_db=15)
     assert comparison.first_below["layer"] == "layer1.1.conv2"

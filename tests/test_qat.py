@@ -24,11 +24,6 @@ def fp32(untrained_onnx):
 
 
 @pytest.fixture(scope="module")
-def amax(untrained_amax):
-    return untrained_amax
-
-
-@pytest.fixture(scope="module")
 def dataset(data_dir):
     return data.load_fashion_mnist(data_dir)
 
@@ -54,39 +49,39 @@ def scales(model):
     return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("_scale")}
 
 
-def test_fake_quantization_computes_the_qdq_graph(fp32, amax, dataset):
+def test_fake_quantization_computes_the_qdq_graph(fp32, untrained_amax, dataset):
     images = data.normalize(dataset.val_images[:128])
-    reference = ort_logits(qdq_model(fp32, amax), images)
-    quantized = torch_logits(QatGraph(fp32, amax), images)
+    reference = ort_logits(qdq_model(fp32, untrained_amax), images)
+    quantized = torch_logits(QatGraph(fp32, untrained_amax), images)
     assert (reference.argmax(1) == quantized.argmax(1)).mean() >= 0.99
     assert np.abs(reference - quantized).max() < 0.02 * np.abs(reference).max()
     everything = {layer.node: "fp32" for layer in quantizable_layers(fp32)}
-    np.testing.assert_allclose(torch_logits(QatGraph(fp32, amax, everything), images), ort_logits(fp32, images),
+    np.testing.assert_allclose(torch_logits(QatGraph(fp32, untrained_amax, everything), images), ort_logits(fp32, images),
                                rtol=1e-4, atol=1e-4)
 
 
-def test_placement_is_the_ptq_graphs(fp32, amax):
-    module = QatGraph(fp32, amax)
-    ptq = qdq_model(fp32, amax)
+def test_placement_is_the_ptq_graphs(fp32, untrained_amax):
+    module = QatGraph(fp32, untrained_amax)
+    ptq = qdq_model(fp32, untrained_amax)
     quantized = {n.input[0] for n in ptq.graph.node if n.op_type == "QuantizeLinear"}
     assert set(module.learned_amax()) == quantized
-    assert module.learned_amax() == pytest.approx({name: amax[name] for name in quantized})
+    assert module.learned_amax() == pytest.approx({name: untrained_amax[name] for name in quantized})
     assert len(module.weights) == 2 * 21 - 20  # every Conv weight, the Gemm weight and bias (convs have folded bias)
     with pytest.raises(Exception, match="no calibration range"):
-        QatGraph(fp32, {k: v for k, v in amax.items() if k != "relu_3"})
+        QatGraph(fp32, {k: v for k, v in untrained_amax.items() if k != "relu_3"})
 
 
-def test_zero_epochs_export_the_ptq_graph(fp32, amax, untrained_onnx, tmp_path):
-    module = QatGraph(fp32, amax)
+def test_zero_epochs_export_the_ptq_graph(fp32, untrained_amax, untrained_onnx, tmp_path):
+    module = QatGraph(fp32, untrained_amax)
     export_qat(fp32, module, tmp_path / "tiny.qat.onnx", tmp_path / "tiny.int8-qat.qdq.onnx")
-    insert_qdq(untrained_onnx, amax, tmp_path / "tiny.ptq.qdq.onnx")
+    insert_qdq(untrained_onnx, untrained_amax, tmp_path / "tiny.ptq.qdq.onnx")
     qat, ptq = onnx.load(str(tmp_path / "tiny.int8-qat.qdq.onnx")), onnx.load(str(tmp_path / "tiny.ptq.qdq.onnx"))
     assert structure(qat) == structure(ptq)
     assert all(np.array_equal(a, scales(ptq)[name]) for name, a in scales(qat).items())
 
 
-def test_fine_tuning_changes_weights_and_ranges_not_structure(fp32, amax, dataset, tmp_path):
-    trained = QatGraph(fp32, amax)
+def test_fine_tuning_changes_weights_and_ranges_not_structure(fp32, untrained_amax, dataset, tmp_path):
+    trained = QatGraph(fp32, untrained_amax)
     config = QatConfig(epochs=1, lr=0.05, batch_size=64, train_limit=256)
     # A label no image has: every epoch scores 0, and on a tie the later (trained) epoch is kept.
     history = fine_tune(trained, config, dataset.train_images, dataset.train_labels,
@@ -94,7 +89,7 @@ def test_fine_tuning_changes_weights_and_ranges_not_structure(fp32, amax, datase
     assert [h["epoch"] for h in history] == [0, 1] and all(h["val_top1"] == 0 for h in history)
     export_qat(fp32, trained, tmp_path / "tiny.qat.onnx", tmp_path / "tiny.int8-qat.qdq.onnx")
     qat = onnx.load(str(tmp_path / "tiny.int8-qat.qdq.onnx"))
-    ptq = qdq_model(fp32, amax)
+    ptq = qdq_model(fp32, untrained_amax)
     assert structure(qat) == structure(ptq) and tensorrt_qdq_problems(qat) == []
     changed = [name for name, value in scales(qat).items() if not np.array_equal(value, scales(ptq)[name])]
     assert any(name.endswith("_qdq_scale") for name in changed) and any("_int8_scale" in name for name in changed)
@@ -128,7 +123,7 @@ def test_one_calibration_image_fails_the_gate_and_qat_recovers(trained_onnx, dat
     from resnet_deploy.quantize.int8 import make_int8_artifacts, read_amax
 
     make_int8_artifacts(trained_onnx, tmp_path, methods=("max",), count=1, seed=30, data_dir=data_dir)
-    ranges = read_amax(tmp_path / "tiny.max.amax.json")
+    ranges = read_amax(tmp_path / "tiny.max.untrained_amax.json")
     model = onnx.load(str(trained_onnx))
     dataset = data.load_fashion_mnist(data_dir)
     test = QdqEvaluator(model, ranges, data.normalize(dataset.test_images), dataset.test_labels)

@@ -151,18 +151,32 @@ class FallbackResult:
 def search_fallback(evaluator: QdqEvaluator, settings: FallbackSettings, log: Log = lambda _: None) -> FallbackResult:
     """Exclusions from INT8 that meet the budget, most sensitive layers first, then pruned."""
     started = time.perf_counter()
-    model = evaluator.model
-    layers = quantizable_layers(model)
-    macs = layer_macs(model)
-    manual = settings.manual(model)
+    manual = settings.manual(evaluator.model)
     budget = Budget(settings.accuracy_budget_pp, settings.min_agreement_pct)
-    fp32 = evaluator.fp32_top1
     scores = {"ptq": evaluator.score({}), "manual": evaluator.score(manual)}
     result = FallbackResult(dict(manual), scores)
-    if not settings.searches or budget.met(scores["manual"], fp32):
+    if not settings.searches or budget.met(scores["manual"], evaluator.fp32_top1):
         return _finish(result, evaluator, started)
-    candidates = [layer for layer in layers if layer.node not in manual]
-    base = scores["manual"]
+    chosen, added = dict(manual), []
+    for layer in _rank_by_sensitivity(evaluator, settings, manual, result, log):
+        chosen[layer.node] = settings.fallback
+        added.append(layer)
+        score = evaluator.score(chosen)
+        result.steps.append(_step("exclude", layer, score))
+        log(f"  exclude {layer.name}: val top-1 {score.top1 * 100:.2f}%, agreement {score.agreement * 100:.2f}%")
+        if budget.met(score, evaluator.fp32_top1):
+            result.fallback = _prune(evaluator, budget, chosen, added[:-1], result, log)
+            return _finish(result, evaluator, started)
+    result.fallback = chosen
+    return _finish(result, evaluator, started)
+
+
+def _rank_by_sensitivity(evaluator: QdqEvaluator, settings: FallbackSettings, manual: dict[str, str],
+                         result: FallbackResult, log: Log) -> list[Layer]:
+    """The layers not named by hand, each scored back in high precision alone; most helpful first."""
+    macs = layer_macs(evaluator.model)
+    candidates = [layer for layer in quantizable_layers(evaluator.model) if layer.node not in manual]
+    base = result.scores["manual"]
     gains = {}
     for number, layer in enumerate(candidates, 1):
         score = evaluator.score({**manual, layer.node: settings.fallback})
@@ -170,25 +184,20 @@ def search_fallback(evaluator: QdqEvaluator, settings: FallbackSettings, log: Lo
         result.sensitivity.append(_sensitivity_row(layer, score, base, macs))
         log(f"  sensitivity {number}/{len(candidates)}: {layer.name} back in {settings.fallback}: "
             f"val top-1 {score.top1 * 100:.2f}%, agreement {score.agreement * 100:.2f}%")
-    order = sorted(candidates, key=lambda layer: (-gains[layer.node][0], -gains[layer.node][1], macs.get(layer.node, 0)))
-    chosen, added = dict(manual), []
-    for layer in order:
-        chosen[layer.node] = settings.fallback
-        added.append(layer)
-        score = evaluator.score(chosen)
-        result.steps.append(_step("exclude", layer, score))
-        log(f"  exclude {layer.name}: val top-1 {score.top1 * 100:.2f}%, agreement {score.agreement * 100:.2f}%")
-        if budget.met(score, fp32):
-            break
-    for layer in reversed(added[:-1]):
+    return sorted(candidates, key=lambda layer: (-gains[layer.node][0], -gains[layer.node][1], macs.get(layer.node, 0)))
+
+
+def _prune(evaluator: QdqEvaluator, budget: Budget, chosen: dict[str, str], removable: list[Layer],
+           result: FallbackResult, log: Log) -> dict[str, str]:
+    """Put back into INT8, last excluded first, every layer the budget holds without."""
+    for layer in reversed(removable):
         trial = {node: precision for node, precision in chosen.items() if node != layer.node}
         score = evaluator.score(trial)
-        if budget.met(score, fp32):
+        if budget.met(score, evaluator.fp32_top1):
             chosen = trial
             result.steps.append(_step("restore", layer, score))
             log(f"  back to INT8 {layer.name}: val top-1 {score.top1 * 100:.2f}%, agreement {score.agreement * 100:.2f}%")
-    result.fallback = chosen
-    return _finish(result, evaluator, started)
+    return chosen
 
 
 def _finish(result: FallbackResult, evaluator: QdqEvaluator, started: float) -> FallbackResult:
