@@ -299,24 +299,24 @@ def resnet152(**kwargs) -> ResNet:
 
 @register_model
 def preact_resnet18(**kwargs) -> ResNet:
-    return _resnet(18, preact=True, **kwargs)
+    return _resnet(18, **{**kwargs, "preact": True})
 
 
 @register_model
 def preact_resnet34(**kwargs) -> ResNet:
-    return _resnet(34, preact=True, **kwargs)
+    return _resnet(34, **{**kwargs, "preact": True})
 
 
 @register_model
 def preact_resnet50(**kwargs) -> ResNet:
-    return _resnet(50, preact=True, **kwargs)
+    return _resnet(50, **{**kwargs, "preact": True})
 
 
 @register_model
 def preact_resnet101(**kwargs) -> ResNet:
-    return _resnet(101, preact=True, **kwargs)
+    return _resnet(101, **{**kwargs, "preact": True})
 
 
 @register_model
 def preact_resnet152(**kwargs) -> ResNet:
-    return _resnet(152, preact=True, **kwargs)
+    return _resnet(152, **{**kwargs, "preact": True})

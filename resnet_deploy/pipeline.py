@@ -9,7 +9,7 @@ artifacts and says what to run on the target.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +18,7 @@ from resnet_deploy.errors import ArtifactError, ResnetDeployError
 from resnet_deploy.fileio import folder_lock
 from resnet_deploy.onnx_io import GRAPH_PRECISION, PRECISIONS
 from resnet_deploy.parity import INT8_MAX_DROP_PP
+from resnet_deploy.quantize.fallback import FallbackSettings
 from resnet_deploy.stages import StageResult, run_stage
 from resnet_deploy.trt.compat import DEFAULT_TRT_VERSION
 from resnet_deploy.trt.settings import EngineSettings
@@ -49,6 +50,7 @@ class BuildOptions:
     data_dir: Path | None = None
     engine: EngineSettings | None = None
     target_flags: tuple[str, ...] = ()
+    fallback: FallbackSettings = field(default_factory=FallbackSettings)
 
     def __post_init__(self) -> None:
         if self.engine is None:
@@ -83,6 +85,7 @@ def build(options: BuildOptions, log: Log = print) -> BuildResult:
     """
     if options.precision not in PRECISIONS:
         raise ResnetDeployError(f"precision must be one of {PRECISIONS}, got {options.precision!r}")
+    _refuse_legacy_fallback(options)
     given = _classify_onnx(Path(options.onnx), options.precision) if options.onnx else None
     with folder_lock(options.output_dirs, log):
         return _build(options, given, log)
@@ -100,6 +103,9 @@ def _build(options: BuildOptions, given: tuple[Path | None, Path | None] | None,
     if artifact is None:
         artifact_stage = precision_stage(fp32_onnx, options)
         if artifact_stage is not None:
+            stages.append(artifact_stage)
+        if options.precision == "int8" and options.fallback.active:
+            artifact_stage = fallback_stage(fp32_onnx, options, log)
             stages.append(artifact_stage)
         artifact = artifact_stage.outputs[0] if artifact_stage else fp32_onnx
     parity = None
@@ -251,6 +257,31 @@ def int8_stage(fp32_onnx: Path, options: BuildOptions) -> StageResult:
     best = json.loads(paths.summary.read_text())["best_method"]
     result.outputs = [paths.qdq(best), paths.cache(best), paths.summary]
     return result
+
+
+def fallback_stage(fp32_onnx: Path, options: BuildOptions, log: Log) -> StageResult:
+    """Keep layers of the best method's Q/DQ graph out of INT8 (budget search or named layers)."""
+    import json
+    from dataclasses import asdict
+
+    from resnet_deploy.quantize.int8 import Int8Paths, make_fallback_artifacts
+
+    paths = Int8Paths(options.calibration_dir, fp32_onnx.stem)
+    method = json.loads(paths.summary.read_text())["best_method"]
+    outputs = [paths.fallback_qdq(method), paths.layer_precisions(method), paths.fallback_report(method)]
+    result = run_stage("fallback", outputs, {"onnx": fp32_onnx, "amax": paths.amax(method)}, asdict(options.fallback),
+                       lambda: make_fallback_artifacts(fp32_onnx, options.calibration_dir, options.fallback,
+                                                       method=method, data_dir=options.data_dir, log=log))
+    if result.details is None:
+        result.details = json.loads(paths.fallback_report(method).read_text())
+    return result
+
+
+def _refuse_legacy_fallback(options: BuildOptions) -> None:
+    if options.engine.legacy_calibrator and options.fallback.active and options.precision == "int8":
+        raise ResnetDeployError("--legacy-calibrator with INT8 fallback: the engine builder does not apply layer "
+                                "precisions yet; build the fallback Q/DQ graph strongly typed (drop "
+                                "--legacy-calibrator), or give the .layer-precisions.json to trtexec")
 
 
 def parity_stage(reference: Path, artifacts: list[Path], options: BuildOptions, tag: str | None = None) -> StageResult:

@@ -62,6 +62,15 @@ def untrained_onnx(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def untrained_amax(untrained_onnx, data_dir) -> dict[str, float]:
+    """`max` activation ranges of `untrained_onnx` from 64 train-split images."""
+    from resnet_deploy import data
+    from resnet_deploy.quantize.calibrate import calibrate_onnx
+
+    return calibrate_onnx(untrained_onnx, data.calibration_images(64, data_dir=data_dir), "max")
+
+
+@pytest.fixture(scope="session")
 def trained_checkpoint(tmp_path_factory, data_dir) -> Path:
     """A resnet18 at width 0.125 trained for two short epochs on 8k real images (about 75-80% top-1)."""
     pytest.importorskip("torch")

@@ -142,3 +142,13 @@ def test_torch_free_name_list_matches_the_registry():
     from resnet_deploy.model_options import MODEL_NAMES
 
     assert sorted(MODEL_NAMES) == sorted(list_models())
+
+
+def test_preact_models_rebuild_from_their_own_config(tmp_path):
+    from resnet_deploy.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("preact_resnet18", width=0.125).eval()
+    loaded, meta = load_checkpoint(save_checkpoint(tmp_path / "preact.pt", model))
+    x = torch.randn(2, 1, 28, 28)
+    assert meta["model"]["preact"] and torch.equal(model(x), loaded(x))

@@ -29,6 +29,8 @@ COMMAND_MODULES = (
     "export",
     "parity",
     "calibrate",
+    "layers",
+    "qat",
     "build",
     "inspect",
     "infer",

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from resnet_deploy.cli.console import console
+from resnet_deploy.cli.fallback import fallback_options, print_fallback_report
 from resnet_deploy.cli.options import (ENGINE_OPTION_NAMES, calibration_count_option, calibration_method_option,
                                        data_dir_option, engine_options, engine_settings, given_flags, given_params,
                                        max_drop_option, parity_limit_option)
@@ -17,7 +18,8 @@ from resnet_deploy.onnx_io import PRECISIONS
 from resnet_deploy.pipeline import BuildOptions, build as run_build, build_from_bundle
 
 # What a bundle fixes: its graphs and calibration come from the workstation.
-NOT_WITH_BUNDLE = ("checkpoint", "onnx", "calibration_method", "calibration_count")
+NOT_WITH_BUNDLE = ("checkpoint", "onnx", "calibration_method", "calibration_count", "accuracy_budget_pp",
+                   "min_agreement_pct", "exclude", "keep_fp32")
 
 
 @click.command()
@@ -34,11 +36,12 @@ NOT_WITH_BUNDLE = ("checkpoint", "onnx", "calibration_method", "calibration_coun
 @max_drop_option()
 @parity_limit_option
 @click.option("--strict", is_flag=True, help="Exit 1 when the engine step cannot run (no TensorRT).")
+@fallback_options
 @engine_options
 @data_dir_option
 @click.pass_context
 def build(ctx, precision, checkpoint, onnx, bundle_path, calibration_method, calibration_count, max_drop_pp,
-          parity_limit, strict, data_dir, **engine) -> None:
+          parity_limit, strict, fallback, data_dir, **engine) -> None:
     """Build a TensorRT engine: export, FP16 or INT8 artifacts, parity, engine, parity on the engine.
 
     Every stage is skipped when its inputs and settings are unchanged, so a second run takes seconds.
@@ -51,6 +54,7 @@ def build(ctx, precision, checkpoint, onnx, bundle_path, calibration_method, cal
       resnet-deploy build --precision fp16 --checkpoint checkpoints/resnet18-w0.25/best.pt --max-batch 64
       resnet-deploy build --precision int8 --legacy-calibrator        # TensorRT 10 / Jetson only
       resnet-deploy build --bundle ~/resnet18-w0.25.tar.gz --precision int8
+      resnet-deploy build --precision int8 --accuracy-budget 0.2 --fallback fp16
     """
     if bundle_path is not None:
         clashing = [param.opts[0] for param, _ in given_params(ctx, NOT_WITH_BUNDLE)]
@@ -58,7 +62,7 @@ def build(ctx, precision, checkpoint, onnx, bundle_path, calibration_method, cal
             raise click.UsageError(f"--bundle brings its own graphs and calibration; drop {', '.join(clashing)}")
     options = BuildOptions(precision=precision, checkpoint=checkpoint, onnx=onnx,
                            calibration_method=calibration_method, calibration_count=calibration_count,
-                           max_drop_pp=max_drop_pp, parity_limit=parity_limit, data_dir=data_dir,
+                           max_drop_pp=max_drop_pp, parity_limit=parity_limit, data_dir=data_dir, fallback=fallback,
                            engine=engine_settings(precision, engine),
                            target_flags=tuple(given_flags(ctx, ENGINE_OPTION_NAMES)))
     if bundle_path is not None:
@@ -72,6 +76,9 @@ def build(ctx, precision, checkpoint, onnx, bundle_path, calibration_method, cal
         table.add_row(stage.name, "reused" if stage.skipped else "built", f"{stage.seconds:.1f}",
                       ", ".join(str(p) for p in stage.outputs))
     console.print(table)
+    for stage in result.stages:  # issue 12: the INT8 fallback report
+        if stage.name == "fallback":
+            print_fallback_report(stage.details)
     if result.parity:
         from resnet_deploy.cli.parity import print_parity_table
 
