@@ -10,7 +10,7 @@ from rich.table import Table
 
 from resnet_deploy.cli.console import console
 from resnet_deploy.cli.options import (OUTPUT_PATH, calibration_count_option, calibration_method_option,
-                                       data_dir_option, max_drop_option, parity_limit_option)
+                                       data_dir_option, json_option, max_drop_option, parity_limit_option)
 
 
 @click.command()
@@ -71,8 +71,7 @@ def bundle(checkpoint, onnx, out_dir, no_tar, calibration_method, calibration_co
               help="Also run the FP16 and INT8 graphs against the FP32 graph on ONNX Runtime (test split).")
 @max_drop_option()
 @parity_limit_option
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Parity report (default: reports/bundle-parity-<bundle>.json).")
+@json_option(None, help="Parity report (default: reports/bundle-parity-<bundle>.json).")
 @data_dir_option
 def verify_bundle(path, run_parity, max_drop_pp, parity_limit, json_path, data_dir) -> None:
     """Check a bundle folder (or unpack a bundle .tar.gz safely) against its manifest; needs no torch.

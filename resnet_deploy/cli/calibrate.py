@@ -9,9 +9,8 @@ from rich.table import Table
 
 from resnet_deploy.cli.console import console, console_err
 from resnet_deploy.cli.fallback import fallback_options, print_fallback_report
-from resnet_deploy.cli.options import (OUTPUT_PATH, calibration_count_option, calibration_method_option,
-                                       data_dir_option)
-from resnet_deploy.trt.compat import DEFAULT_TRT_VERSION
+from resnet_deploy.cli.options import (calibration_count_option, calibration_dir_option, calibration_method_option,
+                                       data_dir_option, trt_version_option)
 
 
 @click.command()
@@ -20,9 +19,8 @@ from resnet_deploy.trt.compat import DEFAULT_TRT_VERSION
 @calibration_method_option("--method")
 @calibration_count_option("--count")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--out-dir", type=OUTPUT_PATH, metavar="DIR", default=Path("calibration"),
-              show_default=True)
-@click.option("--trt-version", default=DEFAULT_TRT_VERSION, show_default=True, help="TensorRT version in the cache header.")
+@calibration_dir_option
+@trt_version_option()
 @click.option("--cpu-int8", is_flag=True, help="Also write the ONNX Runtime CPU INT8 graph.")
 @click.option("--per-tensor-weights", is_flag=True,
               help="One weight scale per tensor instead of per output channel (to reproduce a known accuracy loss).")
@@ -50,7 +48,6 @@ def calibrate(onnx_path, calibration_method, calibration_count, seed, out_dir, t
     from resnet_deploy.errors import ArtifactError
     from resnet_deploy.fileio import check_writable, folder_lock
     from resnet_deploy.onnx_io import load_classifier, precision_of
-    from resnet_deploy.quantize.cache import version_code
     from resnet_deploy.quantize.calibrate import METHODS
     from resnet_deploy.quantize.int8 import Int8Paths, make_int8_artifacts
 
@@ -58,7 +55,6 @@ def calibrate(onnx_path, calibration_method, calibration_count, seed, out_dir, t
     if kind != "fp32":
         raise ArtifactError(f"{onnx_path}: is an {kind} graph; calibrate needs the FP32 ONNX "
                             "(from `resnet-deploy export`)")
-    version_code(trt_version)
     methods = METHODS if calibration_method == "all" else (calibration_method,)
     paths = Int8Paths(out_dir, onnx_path.stem)
     outputs = [paths.summary, *(f(m) for m in methods for f in (paths.qdq, paths.cache, paths.amax))]

@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.options import data_dir_option
+from resnet_deploy.cli.options import data_dir_option, json_option, threads_option
 from resnet_deploy.data import VAL_SIZE
 
 
@@ -24,9 +24,8 @@ from resnet_deploy.data import VAL_SIZE
               help="Bound on the exposed intermediate tensors of one run, both graphs together.")
 @click.option("--min-snr", "min_snr_db", default=15.0, show_default=True, help="Flag layers below this SNR (dB).")
 @click.option("--min-cosine", default=0.98, show_default=True, help="Flag layers below this cosine similarity.")
-@click.option("--threads", default=0, show_default=True, help="ONNX Runtime intra-op threads (0: its default).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the comparison as JSON, one row per layer.")
+@threads_option
+@json_option(None, help="Write the comparison as JSON, one row per layer.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a PNG of SNR by depth (needs matplotlib).")
 @click.option("--only-below", is_flag=True, help="Print only the flagged layers (the JSON keeps all).")

@@ -175,9 +175,12 @@ def checkpoint_options(command: Callable) -> Callable:
 
 # ---- Calibration -----------------------------------------------------------------------------------------
 
-def calibration_method_option(flag: str) -> Decorator:
+def calibration_method_option(flag: str, *, allow_all: bool = True) -> Decorator:
     from resnet_deploy.quantize.calibrate import METHODS
 
+    if not allow_all:
+        return click.option(flag, "calibration_method", type=click.Choice(METHODS), default="entropy",
+                            show_default=True, help="Calibration method.")
     return click.option(flag, "calibration_method", type=click.Choice([*METHODS, "all"]), default="all",
                         show_default=True,
                         help="all: calibrate with every method, keep the best on the validation split.")
@@ -186,6 +189,29 @@ def calibration_method_option(flag: str) -> Decorator:
 def calibration_count_option(flag: str) -> Decorator:
     return click.option(flag, "calibration_count", type=click.IntRange(1, TRAIN_SIZE), default=512,
                         show_default=True, help=f"Calibration images from the train split (1..{TRAIN_SIZE}).")
+
+
+calibration_dir_option = click.option("--out-dir", type=OUTPUT_PATH, metavar="DIR", default=Path("calibration"),
+                                      show_default=True, help="Folder for the INT8 artifacts.")
+
+
+def _check_trt_version(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from resnet_deploy.errors import ResnetDeployError
+    from resnet_deploy.quantize.cache import version_code
+
+    try:
+        version_code(value)
+    except ResnetDeployError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    return value
+
+
+def trt_version_option() -> Decorator:
+    from resnet_deploy.trt.compat import DEFAULT_TRT_VERSION
+
+    return click.option("--trt-version", default=DEFAULT_TRT_VERSION, show_default=True, callback=_check_trt_version,
+                        help="TensorRT version in the calibration cache header.")
+
 
 
 # ---- What the user gave -------------------------------------------------------------------------------------

@@ -9,10 +9,9 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console, console_err
-from resnet_deploy.cli.options import OUTPUT_PATH, data_dir_option
+from resnet_deploy.cli.options import (calibration_count_option, calibration_dir_option, calibration_method_option,
+                                       data_dir_option, threads_option, trt_version_option)
 from resnet_deploy.data import TRAIN_SIZE
-from resnet_deploy.quantize.calibrate import METHODS
-from resnet_deploy.trt.compat import DEFAULT_TRT_VERSION
 
 
 @click.command()
@@ -28,18 +27,15 @@ from resnet_deploy.trt.compat import DEFAULT_TRT_VERSION
               help="Use only the first N train-split images per epoch (0: all 55k).")
 @click.option("--amax", "amax_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Start from these calibrated ranges (<stem>.<method>.amax.json from `calibrate`).")
-@click.option("--method", type=click.Choice(METHODS), default="entropy", show_default=True,
-              help="Without --amax: calibrate with this method first.")
-@click.option("--count", default=512, show_default=True, type=click.IntRange(1, TRAIN_SIZE),
-              help="Without --amax: calibration images from the train split.")
-@click.option("--out-dir", type=OUTPUT_PATH, metavar="DIR", default=Path("calibration"),
-              show_default=True)
-@click.option("--trt-version", default=DEFAULT_TRT_VERSION, show_default=True, help="TensorRT version in the cache header.")
-@click.option("--threads", default=0, show_default=True, help="Torch threads (0: its default).")
+@calibration_method_option("--method", allow_all=False)
+@calibration_count_option("--count")
+@calibration_dir_option
+@trt_version_option()
+@threads_option
 @click.option("--seed", default=0, show_default=True)
 @data_dir_option
-def qat(checkpoint, onnx_path, epochs, lr, batch_size, train_limit, amax_path, method, count, out_dir, trt_version,
-        threads, seed, data_dir) -> None:
+def qat(checkpoint, onnx_path, epochs, lr, batch_size, train_limit, amax_path, calibration_method, calibration_count,
+        out_dir, trt_version, threads, seed, data_dir) -> None:
     """Fine-tune with fake quantization where the PTQ graph has Q/DQ, then export the Q/DQ graph.
 
     Weights per channel, activations per tensor from the calibrated ranges (learned from there),
@@ -68,9 +64,9 @@ def qat(checkpoint, onnx_path, epochs, lr, batch_size, train_limit, amax_path, m
         if checkpoint is not None:
             onnx_path = _export(checkpoint, Path(scratch))
         if amax_path is None:
-            console.print(f"calibrating {method} ranges on {count} train images")
+            console.print(f"calibrating {calibration_method} ranges on {calibration_count} train images")
         amax = read_amax(amax_path) if amax_path else calibrate_onnx(
-            onnx_path, data.calibration_images(count, data_dir=data_dir), method)
+            onnx_path, data.calibration_images(calibration_count, data_dir=data_dir), calibration_method)
         report = quantization_aware_training(onnx_path, out_dir, config, amax=amax, trt_version=trt_version,
                                              data_dir=data_dir, progress=_progress())
     print_qat_report(report)

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.options import data_dir_option
+from resnet_deploy.cli.options import data_dir_option, json_option
 
 
 def _int_list(ctx, param, value: str) -> tuple[int, ...]:
@@ -150,8 +150,7 @@ def _print_models(service) -> None:
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Artifact to run locally on the same images: the server's predictions must equal its own (exit 1 if not).")
 @click.option("--fail-on-errors", is_flag=True, help="Exit 1 if any request of the load failed.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("reports/loadtest.json"), show_default=True)
+@json_option(Path("reports/loadtest.json"))
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("reports/loadtest.png"), show_default=True, help="Throughput vs p99 latency (needs matplotlib).")
 @data_dir_option
@@ -221,8 +220,6 @@ def loadtest(url, model, grpc_url, protocols, concurrencies, duration_s, warmup_
 
 def _accuracy(endpoint, io, inputs, labels, reference: Path | None) -> dict:
     """Top-1 of the server's predictions on the test split; with a reference artifact, exact agreement."""
-    import numpy as np
-
     from resnet_deploy.serve.loadtest import server_predictions
 
     batch = min(io.max_batch_size or 256, 256)
