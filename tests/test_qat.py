@@ -9,7 +9,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
+
 from onnx import numpy_helper
 
 from resnet_deploy import data
