@@ -141,6 +141,44 @@ def test_legacy_calibrator_needs_the_fp32_graph_and_a_cache(monkeypatch, tmp_pat
         fake_build(monkeypatch, "10.3", graphs["fp32"], tmp_path, "int8", legacy_calibrator=True)
 
 
+def test_the_fake_parser_names_layers_after_onnx_nodes_and_strong_typing_rejects_layer_precisions(monkeypatch,
+                                                                                                 graphs):
+    import onnx
+
+    nodes = [node.name for node in onnx.load(str(graphs["fp32"])).graph.node]
+    _, trt = fakes.install(monkeypatch, "10.16")
+    builder = trt.Builder(trt.Logger())
+    strong = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    assert trt.OnnxParser(strong, None).parse_from_file(str(graphs["fp32"]))
+    assert [strong.get_layer(i).name for i in range(strong.num_layers)] == nodes
+    layer = strong.get_layer(0)
+    layer.precision = trt.DataType.HALF
+    layer.set_output_type(0, trt.DataType.HALF)
+    assert not layer.precision_is_set and not layer.output_type_is_set(0)
+    assert [c[2].split(": ", 1)[1] for c in calls_named(trt, "error")] == [
+        "ILayer::setPrecision: Error Code 3: API Usage Error (strongly typed networks reject calls to setPrecision)",
+        "ILayer::setOutputType: Error Code 3: API Usage Error (strongly typed networks reject calls to setOutputType)"]
+    weak = builder.create_network(0)
+    assert trt.OnnxParser(weak, None).parse_from_file(str(graphs["fp32"]))
+    weak.get_layer(0).precision = trt.DataType.HALF
+    assert weak.get_layer(0).precision == trt.DataType.HALF and weak.get_layer(0).precision_is_set
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    profile.set_shape("input", *[(1, 1, 28, 28)] * 3)
+    config.add_optimization_profile(profile)
+    assert builder.build_serialized_network(weak, config) is None
+    assert "fp16 precision has been set for at least one layer or layer output, but fp16 is not configured" in \
+        trt.calls[-1][2]
+    config.set_flag(trt.BuilderFlag.FP16)
+    assert json.loads(bytes(builder.build_serialized_network(weak, config)))["layer_precisions"] == {nodes[0]: "HALF"}
+    trt11 = fake_tensorrt.make_fake_tensorrt("11.4")
+    assert not hasattr(trt11.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS")
+    with pytest.raises(AttributeError, match="ILayer.precision is not a settable property in TensorRT 11"):
+        trt11.ILayer(None, "conv", 1).precision = trt11.DataType.HALF
+    with pytest.raises(AttributeError, match="ILayer.set_output_type does not exist in TensorRT 11"):
+        trt11.ILayer(None, "conv", 1).set_output_type
+
+
 def test_weakly_typed_qdq_needs_the_int8_flag_on_10_and_is_impossible_on_11(monkeypatch, tmp_path, graphs):
     _, info, plan = fake_build(monkeypatch, "10.16", graphs["int8"], tmp_path, "int8", strongly_typed=False)
     assert "INT8" in plan["builder_flags"] and plan["flags"] == 0 and "_int8-weak_" in info.engine_path.name
