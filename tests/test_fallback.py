@@ -204,9 +204,11 @@ def test_calibrate_with_budget_writes_graph_precisions_and_report(trained_onnx, 
 
 
 @pytest.mark.slow
-def test_build_runs_a_fallback_stage_and_reuses_it(tmp_path, trained_checkpoint):
+def test_build_runs_a_fallback_stage_and_reuses_it(tmp_path, trained_checkpoint, monkeypatch):
     from resnet_deploy.pipeline import BuildOptions, build
     from resnet_deploy.trt.settings import EngineSettings
+    from resnet_deploy.trt.sidecar import read_sidecar
+    from tests import fakes
 
     def options(**kwargs):
         return BuildOptions(checkpoint=trained_checkpoint, artifacts_dir=tmp_path / "a", calibration_dir=tmp_path / "c",
@@ -220,5 +222,15 @@ def test_build_runs_a_fallback_stage_and_reuses_it(tmp_path, trained_checkpoint)
     assert first.stages[2].details["excluded"][0]["layer"] == "conv1"
     again = build(options(), log=lambda _: None)
     assert all(s.skipped for s in again.stages) and again.stages[2].details["excluded"][0]["layer"] == "conv1"
-    with pytest.raises(ResnetDeployError, match="--legacy-calibrator with INT8 fallback"):
-        build(options(engine=EngineSettings(precision="int8", legacy_calibrator=True)), log=lambda _: None)
+    _, trt = fakes.install(monkeypatch, "10.3")  # TensorRT 10's legacy path: FP32 ONNX + cache + layer precisions
+    legacy = build(options(engine=EngineSettings(precision="int8", legacy_calibrator=True)), log=lambda _: None)
+    assert [s.name for s in legacy.stages if not s.skipped] == ["engine", "engine parity"]
+    plan = json.loads(legacy.engine.read_bytes())
+    conv1 = first.stages[2].details["excluded"][0]["node"]
+    assert plan["onnx"] == str(first.stages[0].outputs[0]) and plan["scales"]
+    assert plan["layer_precisions"] == {conv1: "FLOAT"} and plan["layer_output_types"] == {conv1: ["FLOAT"]}
+    assert plan["builder_flags"] == ["INT8", "OBEY_PRECISION_CONSTRAINTS"]
+    sidecar = read_sidecar(legacy.engine)
+    assert sidecar["calibration"]["cache"] == str(first.stages[1].outputs[1])
+    assert sidecar["calibration"]["layer_precisions"]["file"] == str(first.stages[2].outputs[1])
+    assert "_int8-legacy-calib-fallback_" in legacy.engine.name
