@@ -28,11 +28,12 @@ DEFAULT_CHECKPOINT = Path("checkpoints/resnet18-w0.25/best.pt")
 
 @dataclass
 class BuildOptions:
-    """Settings of one `build`; `engine` (its precision is `precision`) goes to `build_engine` unchanged.
+    """Settings of one `build`; `engine` (its precision is `precision`) goes to `build_engine`, a legacy
+    INT8 build's with the fallback stage's layer precisions.
 
     `calibration_method` "all" calibrates with every method and keeps the best on the validation
-    split. `target_flags` are the engine flags of the command line, repeated in the command
-    suggested for the target when TensorRT is missing here."""
+    split. `target_flags` are the engine flags of the command line (and, for a legacy build, the
+    fallback flags), repeated in the command suggested for the target when TensorRT is missing here."""
 
     precision: str = "int8"
     checkpoint: Path | None = None
@@ -85,7 +86,6 @@ def build(options: BuildOptions, log: Log = print) -> BuildResult:
     """
     if options.precision not in PRECISIONS:
         raise ResnetDeployError(f"precision must be one of {PRECISIONS}, got {options.precision!r}")
-    _refuse_legacy_fallback(options)
     given = _classify_onnx(Path(options.onnx), options.precision) if options.onnx else None
     with folder_lock(options.output_dirs, log):
         return _build(options, given, log)
@@ -116,8 +116,10 @@ def _build(options: BuildOptions, given: tuple[Path | None, Path | None] | None,
         parity = stages[-1].details
     legacy = options.engine.legacy_calibrator
     engine_source = fp32_onnx if legacy and fp32_onnx is not None else artifact
-    cache = _calibration_cache(stages) if legacy else None
-    engine_path, message = engine_stage(engine_source, options, stages, log, calibration_cache=cache)
+    cache = _stage_output(stages, "int8", 1) if legacy else None
+    layer_precisions = _stage_output(stages, "fallback", 1) if legacy else None
+    engine_path, message = engine_stage(engine_source, options, stages, log, calibration_cache=cache,
+                                        layer_precisions=layer_precisions)
     return BuildResult(stages, artifact, parity, engine_path, message)
 
 
@@ -277,13 +279,6 @@ def fallback_stage(fp32_onnx: Path, options: BuildOptions, log: Log) -> StageRes
     return result
 
 
-def _refuse_legacy_fallback(options: BuildOptions) -> None:
-    if options.engine.legacy_calibrator and options.fallback.active and options.precision == "int8":
-        raise ResnetDeployError("--legacy-calibrator with INT8 fallback: the engine builder does not apply layer "
-                                "precisions yet; build the fallback Q/DQ graph strongly typed (drop "
-                                "--legacy-calibrator), or give the .layer-precisions.json to trtexec")
-
-
 def parity_stage(reference: Path, artifacts: list[Path], options: BuildOptions, tag: str | None = None) -> StageResult:
     """Accuracy parity of the ONNX artifacts on ONNX Runtime against the reference (PyTorch or FP32 ONNX)."""
     from resnet_deploy.parity import parity_for_artifacts
@@ -302,12 +297,14 @@ def parity_stage(reference: Path, artifacts: list[Path], options: BuildOptions, 
 
 
 def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult], log: Log, *,
-                 calibration_cache: Path | None = None, rerun: list[str] | None = None,
+                 calibration_cache: Path | None = None, layer_precisions: Path | None = None,
+                 rerun: list[str] | None = None,
                  extra_metadata: dict[str, Any] | None = None) -> tuple[Path | None, str | None]:
     """Build the engine and check its parity where TensorRT imports; otherwise say what to run where it does.
 
-    `calibration_cache` serves the legacy calibrator; `rerun` is the command to suggest without TensorRT
-    (default: `build --onnx` of the artifact, on the target); `extra_metadata` goes into the sidecar."""
+    `calibration_cache` serves the legacy calibrator and `layer_precisions` (the INT8 fallback's) keeps its
+    layers out of INT8; `rerun` is the command to suggest without TensorRT (default: `build --onnx` of the
+    artifact, on the target); `extra_metadata` goes into the sidecar."""
     from resnet_deploy.trt.compat import missing_modules
 
     missing = missing_modules()
@@ -324,10 +321,11 @@ def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult
     from resnet_deploy.trt.builder import build_engine, planned_engine_path
     from resnet_deploy.trt.sidecar import sidecar_path
 
-    settings = options.engine
+    settings = options.engine if layer_precisions is None else options.engine.replace(layer_precisions=layer_precisions)
     model_name = artifact.name.removesuffix(".onnx").removesuffix(".qdq")
     engine_path = planned_engine_path(artifact, settings, options.engines_dir, model_name=model_name)
-    inputs = {"onnx": artifact, **({"calibration_cache": calibration_cache} if calibration_cache else {})}
+    extra_inputs = {"calibration_cache": calibration_cache, "layer_precisions": settings.layer_precisions}
+    inputs = {"onnx": artifact, **{name: path for name, path in extra_inputs.items() if path is not None}}
     stages.append(run_stage("engine", [engine_path, sidecar_path(engine_path)], inputs, settings.as_dict(),
                             lambda: build_engine(artifact, settings, options.engines_dir,
                                                  calibration_cache=calibration_cache,
@@ -341,8 +339,9 @@ def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult
     return engine_path, None
 
 
-def _calibration_cache(stages: list[StageResult]) -> Path | None:
+def _stage_output(stages: list[StageResult], name: str, index: int) -> Path | None:
+    """Output `index` of the stage `name` (the int8 stage's calibration cache, the fallback's layer precisions)."""
     for stage in stages:
-        if stage.name == "int8":
-            return stage.outputs[1]
+        if stage.name == name:
+            return stage.outputs[index]
     return None

@@ -80,3 +80,27 @@ def test_build_refuses_impossible_engine_settings_before_any_work(tmp_path, monk
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "DLA needs a fixed shape" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "artifacts").exists() and not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_build_repeats_the_fallback_options_for_a_legacy_build_on_the_target(tmp_path, monkeypatch, legacy):
+    """Without TensorRT here, a legacy build is redone on the target from the FP32 ONNX: the command suggested
+    for it must keep the INT8 fallback, or the target would build all-INT8."""
+    import importlib
+
+    from resnet_deploy.pipeline import BuildResult
+
+    made = {}
+
+    def run_build(options, log):
+        made["options"] = options
+        return BuildResult([], tmp_path / "tiny.onnx", None, None, None)
+
+    monkeypatch.setattr(importlib.import_module("resnet_deploy.cli.build"), "run_build", run_build)
+    args = ["build", "--keep-fp32", "first", "--exclude", "layer2.0.conv1", "--max-batch", "64"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args + (["--legacy-calibrator"] if legacy else []))
+    assert exit_info.value.code == 0
+    flags = " ".join(made["options"].target_flags)
+    assert "--max-batch 64" in flags and ("--legacy-calibrator" in flags) == legacy
+    assert ("--keep-fp32 first" in flags and "--exclude layer2.0.conv1" in flags) == legacy

@@ -141,6 +141,120 @@ def test_legacy_calibrator_needs_the_fp32_graph_and_a_cache(monkeypatch, tmp_pat
         fake_build(monkeypatch, "10.3", graphs["fp32"], tmp_path, "int8", legacy_calibrator=True)
 
 
+def write_layer_precisions(graphs, path, choice, source=None):
+    """A `.layer-precisions.json` for the tiny FP32 graph: `choice` maps layer index -> fp16 or fp32."""
+    import onnx
+
+    from resnet_deploy.fileio import sha256_file
+    from resnet_deploy.quantize.fallback import layer_precisions
+    from resnet_deploy.quantize.qdq import quantizable_layers
+
+    model = onnx.load(str(graphs["fp32"]))
+    layers = quantizable_layers(model)
+    spec = layer_precisions(model, {layers[i].node: precision for i, precision in choice.items()},
+                            source_onnx=graphs["fp32"], source_sha256=sha256_file(source or graphs["fp32"]),
+                            calibration_cache=graphs["cache"])
+    path.write_text(json.dumps(spec))
+    return {layers[i].node: precision for i, precision in choice.items()}
+
+
+@pytest.mark.parametrize("version", ["10.3", "10.16"])
+@pytest.mark.parametrize("choice, flags", [({0: "fp32", 5: "fp16", 20: "fp16"}, ["FP16", "INT8"]),
+                                           ({0: "fp32", 20: "fp32"}, ["INT8"])])
+def test_legacy_build_obeys_the_fallback_layer_precisions(monkeypatch, tmp_path, graphs, version, choice, flags):
+    """As trtexec --int8 [--fp16] --precisionConstraints=obey --layerPrecisions=... --layerOutputTypes=...:
+    exactly the listed layers get their precision and output types, FP16 only when a layer needs it."""
+    spec = tmp_path / "tiny.int8-max.layer-precisions.json"
+    chosen = write_layer_precisions(graphs, spec, choice)
+    trt, info, plan = fake_build(monkeypatch, version, graphs["fp32"], tmp_path, "int8", legacy_calibrator=True,
+                                 layer_precisions=spec, calibration_cache=graphs["cache"])
+    types = {"fp16": "HALF", "fp32": "FLOAT"}
+    assert plan["layer_precisions"] == {node: types[p] for node, p in chosen.items()}
+    assert plan["layer_output_types"] == {node: [types[p]] for node, p in chosen.items()}
+    assert plan["builder_flags"] == [*flags, "OBEY_PRECISION_CONSTRAINTS"] and plan["flags"] == 0 and plan["scales"]
+    assert not calls_named(trt, "error") and not calls_named(trt, "calibration cache ignored")
+    assert "_int8-legacy-calib-fallback_b256_" in info.engine_path.name
+    sidecar = read_sidecar(info.engine_path)
+    assert sidecar["calibration"]["layer_precisions"]["layers"] == chosen
+    assert sidecar["build_settings"]["layer_precisions"] == str(spec)
+
+
+def test_layer_precisions_of_another_graph_an_unknown_layer_or_a_malformed_file_are_refused(monkeypatch, tmp_path,
+                                                                                            graphs):
+    spec = tmp_path / "spec.json"
+    write_layer_precisions(graphs, spec, {0: "fp16"}, source=graphs["fp16"])
+    with pytest.raises(ArtifactError, match=rf"^{spec}: made for another ONNX \(its source_onnx_sha256 is not "):
+        fake_build(monkeypatch, "10.3", graphs["fp32"], tmp_path, "int8", legacy_calibrator=True,
+                   layer_precisions=spec, calibration_cache=graphs["cache"])
+    write_layer_precisions(graphs, spec, {0: "fp16"})
+    content = json.loads(spec.read_text())
+    content["layers"][0]["name"] = "layer9.conv"
+    spec.write_text(json.dumps(content))
+    with pytest.raises(ArtifactError, match=rf"^{spec}: layers layer9.conv are not in the network TensorRT parsed "):
+        fake_build(monkeypatch, "10.3", graphs["fp32"], tmp_path, "int8", legacy_calibrator=True,
+                   layer_precisions=spec, calibration_cache=graphs["cache"])
+    for text, why in [("not json", "Expecting value"), ('{"format": "resnet-deploy.layer-precisions/1"}',
+                                                        "source_onnx_sha256")]:
+        spec.write_text(text)
+        with pytest.raises(ArtifactError, match=rf"^{spec}: not a layer-precisions file: .*{why}"):
+            fake_build(monkeypatch, "10.3", graphs["fp32"], tmp_path, "int8", legacy_calibrator=True,
+                       layer_precisions=spec, calibration_cache=graphs["cache"])
+    assert not list(tmp_path.glob("*.engine"))
+
+
+def test_layer_precisions_are_refused_where_the_network_is_strongly_typed(monkeypatch, tmp_path, graphs):
+    """NvInfer.h 10.x: "Strongly-typed networks reject calls to method setPrecision"; TensorRT 11 has no
+    weakly typed networks: the fallback Q/DQ graph is the path there."""
+    spec = tmp_path / "spec.json"
+    write_layer_precisions(graphs, spec, {0: "fp16"})
+    for settings in [{"precision": "int8"}, {"precision": "int8", "strongly_typed": False},
+                     {"precision": "fp16", "legacy_calibrator": True}]:
+        with pytest.raises(ResnetDeployError, match=rf"^{spec}: layer precisions apply to TensorRT 10's weakly "
+                                                    r"typed INT8 build only \(--precision int8 --legacy-calibrator\)"):
+            EngineSettings(layer_precisions=spec, **settings)
+    with pytest.raises(ResnetDeployError, match="--legacy-calibrator needs TensorRT <= 10; TensorRT 11.4.0.106"):
+        fake_build(monkeypatch, "11.4", graphs["fp32"], tmp_path, "int8", legacy_calibrator=True,
+                   layer_precisions=spec, calibration_cache=graphs["cache"])
+
+
+def test_the_fake_parser_names_layers_after_onnx_nodes_and_strong_typing_rejects_layer_precisions(monkeypatch,
+                                                                                                 graphs):
+    import onnx
+
+    nodes = [node.name for node in onnx.load(str(graphs["fp32"])).graph.node]
+    _, trt = fakes.install(monkeypatch, "10.16")
+    builder = trt.Builder(trt.Logger())
+    strong = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    assert trt.OnnxParser(strong, None).parse_from_file(str(graphs["fp32"]))
+    assert [strong.get_layer(i).name for i in range(strong.num_layers)] == nodes
+    layer = strong.get_layer(0)
+    layer.precision = trt.DataType.HALF
+    layer.set_output_type(0, trt.DataType.HALF)
+    assert not layer.precision_is_set and not layer.output_type_is_set(0)
+    assert [c[2].split(": ", 1)[1] for c in calls_named(trt, "error")] == [
+        "ILayer::setPrecision: Error Code 3: API Usage Error (strongly typed networks reject calls to setPrecision)",
+        "ILayer::setOutputType: Error Code 3: API Usage Error (strongly typed networks reject calls to setOutputType)"]
+    weak = builder.create_network(0)
+    assert trt.OnnxParser(weak, None).parse_from_file(str(graphs["fp32"]))
+    weak.get_layer(0).precision = trt.DataType.HALF
+    assert weak.get_layer(0).precision == trt.DataType.HALF and weak.get_layer(0).precision_is_set
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    profile.set_shape("input", *[(1, 1, 28, 28)] * 3)
+    config.add_optimization_profile(profile)
+    assert builder.build_serialized_network(weak, config) is None
+    assert "fp16 precision has been set for at least one layer or layer output, but fp16 is not configured" in \
+        trt.calls[-1][2]
+    config.set_flag(trt.BuilderFlag.FP16)
+    assert json.loads(bytes(builder.build_serialized_network(weak, config)))["layer_precisions"] == {nodes[0]: "HALF"}
+    trt11 = fake_tensorrt.make_fake_tensorrt("11.4")
+    assert not hasattr(trt11.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS")
+    with pytest.raises(AttributeError, match="ILayer.precision is not a settable property in TensorRT 11"):
+        trt11.ILayer(None, "conv", 1).precision = trt11.DataType.HALF
+    with pytest.raises(AttributeError, match="ILayer.set_output_type does not exist in TensorRT 11"):
+        trt11.ILayer(None, "conv", 1).set_output_type
+
+
 def test_weakly_typed_qdq_needs_the_int8_flag_on_10_and_is_impossible_on_11(monkeypatch, tmp_path, graphs):
     _, info, plan = fake_build(monkeypatch, "10.16", graphs["int8"], tmp_path, "int8", strongly_typed=False)
     assert "INT8" in plan["builder_flags"] and plan["flags"] == 0 and "_int8-weak_" in info.engine_path.name

@@ -62,6 +62,14 @@ def test_known_differences_between_versions():
     assert int(t11.NetworkDefinitionCreationFlag.STRONGLY_TYPED) == 0
     assert not hasattr(t10.HardwareCompatibilityLevel, "SAME_COMPUTE_CAPABILITY")
     assert hasattr(t10, "IInt8EntropyCalibrator2") and not hasattr(t11, "IInt8EntropyCalibrator2")
+    for version in ("10.3", "10.16"):  # layer precisions (the legacy INT8 fallback): weakly typed 10.x only
+        trt = make_fake_tensorrt(version)
+        flags = trt.BuilderFlag
+        assert int(flags.OBEY_PRECISION_CONSTRAINTS) == 9 and int(flags.PREFER_PRECISION_CONSTRAINTS) == 10
+        assert {"precision", "set_output_type"} <= set(trt.ILayer._surface)
+    assert not {"OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"} & set(t11.BuilderFlag.__members__)
+    assert not {"precision", "set_output_type"} & set(t11.ILayer._surface)
+    assert {"get_layer", "num_layers"} <= set(t10.INetworkDefinition._surface) & set(t11.INetworkDefinition._surface)
 
 
 DUMP = """

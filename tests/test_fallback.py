@@ -124,20 +124,25 @@ def test_layer_macs_add_up_to_the_zoo_count(fp32):
 def test_layer_precisions_for_tensorrt_10(fp32, tmp_path):
     layers = quantizable_layers(fp32)
     spec = layer_precisions(fp32, {layers[0].node: "fp32", layers[5].node: "fp16"}, source_onnx="tiny.onnx",
-                            source_sha256="abc", calibration_cache="tiny.entropy.cache")
+                            source_sha256="ab" * 32, calibration_cache="tiny.entropy.cache")
     assert spec["builder_flags"] == ["INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS"]
     assert [(r["name"], r["layer"], r["trt_type"]) for r in spec["layers"]] == [
         (layers[0].node, "conv1", "FLOAT"), (layers[5].node, layers[5].name, "HALF")]
     assert f"--layerPrecisions={layers[0].node}:fp32,{layers[5].node}:fp16" in spec["trtexec_args"]
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    assert read_layer_precisions(tmp_path / "spec.json") == {layers[0].node: "fp32", layers[5].node: "fp16"}
-    spec["layers"][0]["precision"] = "int4"
-    (tmp_path / "bad.json").write_text(json.dumps(spec))
-    with pytest.raises(ArtifactError, match="bad.json: layers .* have a precision other than"):
-        read_layer_precisions(tmp_path / "bad.json")
-    (tmp_path / "other.json").write_text("{}")
-    with pytest.raises(ArtifactError, match="other.json: not a layer-precisions file"):
-        read_layer_precisions(tmp_path / "other.json")
+    read = read_layer_precisions(tmp_path / "spec.json")
+    assert read.layers == {layers[0].node: "fp32", layers[5].node: "fp16"} and read.needs_fp16
+    assert read.source_onnx_sha256 == "ab" * 32 and read.path == tmp_path / "spec.json"
+    for change, message in [({"precision": "int4"}, "layers .* have a precision other than"),
+                            ({"name": layers[5].node}, f"layers {layers[5].node} are listed more than once")]:
+        bad = {**spec, "layers": [{**spec["layers"][0], **change}, spec["layers"][1]]}
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(ArtifactError, match=f"bad.json: {message}"):
+            read_layer_precisions(tmp_path / "bad.json")
+    for other in [{}, {**spec, "source_onnx_sha256": "abc"}]:
+        (tmp_path / "other.json").write_text(json.dumps(other))
+        with pytest.raises(ArtifactError, match="other.json: not a layer-precisions file"):
+            read_layer_precisions(tmp_path / "other.json")
 
 
 def test_settings_refuse_bad_values():
@@ -193,15 +198,17 @@ def test_calibrate_with_budget_writes_graph_precisions_and_report(trained_onnx, 
     assert report["accuracy"]["test"]["images"] == 10000 and 0 < report["int8_mac_share"] < 1
     graph = onnx.load(report["onnx"])
     assert tensorrt_qdq_problems(graph) == []
-    precisions = read_layer_precisions(report["layer_precisions"])
+    precisions = read_layer_precisions(report["layer_precisions"]).layers
     assert list(precisions.values())[:2] == ["fp32", "fp32"] and len(precisions) == len(report["excluded"])
     assert "INT8 fallback (max)" in capsys.readouterr().out
 
 
 @pytest.mark.slow
-def test_build_runs_a_fallback_stage_and_reuses_it(tmp_path, trained_checkpoint):
+def test_build_runs_a_fallback_stage_and_reuses_it(tmp_path, trained_checkpoint, monkeypatch):
     from resnet_deploy.pipeline import BuildOptions, build
     from resnet_deploy.trt.settings import EngineSettings
+    from resnet_deploy.trt.sidecar import read_sidecar
+    from tests import fakes
 
     def options(**kwargs):
         return BuildOptions(checkpoint=trained_checkpoint, artifacts_dir=tmp_path / "a", calibration_dir=tmp_path / "c",
@@ -215,5 +222,15 @@ def test_build_runs_a_fallback_stage_and_reuses_it(tmp_path, trained_checkpoint)
     assert first.stages[2].details["excluded"][0]["layer"] == "conv1"
     again = build(options(), log=lambda _: None)
     assert all(s.skipped for s in again.stages) and again.stages[2].details["excluded"][0]["layer"] == "conv1"
-    with pytest.raises(ResnetDeployError, match="--legacy-calibrator with INT8 fallback"):
-        build(options(engine=EngineSettings(precision="int8", legacy_calibrator=True)), log=lambda _: None)
+    _, trt = fakes.install(monkeypatch, "10.3")  # TensorRT 10's legacy path: FP32 ONNX + cache + layer precisions
+    legacy = build(options(engine=EngineSettings(precision="int8", legacy_calibrator=True)), log=lambda _: None)
+    assert [s.name for s in legacy.stages if not s.skipped] == ["engine", "engine parity"]
+    plan = json.loads(legacy.engine.read_bytes())
+    conv1 = first.stages[2].details["excluded"][0]["node"]
+    assert plan["onnx"] == str(first.stages[0].outputs[0]) and plan["scales"]
+    assert plan["layer_precisions"] == {conv1: "FLOAT"} and plan["layer_output_types"] == {conv1: ["FLOAT"]}
+    assert plan["builder_flags"] == ["INT8", "OBEY_PRECISION_CONSTRAINTS"]
+    sidecar = read_sidecar(legacy.engine)
+    assert sidecar["calibration"]["cache"] == str(first.stages[1].outputs[1])
+    assert sidecar["calibration"]["layer_precisions"]["file"] == str(first.stages[2].outputs[1])
+    assert "_int8-legacy-calib-fallback_" in legacy.engine.name

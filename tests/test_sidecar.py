@@ -64,10 +64,11 @@ def test_engine_names_differ_in_everything_that_makes_another_engine():
     names = {engine_file_name(*v) for v in variants}
     fixed = {"min_batch": 8, "opt_batch": 8, "max_batch": 8}
     tagged = {engine_file_name(*base, tags=EngineSettings(**options).tags()) for options in [
-        {"legacy_calibrator": True}, {"strongly_typed": False}, {"dla_core": 0, **fixed}, {"dla_core": 1, **fixed},
+        {"legacy_calibrator": True}, {"legacy_calibrator": True, "layer_precisions": "a.layer-precisions.json"},
+        {"strongly_typed": False}, {"dla_core": 0, **fixed}, {"dla_core": 1, **fixed},
         {"hardware_compatibility": "ampere_plus"}, {"hardware_compatibility": "same_compute_capability"},
         {"version_compatible": True}, {"tf32": True}]}
-    assert len(names) == len(variants) and len(tagged) == 8 and not names & tagged
+    assert len(names) == len(variants) and len(tagged) == 9 and not names & tagged
     assert EngineSettings(hardware_compatibility="none").tags() == [] and EngineSettings().tags() == []
 
 

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.fallback import fallback_options, print_fallback_report
+from resnet_deploy.cli.fallback import OPTION_NAMES as FALLBACK_OPTION_NAMES, fallback_options, print_fallback_report
 from resnet_deploy.cli.options import (ENGINE_OPTION_NAMES, calibration_count_option, calibration_method_option,
                                        data_dir_option, engine_options, engine_settings, given_flags, given_params,
                                        max_drop_option, parity_limit_option)
@@ -60,11 +60,13 @@ def build(ctx, precision, checkpoint, onnx, bundle_path, calibration_method, cal
         clashing = [param.opts[0] for param, _ in given_params(ctx, NOT_WITH_BUNDLE)]
         if clashing:
             raise click.UsageError(f"--bundle brings its own graphs and calibration; drop {', '.join(clashing)}")
+    # Without TensorRT here, a legacy build is redone on the target from the FP32 ONNX: the fallback with it.
+    target_names = ENGINE_OPTION_NAMES + (FALLBACK_OPTION_NAMES if engine["legacy_calibrator"] else ())
     options = BuildOptions(precision=precision, checkpoint=checkpoint, onnx=onnx,
                            calibration_method=calibration_method, calibration_count=calibration_count,
                            max_drop_pp=max_drop_pp, parity_limit=parity_limit, data_dir=data_dir, fallback=fallback,
                            engine=engine_settings(precision, engine),
-                           target_flags=tuple(given_flags(ctx, ENGINE_OPTION_NAMES)))
+                           target_flags=tuple(given_flags(ctx, target_names)))
     if bundle_path is not None:
         result = build_from_bundle(options, bundle_path, log=console.print)
     else:

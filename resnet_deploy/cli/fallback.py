@@ -24,6 +24,8 @@ _OPTIONS = [
     click.option("--keep-fp32", default="", help="Layers kept in FP32 whatever --fallback says, e.g. first,last."),
 ]
 
+OPTION_NAMES = ("accuracy_budget_pp", "min_agreement_pct", "fallback_precision", "exclude", "keep_fp32")
+
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())

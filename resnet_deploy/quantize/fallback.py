@@ -247,9 +247,24 @@ def layer_precisions(model, fallback: Mapping[str, str], *, source_onnx: str | P
             "default_precision": "int8", "builder_flags": flags, "layers": rows, "trtexec_args": " ".join(trtexec)}
 
 
-def read_layer_precisions(path: str | Path) -> dict[str, str]:
-    """Layer name -> precision from a layer-precisions file; a malformed file raises `ArtifactError`."""
+@dataclass(frozen=True)
+class LayerPrecisions:
+    """A layer-precisions file as read: the FP32 ONNX it was made for and layer name -> fp16 or fp32."""
+
+    path: Path
+    source_onnx_sha256: str
+    layers: dict[str, str]
+
+    @property
+    def needs_fp16(self) -> bool:
+        return "fp16" in self.layers.values()
+
+
+def read_layer_precisions(path: str | Path) -> LayerPrecisions:
+    """Read and check a layer-precisions file; a malformed one raises `ArtifactError` naming it."""
     import json
+    import re
+    from collections import Counter
 
     from resnet_deploy.errors import ArtifactError
 
@@ -258,13 +273,20 @@ def read_layer_precisions(path: str | Path) -> dict[str, str]:
         spec = json.loads(path.read_text())
         if spec.get("format") != LAYER_PRECISIONS_FORMAT:
             raise ValueError(f"format is {spec.get('format')!r}, expected {LAYER_PRECISIONS_FORMAT!r}")
-        layers = {str(row["name"]): str(row["precision"]) for row in spec["layers"]}
+        sha256 = spec["source_onnx_sha256"]
+        if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise ValueError(f"source_onnx_sha256 {sha256!r} is not a SHA-256 hex digest")
+        rows = [(str(row["name"]), str(row["precision"])) for row in spec["layers"]]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ArtifactError(f"{path}: not a layer-precisions file: {exc}") from exc
+    layers = dict(rows)
+    if len(layers) != len(rows):
+        twice = sorted(name for name, count in Counter(name for name, _ in rows).items() if count > 1)
+        raise ArtifactError(f"{path}: layers {', '.join(twice)} are listed more than once")
     bad = sorted(name for name, precision in layers.items() if precision not in TRT_DATA_TYPES)
     if bad:
         raise ArtifactError(f"{path}: layers {', '.join(bad)} have a precision other than {', '.join(TRT_DATA_TYPES)}")
-    return layers
+    return LayerPrecisions(path, sha256, layers)
 
 
 def summarize(result: FallbackResult, evaluator: QdqEvaluator, settings: FallbackSettings,

@@ -3,9 +3,10 @@
 One path for both: the precision is in the ONNX graph (FP32, FP16 graph, Q/DQ graph) and the
 network is strongly typed. TensorRT 10 also builds weakly typed (a Q/DQ graph then needs the INT8
 flag) and offers the legacy path: FP32 ONNX + FP16/INT8 builder flags + a calibrator serving our
-calibration cache. TensorRT 11 removed both and the builder says so instead of failing on a missing
-attribute. The configuration follows trtexec (`setupNetworkAndConfig` in samples/common/
-sampleEngines.cpp) and Polygraphy's `CreateConfig` (tools/Polygraphy/polygraphy/backend/trt/config.py).
+calibration cache (obeying the INT8 fallback's layer precisions). TensorRT 11 removed both and the
+builder says so instead of failing on a missing attribute. The configuration follows trtexec
+(`setupNetworkAndConfig` in samples/common/sampleEngines.cpp) and Polygraphy's `CreateConfig`
+(tools/Polygraphy/polygraphy/backend/trt/config.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Callable
 from resnet_deploy.errors import ArtifactError, ResnetDeployError
 from resnet_deploy.fileio import atomic_write_bytes, sha256_file
 from resnet_deploy.quantize.cache import version_code as calibration_version_code
+from resnet_deploy.quantize.fallback import TRT_DATA_TYPES, LayerPrecisions, read_layer_precisions
 from resnet_deploy.trt.compat import (CALIBRATOR_CLASSES, DLA_RELEASES, Capabilities, capabilities, dla_supported,
                                       import_tensorrt, trt_logger, version_numbers)
 from resnet_deploy.trt.cuda import DeviceInfo, device_info, pushed
@@ -139,18 +141,28 @@ def _check_graph(onnx_path: Path, precision: str, strongly_typed: bool, legacy: 
             "with the FP32 graph on TensorRT 10")
 
 
+def _weak_flag_names(precision: str, layer_precisions: LayerPrecisions | None) -> list[str]:
+    """BuilderFlag names of a weakly typed build, as trtexec's --fp16/--int8; with layer precisions, FP16 only
+    when a layer is FP16 and OBEY_PRECISION_CONSTRAINTS (the file's `builder_flags`, its `trtexec_args`)."""
+    if precision == "fp16":
+        return ["FP16"]
+    if precision != "int8":
+        return []
+    if layer_precisions is None:
+        return ["FP16", "INT8"]
+    return [*(["FP16"] if layer_precisions.needs_fp16 else []), "INT8", "OBEY_PRECISION_CONSTRAINTS"]
+
+
 def _precision_flags(trt, caps: Capabilities, config, settings: EngineSettings, legacy_cache: LegacyCache | None,
-                     profile) -> Any:
+                     layer_precisions: LayerPrecisions | None, profile) -> Any:
     """Builder flags for the weakly typed branches (TensorRT <= 10 only); returns the calibrator to keep alive."""
     if settings.network_strongly_typed:
         return None
     if not caps.precision_flags:
         raise ResnetDeployError(f"TensorRT {caps.version} removed weak typing (BuilderFlag.FP16/INT8 and "
                                 "calibrators): build the FP16 or Q/DQ graph strongly typed instead")
-    if settings.precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if settings.precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
+    for name in _weak_flag_names(settings.precision, layer_precisions):
+        config.set_flag(getattr(trt.BuilderFlag, name))
     if legacy_cache is None:
         return None
     calibrator = make_cache_calibrator(trt, legacy_cache)
@@ -160,6 +172,32 @@ def _precision_flags(trt, caps: Capabilities, config, settings: EngineSettings, 
     if not config.set_calibration_profile(profile):
         raise ArtifactError("TensorRT refused the calibration profile (see its log above)")
     return calibrator
+
+
+def _checked_layer_precisions(path: Path, onnx_path: Path) -> LayerPrecisions:
+    """The layer-precisions file, refused (naming it) when malformed or made for another ONNX than `onnx_path`."""
+    spec = read_layer_precisions(path)
+    if spec.source_onnx_sha256 != sha256_file(onnx_path):
+        raise ArtifactError(f"{path}: made for another ONNX (its source_onnx_sha256 is not {onnx_path}'s); "
+                            "run the INT8 fallback again on this graph")
+    return spec
+
+
+def _apply_layer_precisions(trt, network, spec: LayerPrecisions, onnx_path: Path) -> None:
+    """Set each listed layer's precision and output types, as trtexec's --layerPrecisions and --layerOutputTypes
+    (`setLayerPrecisions`, `setLayerOutputTypes` in samples/common/sampleEngines.cpp); the parser names a layer
+    after its ONNX node, the name the file lists."""
+    layers = {layer.name: layer for layer in (network.get_layer(i) for i in range(network.num_layers))}
+    missing = [name for name in spec.layers if name not in layers]
+    if missing:
+        raise ArtifactError(f"{spec.path}: layers {', '.join(missing)} are not in the network TensorRT parsed from "
+                            f"{onnx_path}")
+    for name, precision in spec.layers.items():
+        data_type = getattr(trt.DataType, TRT_DATA_TYPES[precision])
+        layer = layers[name]
+        layer.precision = data_type
+        for index in range(layer.num_outputs):
+            layer.set_output_type(index, data_type)
 
 
 def _tf32(trt, caps: Capabilities, config, tf32: bool) -> None:
@@ -267,7 +305,7 @@ class _Built:
 
 
 def _build(trt, caps: Capabilities, onnx_path: Path, settings: EngineSettings, legacy_cache: LegacyCache | None,
-           info: DeviceInfo, log: Log) -> _Built:
+           layer_precisions: LayerPrecisions | None, info: DeviceInfo, log: Log) -> _Built:
     """Parse, configure and build with the device's context current; every TensorRT object dies here."""
     logger = trt_logger(trt)
     builder = trt.Builder(logger)
@@ -276,6 +314,8 @@ def _build(trt, caps: Capabilities, onnx_path: Path, settings: EngineSettings, l
     _check_graph(onnx_path, settings.precision, settings.network_strongly_typed, settings.legacy_calibrator)
     if network.num_inputs != 1:
         raise ArtifactError(f"{onnx_path}: expected one input, the graph has {network.num_inputs}")
+    if layer_precisions is not None:
+        _apply_layer_precisions(trt, network, layer_precisions, onnx_path)
     input_tensor = network.get_input(0)
     sample_shape = tuple(input_tensor.shape)[1:]
     config = builder.create_builder_config()
@@ -285,7 +325,7 @@ def _build(trt, caps: Capabilities, onnx_path: Path, settings: EngineSettings, l
     profile.set_shape(input_tensor.name, shapes["min"], shapes["opt"], shapes["max"])
     config.add_optimization_profile(profile)
     _tf32(trt, caps, config, settings.tf32)
-    calibrator = _precision_flags(trt, caps, config, settings, legacy_cache, profile)
+    calibrator = _precision_flags(trt, caps, config, settings, legacy_cache, layer_precisions, profile)
     timing_cache = _load_timing_cache(config, settings.timing_cache, log)
     _dla(trt, builder, config, settings.dla_core)
     _compatibility(trt, caps, config, settings, info)
@@ -308,11 +348,14 @@ def build_engine(onnx_path: str | Path, settings: EngineSettings, engines_dir: s
                  extra_metadata: dict[str, Any] | None = None, log: Log = print) -> EngineInfo:
     """Build and save an engine from an ONNX graph (FP32, FP16 or Q/DQ) on `settings.device`, with its sidecar.
 
-    `calibration_cache` serves the legacy calibrator (int8 with `settings.legacy_calibrator`).
+    `calibration_cache` serves the legacy calibrator (int8 with `settings.legacy_calibrator`), which also
+    obeys `settings.layer_precisions` (checked before TensorRT is touched).
     """
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise ArtifactError(f"{onnx_path}: ONNX file not found")
+    layer_precisions = (_checked_layer_precisions(settings.layer_precisions, onnx_path)
+                        if settings.layer_precisions is not None else None)
     trt = import_tensorrt("building an engine")
     caps = capabilities(trt)
     legacy_cache = _legacy_cache(trt, caps, settings, calibration_cache)
@@ -320,16 +363,18 @@ def build_engine(onnx_path: str | Path, settings: EngineSettings, engines_dir: s
     started = time.perf_counter()
     # TensorRT builds on the device of the current CUDA context (trtexec calls cudaSetDevice first).
     with pushed(settings.device):
-        built = _build(trt, caps, onnx_path, settings, legacy_cache, info, log)
+        built = _build(trt, caps, onnx_path, settings, legacy_cache, layer_precisions, info, log)
     engine_path = engine_path_for(onnx_path, settings, engines_dir, caps.version, info, model_name)
     atomic_write_bytes(engine_path, built.plan)
-    sidecar = _sidecar(trt.__version__, onnx_path, engine_path, info, settings, built, legacy_cache)
+    sidecar = _sidecar(trt.__version__, onnx_path, engine_path, info, settings, built, legacy_cache,
+                       layer_precisions)
     sidecar.update({"build_seconds": round(time.perf_counter() - started, 2), **(extra_metadata or {})})
     return EngineInfo(engine_path, write_sidecar(engine_path, sidecar), sidecar)
 
 
 def _sidecar(trt_version: str, onnx_path: Path, engine_path: Path, info: DeviceInfo, settings: EngineSettings,
-             built: _Built, legacy_cache: LegacyCache | None) -> dict[str, Any]:
+             built: _Built, legacy_cache: LegacyCache | None,
+             layer_precisions: LayerPrecisions | None) -> dict[str, Any]:
     """What a runner must know before deserializing, and what the engine was made from."""
     from resnet_deploy.data import CLASS_NAMES, MEAN, STD
 
@@ -337,6 +382,10 @@ def _sidecar(trt_version: str, onnx_path: Path, engine_path: Path, info: DeviceI
         calibration = {"method": "legacy-calibrator", "cache": str(legacy_cache.path),
                        "cache_sha256": sha256_file(legacy_cache.path), "algorithm": legacy_cache.algorithm,
                        "calibrator": legacy_cache.calibrator_class, "tensors": legacy_cache.tensors}
+        if layer_precisions is not None:
+            calibration["layer_precisions"] = {"file": str(layer_precisions.path),
+                                               "sha256": sha256_file(layer_precisions.path),
+                                               "layers": layer_precisions.layers}
     else:
         calibration = {"method": "qdq-graph" if settings.precision == "int8" else None}
     return {

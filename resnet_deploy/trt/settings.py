@@ -31,6 +31,8 @@ class EngineSettings:
     hardware_compatibility: none, ampere_plus or same_compute_capability.
     version_compatible: the engine also loads on later TensorRT releases NVIDIA allows.
     legacy_calibrator: TensorRT <= 10: FP32 graph + FP16/INT8 flags + a calibrator serving our cache.
+    layer_precisions: with legacy_calibrator and int8, a `.layer-precisions.json` (INT8 fallback) whose
+        layers the builder keeps in FP16/FP32, obeyed (trtexec's --layerPrecisions, --precisionConstraints=obey).
     strongly_typed: a strongly typed network (the default); False builds weakly typed (TensorRT <= 10).
     tf32: let FP32 layers run in TF32 (TensorRT's default is on; ours is off so "fp32" means FP32).
     device: the CUDA device to build on and to record in the engine name.
@@ -46,6 +48,7 @@ class EngineSettings:
     hardware_compatibility: str = "none"
     version_compatible: bool = False
     legacy_calibrator: bool = False
+    layer_precisions: Path | None = None
     strongly_typed: bool = True
     tf32: bool = False
     device: int = 0
@@ -53,6 +56,8 @@ class EngineSettings:
     def __post_init__(self) -> None:
         if self.timing_cache is not None:
             object.__setattr__(self, "timing_cache", Path(self.timing_cache))
+        if self.layer_precisions is not None:
+            object.__setattr__(self, "layer_precisions", Path(self.layer_precisions))
         if self.precision not in PRECISIONS:
             raise ResnetDeployError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
@@ -67,6 +72,8 @@ class EngineSettings:
             raise ResnetDeployError(f"device must be a CUDA device index >= 0, got {self.device}")
         if self.dla_core is not None:
             self._check_dla()
+        if self.layer_precisions is not None:
+            self._check_layer_precisions()
 
     def _check_dla(self) -> None:
         """DLA rules that need no TensorRT ("Working with DLA"); the core count is checked by the builder."""
@@ -80,6 +87,14 @@ class EngineSettings:
         if self.hardware_compatibility != "none":
             raise ResnetDeployError("hardware-compatible engines run on the GPU only; drop --dla-core")
 
+    def _check_layer_precisions(self) -> None:
+        """Layer precisions exist only in weakly typed networks ("Strongly-typed networks reject calls to
+        setPrecision", NvInfer.h 10.x; TensorRT 11 removed them): the legacy INT8 build is their only use."""
+        if not (self.legacy_calibrator and self.precision == "int8"):
+            raise ResnetDeployError(f"{self.layer_precisions}: layer precisions apply to TensorRT 10's weakly typed "
+                                    "INT8 build only (--precision int8 --legacy-calibrator); a strongly typed "
+                                    "network rejects them: build the fallback Q/DQ graph instead")
+
     @property
     def batches(self) -> dict[str, int]:
         return {"min": self.min_batch, "opt": self.opt_batch, "max": self.max_batch}
@@ -92,6 +107,8 @@ class EngineSettings:
     def tags(self) -> list[str]:
         """Engine-name parts for settings that change what an engine is or where it runs (none for defaults)."""
         tags = ["legacy-calib"] if self.legacy_calibrator else ([] if self.strongly_typed else ["weak"])
+        if self.layer_precisions is not None:
+            tags.append("fallback")
         if self.tf32:
             tags.append("tf32")
         if self.dla_core is not None:
@@ -106,6 +123,7 @@ class EngineSettings:
         """JSON-ready settings (for the sidecar and the build stage's manifest)."""
         values = asdict(self)
         values["timing_cache"] = str(self.timing_cache) if self.timing_cache else None
+        values["layer_precisions"] = str(self.layer_precisions) if self.layer_precisions else None
         return values
 
     def replace(self, **changes: Any) -> "EngineSettings":

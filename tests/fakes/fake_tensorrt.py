@@ -6,8 +6,14 @@ every attribute our code reads, sets or calls must exist in the surface (a prope
 settable to be set), so code that uses an API removed in TensorRT 11 fails here as it would for
 real. Behaviour is recorded in `trt.calls` and refuses what TensorRT refuses where our code depends
 on it:
-- parser: unsupported quantized operators, non-int8 or non-zero zero points (onnx_rules.py);
-- builder: precision flags on strongly typed networks; a weakly typed Q/DQ graph without INT8; a
+- parser: unsupported quantized operators, non-int8 or non-zero zero points (onnx_rules.py); it makes
+  one layer per ONNX node (but Constant), named after the node as onnx-tensorrt's `registerLayer` does;
+- layers (10.x: TensorRT 11 has no layer precisions): setting `precision` or calling `set_output_type` on a
+  strongly typed network is rejected as NvInfer.h says ("Strongly-typed networks reject calls to method
+  setPrecision/setOutputType"): an API usage error is recorded, the value ignored and missing from the plan;
+- builder: precision flags on strongly typed networks; a layer or layer output set to FP16 without the
+  FP16 flag ("fp16 precision has been set for at least one layer or layer output, but fp16 is not
+  configured in the builder"); a weakly typed Q/DQ graph without INT8; a
   calibrator on a dynamic network without a calibration profile; a calibration cache with a
   foreign header is ignored (then calibration has no batches and the build fails); DLA without a
   core, a fixed shape or FP16/INT8, or on a release without DLA; hardware compatibility on Jetson;
@@ -222,15 +228,26 @@ def make_fake_tensorrt(version: str, gpu=None):
         def dtype(self):
             return self._dtype
 
+    def is_strongly_typed(network) -> bool:
+        return hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") and bool(
+            network._flags & (1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)))
+
     @fake
     class INetworkDefinition:
         def __init__(self, flags):
             Surfaced.__init__(self)
             self._flags = flags
-            self._inputs, self._outputs, self._onnx, self._precision = [], [], None, "fp32"
+            self._inputs, self._outputs, self._layers, self._onnx, self._precision = [], [], [], None, "fp32"
 
         def get_input(self, index):
             return self._inputs[index]
+
+        def get_layer(self, index):
+            return self._layers[index]
+
+        @property
+        def num_layers(self):
+            return len(self._layers)
 
         def get_output(self, index):
             return self._outputs[index]
@@ -242,6 +259,81 @@ def make_fake_tensorrt(version: str, gpu=None):
         @property
         def num_outputs(self):
             return len(self._outputs)
+
+    layer_precisions = "precision" in classes["ILayer"]["members"]  # TensorRT 10; gone in 11
+
+    @fake
+    class ILayer:
+        """A parsed layer: its name, its output count and, on 10.x, the precision and output types set on it."""
+
+        def __init__(self, network, name, num_outputs):
+            Surfaced.__init__(self)
+            self._network, self._name, self._num_outputs, self._output_types = network, name, num_outputs, {}
+
+        @property
+        def name(self):
+            return self._values.get("name", self._name)
+
+        @property
+        def num_outputs(self):
+            return self._num_outputs
+
+        if layer_precisions:
+            def _rejected(self, method):
+                """NvInfer.h (10.x): "Strongly-typed networks reject calls to method <method>" (logged, ignored)."""
+                if not is_strongly_typed(self._network):
+                    return False
+                self._record("error", f"{self._name}: ILayer::{method}: Error Code 3: API Usage Error (strongly "
+                                      f"typed networks reject calls to {method})")
+                return True
+
+            def __setattr__(self, name, value):
+                if name == "precision" and self._rejected("setPrecision"):
+                    return
+                Surfaced.__setattr__(self, name, value)
+
+            @property
+            def precision(self):
+                return self._values.get("precision", trt.DataType.FLOAT)
+
+            @property
+            def precision_is_set(self):
+                return "precision" in self._values
+
+            def set_output_type(self, index, dtype):
+                self._record("set_output_type", self._name, index, dtype.name)
+                if not self._rejected("setOutputType") and 0 <= index < self._num_outputs:
+                    self._output_types[index] = dtype
+
+            def get_output_type(self, index):
+                return self._output_types.get(index, trt.DataType.FLOAT)
+
+            def output_type_is_set(self, index):
+                return index in self._output_types
+
+    def parsed_layers(network, graph):
+        """One layer per node but Constant, named `node.name` (else node_of_<first output>), made unique with
+        _<counter> as onnx-tensorrt's `generateUniqueName`. (The real parser adds helper layers too, e.g. Gemm's
+        bias add; the node's own layer carries the node's name.)"""
+        names, counter, layers = set(), 0, []
+        for node in graph.graph.node:
+            if node.op_type == "Constant":
+                continue
+            base = node.name or f"node_of_{node.output[0]}"
+            name = base
+            while name in names:
+                name, counter = f"{base}_{counter}", counter + 1
+            names.add(name)
+            layers.append(ILayer(network, name, len(node.output)))
+        return layers
+
+    def layer_constraints(network):
+        """({layer: precision}, {layer: [output types by index]}) of the layers where they were set."""
+        precisions = {layer.name: layer._values["precision"].name for layer in network._layers
+                      if "precision" in layer._values}
+        output_types = {layer.name: [layer._output_types[i].name for i in sorted(layer._output_types)]
+                        for layer in network._layers if layer._output_types}
+        return precisions, output_types
 
     onnx_dtypes = {1: "FLOAT", 10: "HALF", 3: "INT8", 6: "INT32", 7: "INT64"}
 
@@ -274,6 +366,7 @@ def make_fake_tensorrt(version: str, gpu=None):
             network = self._network
             network._inputs = [tensor(v) for v in graph.graph.input]
             network._outputs = [tensor(v) for v in graph.graph.output]
+            network._layers = parsed_layers(network, graph)
             network._onnx = model
             network._precision = network_precision(graph)
             return True
@@ -423,8 +516,7 @@ def make_fake_tensorrt(version: str, gpu=None):
             """None (as TensorRT after logging an error) for the configurations TensorRT rejects."""
             device = current_device()
             self._record("build_serialized_network", device)
-            strongly_typed = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") and bool(
-                network._flags & (1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)))
+            strongly_typed = is_strongly_typed(network)
             precision_flags = config._flags & {"FP16", "INT8", "BF16", "FP8", "INT4"}
             calibrator = config._values.get("int8_calibrator")
             qdq = network._precision == "int8"
@@ -432,6 +524,11 @@ def make_fake_tensorrt(version: str, gpu=None):
                 return self._fail("precision flags and calibrators are not allowed on a strongly typed network")
             if qdq and not strongly_typed and "INT8" not in precision_flags:
                 return self._fail("Q/DQ layers in a weakly typed network need BuilderFlag.INT8")
+            precisions, output_types = layer_constraints(network)
+            if "FP16" not in precision_flags and "HALF" in {*precisions.values(), *sum(output_types.values(), [])}:
+                return self._fail("IBuilder::buildSerializedNetwork: Error Code 4: API Usage Error (fp16 precision has "
+                                  "been set for at least one layer or layer output, but fp16 is not configured in "
+                                  "the builder.)")
             if len(config._profiles) != 1:
                 return self._fail(f"expected one optimization profile, got {len(config._profiles)}")
             (profile,) = config._profiles
@@ -458,6 +555,7 @@ def make_fake_tensorrt(version: str, gpu=None):
                                                                         profile._shapes.items()},
                     "inputs": [[t.name, list(t.shape), t.dtype.name] for t in network._inputs],
                     "outputs": [[t.name, list(t.shape), t.dtype.name] for t in network._outputs], "scales": scales,
+                    "layer_precisions": precisions, "layer_output_types": output_types,
                     "device": {"name": info.name, "capability": device_capability(device),
                                "integrated": info.integrated, "platform": platform.machine()},
                     "dla_core": config._values.get("DLA_core") if self._on_dla(config) else None,
