@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from resnet_deploy.runners.onnxrt import cpu_session
+
 METHODS = ("entropy", "max", "percentile")
 ACTIVATION_OPS = {"Conv", "Relu", "Add", "Gemm", "MaxPool", "GlobalAveragePool", "ReduceMean", "Flatten",
                   "Reshape", "BatchNormalization"}
@@ -33,17 +35,13 @@ def activation_tensors(model) -> list[str]:
 def _session_with_outputs(model, names: list[str]):
     """An ONNX Runtime CPU session that also returns the tensors `names`."""
     import onnx
-    import onnxruntime as ort
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
     existing = {o.name for o in model.graph.output}
     for name in names:
         if name not in existing:
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return cpu_session(model.SerializeToString(), optimize=False)
 
 
 class ActivationStats:

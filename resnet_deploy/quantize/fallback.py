@@ -22,6 +22,7 @@ import numpy as np
 
 from resnet_deploy.errors import ResnetDeployError
 from resnet_deploy.quantize.qdq import FALLBACKS, Layer, qdq_model, quantizable_layers, resolve_layers
+from resnet_deploy.runners.onnxrt import cpu_session
 
 LAYER_PRECISIONS_FORMAT = "resnet-deploy.layer-precisions/1"
 TRT_DATA_TYPES = {"fp16": "HALF", "fp32": "FLOAT"}
@@ -78,11 +79,7 @@ class QdqEvaluator:
         self.cache: dict[frozenset, Score] = {}
 
     def _logits(self, model) -> np.ndarray:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = cpu_session(model.SerializeToString())
         name = session.get_inputs()[0].name
         return np.concatenate([session.run(None, {name: self.images[i:i + self.batch_size]})[0]
                                for i in range(0, len(self.images), self.batch_size)])

@@ -22,6 +22,7 @@ import numpy as np
 
 from resnet_deploy.quantize.calibrate import ACTIVATION_OPS
 from resnet_deploy.quantize.qdq import quantizable_layers
+from resnet_deploy.runners.onnxrt import cpu_session
 
 FLOAT_TYPES = {1: np.float32, 10: np.float16, 11: np.float64}
 SLICE_ELEMENTS = 1 << 20
@@ -153,7 +154,6 @@ def session_with_outputs(model, names: list[str], types: dict[str, int], threads
     The outputs of `model` are swapped in place and restored, so no copy of its weights is made.
     """
     import onnx
-    import onnxruntime as ort
 
     original = [onnx.ValueInfoProto.FromString(v.SerializeToString()) for v in model.graph.output]
     del model.graph.output[:]
@@ -164,12 +164,7 @@ def session_with_outputs(model, names: list[str], types: dict[str, int], threads
     finally:
         del model.graph.output[:]
         model.graph.output.extend(original)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
+    return cpu_session(serialized, optimize=False, threads=threads)
 
 
 @dataclass

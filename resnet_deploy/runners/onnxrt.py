@@ -20,6 +20,20 @@ def default_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+def cpu_session(model: bytes, *, optimize: bool = True, threads: int = 0):
+    """A quiet ONNX Runtime CPU session of a serialized graph; `optimize=False` keeps every tensor as the
+    graph names it (for exposed intermediate outputs); `threads` 0 is ONNX Runtime's default."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxRuntimeRunner(BaseRunner):
     """Runs an ONNX file in an `onnxruntime.InferenceSession` created on `activate()`."""
 
