@@ -53,3 +53,37 @@ def test_summary_without_server_statistics_or_answers():
     summary = summarize([Record(0.0, 0.1, "UNAVAILABLE")], 1.0, LoadSettings(1), None, None)
     assert summary["answered"] == 0 and summary["failed"] == 1 and "server" not in summary
     assert summary["latency_ms"]["p99"] is None
+
+
+def test_a_lost_instance_handshake_starts_triton_again_in_a_fresh_workspace(monkeypatch):
+    from resnet_deploy.serve.binding import HANDSHAKE_RACE, START_ATTEMPTS, TritonService
+
+    notes, workspaces = [], []
+    service = TritonService([], raw_model=False, progress=notes.append)
+    monkeypatch.setattr(service, "_workspace", lambda: f"ws-{len(workspaces)}")
+
+    def start_once(workspace, failures):
+        workspaces.append(workspace)
+        if len(workspaces) <= failures:
+            raise ResnetDeployError(f"Triton did not start (... File communication.py, in {HANDSHAKE_RACE} ...)")
+        return "triton"
+
+    monkeypatch.setattr(service, "_start_triton_once", lambda ws: start_once(ws, START_ATTEMPTS - 1))
+    assert service._start_triton() == "triton"
+    assert workspaces == [f"ws-{n}" for n in range(START_ATTEMPTS)] and len(notes) == START_ATTEMPTS - 1
+
+    workspaces.clear()
+    monkeypatch.setattr(service, "_start_triton_once", lambda ws: start_once(ws, START_ATTEMPTS))
+    with pytest.raises(ResnetDeployError, match=HANDSHAKE_RACE):
+        service._start_triton()
+    assert len(workspaces) == START_ATTEMPTS
+
+    def port_taken(workspace):
+        workspaces.append(workspace)
+        raise ResnetDeployError("Triton did not start (address in use)")
+
+    workspaces.clear()
+    monkeypatch.setattr(service, "_start_triton_once", port_taken)
+    with pytest.raises(ResnetDeployError, match="address in use"):
+        service._start_triton()
+    assert len(workspaces) == 1  # only the handshake race is retried

@@ -35,6 +35,8 @@ MAX_DRAIN_TIMEOUT_S = 25
 # for `loadtest` and monitoring; health, metadata, config and inference are always open.
 RESTRICTED_ENDPOINTS = ("shared-memory", "model-repository", "trace", "logging")
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
+HANDSHAKE_RACE = "get_config_from_handshake_server"  # PyTriton 0.7's function in the failed stub's traceback
+START_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -146,12 +148,12 @@ class TritonService:
                 _require_tensorrt(artifact)
         max_batches = [artifact.max_batch_size(self.batching.max_batch_size) for artifact in self.artifacts]
         self.server.check_ports_free()
-        workspace = self._workspace()
+        self._workspace()  # refuses a workspace whose socket paths are too long before any work
         put_python_library_first()
         for artifact, max_batch in zip(self.artifacts, max_batches):
             for raw in (False, True) if self.raw_model else (False,):
                 self.models.append(self._bind_model(artifact, raw, max_batch))
-        self._triton = self._start_triton(workspace)
+        self._triton = self._start_triton()
         self._stack.callback(self._stop_triton)
         for model in self.models:
             self._self_check(model)
@@ -199,7 +201,19 @@ class TritonService:
             return load_runner(artifact.path, "tensorrt")
         return load_runner(artifact.path, "onnxruntime", threads=self.threads)
 
-    def _start_triton(self, workspace: Path):
+    def _start_triton(self):
+        """Start Triton, again in a fresh workspace when PyTriton's instance handshake lost its race: with
+        several instances, a later one may ask the first for its config before that one listens."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return self._start_triton_once(self._workspace())
+            except ResnetDeployError as exc:
+                if HANDSHAKE_RACE not in str(exc) or attempt == START_ATTEMPTS:
+                    raise
+                self.progress(f"PyTriton's instance handshake failed (attempt {attempt}/{START_ATTEMPTS}); "
+                              "starting Triton again")
+
+    def _start_triton_once(self, workspace: Path):
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
