@@ -8,8 +8,9 @@ artifacts and says what to run on the target.
 
 from __future__ import annotations
 
+import json
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -151,8 +152,6 @@ def build_from_bundle(options: BuildOptions, bundle_path: str | Path, log: Log =
 
 def bundle_parity_stage(bundle, options: BuildOptions) -> StageResult:
     """The bundle's FP16 and INT8 graphs against its FP32 graph on ONNX Runtime (test split)."""
-    import json
-
     from resnet_deploy.bundle import bundle_parity
 
     report_path = options.reports_dir / f"bundle-parity-{bundle.folder.name}.json"
@@ -242,8 +241,6 @@ def precision_stage(fp32_onnx: Path, options: BuildOptions, precision: str | Non
 
 def int8_stage(fp32_onnx: Path, options: BuildOptions) -> StageResult:
     """Calibrate (train split), write Q/DQ graphs and caches, pick the method by validation top-1."""
-    import json
-
     from resnet_deploy.quantize.calibrate import METHODS
     from resnet_deploy.quantize.int8 import Int8Paths, make_int8_artifacts
 
@@ -256,20 +253,17 @@ def int8_stage(fp32_onnx: Path, options: BuildOptions) -> StageResult:
                        lambda: make_int8_artifacts(fp32_onnx, options.calibration_dir, methods=methods,
                                                    count=options.calibration_count,
                                                    trt_version=options.trt_cache_version, data_dir=options.data_dir))
-    best = json.loads(paths.summary.read_text())["best_method"]
+    best = paths.best_method()
     result.outputs = [paths.qdq(best), paths.cache(best), paths.summary]
     return result
 
 
 def fallback_stage(fp32_onnx: Path, options: BuildOptions, log: Log) -> StageResult:
     """Keep layers of the best method's Q/DQ graph out of INT8 (budget search or named layers)."""
-    import json
-    from dataclasses import asdict
-
     from resnet_deploy.quantize.int8 import Int8Paths, make_fallback_artifacts
 
     paths = Int8Paths(options.calibration_dir, fp32_onnx.stem)
-    method = json.loads(paths.summary.read_text())["best_method"]
+    method = paths.best_method()
     outputs = [paths.fallback_qdq(method), paths.layer_precisions(method), paths.fallback_report(method)]
     result = run_stage("fallback", outputs, {"onnx": fp32_onnx, "amax": paths.amax(method)}, asdict(options.fallback),
                        lambda: make_fallback_artifacts(fp32_onnx, options.calibration_dir, options.fallback,
@@ -290,8 +284,6 @@ def parity_stage(reference: Path, artifacts: list[Path], options: BuildOptions, 
                        lambda: parity_for_artifacts(reference, artifacts, report_path, max_drop_pp=options.max_drop_pp,
                                                     limit=options.parity_limit, data_dir=options.data_dir))
     if result.details is None:
-        import json
-
         result.details = json.loads(report_path.read_text())
     return result
 

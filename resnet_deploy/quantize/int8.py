@@ -63,6 +63,10 @@ class Int8Paths:
     def summary(self) -> Path:
         return self.out_dir / f"{self.stem}.calibration.json"
 
+    def best_method(self) -> str:
+        """The method the calibration summary kept (best validation top-1)."""
+        return json.loads(self.summary.read_text())["best_method"]
+
 
 def validation_top1(onnx_path: Path, images: np.ndarray, labels: np.ndarray) -> float:
     from resnet_deploy.parity import collect_logits
