@@ -178,6 +178,8 @@ def test_captured_work_runs_only_when_the_graph_is_launched(driver_api):
     assert ran == []
     api.launch(executable, stream.handle)
     api.launch(executable, stream.handle)
+    assert ran == [], "launched work runs asynchronously, when the stream is synchronized"
+    stream.synchronize()
     assert ran == [0, 1]
     api.destroy_executable(executable)
     with pytest.raises(cudagraph.CudaGraphError, match="CUDA_ERROR_INVALID_HANDLE"):

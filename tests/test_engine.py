@@ -344,17 +344,72 @@ def test_the_fake_config_starts_with_tf32_on_as_tensorrt_does(version):
     assert trt.IBuilderConfig().get_flag(trt.BuilderFlag.TF32)
 
 
-def test_dla_build_on_jetson(monkeypatch, tmp_path, graphs):
-    trt, info, plan = fake_build(monkeypatch, "10.3", graphs["fp16"], tmp_path, "fp16", min_batch=8, opt_batch=8,
-                                 max_batch=8, dla_core=1, version_compatible=True)
+@pytest.mark.parametrize("graph", ["fp16", "fp32"])
+def test_dla_build_on_jetson_follows_nvidias_tensorrt_10_flow(monkeypatch, tmp_path, graphs, graph):
+    """TensorRT 10's DLA flow (trtexec --useDLACore=1 --fp16 --allowGPUFallback): a weakly typed network with the
+    FP16 flag, whether the graph is FP16 or FP32; the fake refuses a strongly typed DLA network on 10.x."""
+    notes = []
+    trt, info, plan = fake_build(monkeypatch, "10.3", graphs[graph], tmp_path, "fp16", min_batch=8, opt_batch=8,
+                                 max_batch=8, dla_core=1, version_compatible=True, log=notes.append)
     assert plan["profiles"]["input"] == [[8, 1, 28, 28]] * 3 and plan["dla_core"] == 1
-    assert set(plan["builder_flags"]) == {"GPU_FALLBACK", "VERSION_COMPATIBLE"}
+    assert set(plan["builder_flags"]) == {"FP16", "GPU_FALLBACK", "VERSION_COMPATIBLE"} and plan["flags"] == 0
     sets = {c[2]: c[3] for c in calls_named(trt, "set")}
     assert sets["DLA_core"] == 1 and sets["default_device_type"] == trt.DeviceType.DLA
     assert info.engine_path.name.startswith("tiny_fp16-dla1-vc_b8_")
     sidecar = read_sidecar(info.engine_path)
     assert sidecar["profile"] == {"min": [8, 1, 28, 28], "opt": [8, 1, 28, 28], "max": [8, 1, 28, 28]}
     assert sidecar["dla_core"] == 1 and sidecar["version_compatible"] is True and sidecar["integrated_gpu"] is True
+    assert sidecar["strongly_typed"] is False and any("weakly typed" in n for n in notes)
+    assert not [n for n in notes if n.startswith("warning:")]
+
+
+def test_dla_build_records_where_the_layers_landed_from_the_engine_inspector(monkeypatch, tmp_path, graphs):
+    """can_run_on_DLA per network layer, then the engine inspector's layers: DLA subgraphs and GPU fallbacks."""
+    import onnx
+
+    trt, info, _ = fake_build(monkeypatch, "10.3", graphs["fp16"], tmp_path, "fp16", min_batch=8, opt_batch=8,
+                              max_batch=8, dla_core=0)
+    placement = read_sidecar(info.engine_path)["dla_placement"]
+    nodes = [n for n in onnx.load(str(graphs["fp16"])).graph.node if n.op_type != "Constant"]
+    on_gpu = [n.name for n in nodes if n.op_type in ("ReduceMean", "Reshape", "Cast")]
+    assert placement["network_layers"] == len(nodes) and placement["gpu_fallback_layers"] == on_gpu
+    assert placement["network_layers_on_dla"] == len(nodes) - len(on_gpu) > len(nodes) / 2
+    assert placement["engine_dla_layers"] and all(n.startswith("{ForeignNode[") for n in placement["engine_dla_layers"])
+    assert set(placement["engine_gpu_layers"]) == set(on_gpu)
+    assert ("Runtime", "set", "DLA_core", 0) in trt.calls
+
+
+def test_a_dla_build_that_mostly_fell_back_to_the_gpu_warns(monkeypatch, tmp_path, graphs):
+    from tests.fakes import dla_layers
+
+    monkeypatch.setattr(dla_layers, "DLA_UNSUPPORTED_OPS", {*dla_layers.DLA_UNSUPPORTED_OPS, "Conv", "Relu"})
+    monkeypatch.setattr(fake_tensorrt, "DLA_UNSUPPORTED_OPS", dla_layers.DLA_UNSUPPORTED_OPS)
+    notes = []
+    _, info, _ = fake_build(monkeypatch, "10.3", graphs["fp32"], tmp_path, "fp16", min_batch=4, opt_batch=4,
+                            max_batch=4, dla_core=0, log=notes.append)
+    placement = read_sidecar(info.engine_path)["dla_placement"]
+    (warning,) = [n for n in notes if n.startswith("warning:")]
+    fell_back = placement["network_layers"] - placement["network_layers_on_dla"]
+    assert warning == (f"warning: most layers of the dla0 engine fell back to the GPU ({fell_back} of "
+                       f"{placement['network_layers']} cannot run on the DLA); the DLA saves little here")
+    monkeypatch.setattr(dla_layers, "DLA_UNSUPPORTED_OPS", {"Conv", "Relu", "Add", "ReduceMean", "Reshape", "Gemm"})
+    monkeypatch.setattr(fake_tensorrt, "DLA_UNSUPPORTED_OPS", dla_layers.DLA_UNSUPPORTED_OPS)
+    notes.clear()
+    fake_build(monkeypatch, "10.3", graphs["fp32"], tmp_path, "fp16", min_batch=4, opt_batch=4, max_batch=4,
+               dla_core=0, log=notes.append)
+    assert "warning: the dla0 engine runs entirely on the GPU: no layer landed on the DLA" in notes
+
+
+def test_dla_int8_on_tensorrt_10_is_the_calibrated_fp32_graph(monkeypatch, tmp_path, graphs):
+    """INT8 on DLA (10.x): FP32 graph + INT8/FP16 flags + a calibrator serving the cache; the Q/DQ graph is refused."""
+    trt, info, plan = fake_build(monkeypatch, "10.3", graphs["fp32"], tmp_path, "int8", min_batch=4, opt_batch=4,
+                                 max_batch=4, dla_core=0, legacy_calibrator=True, calibration_cache=graphs["cache"])
+    assert set(plan["builder_flags"]) == {"FP16", "INT8", "GPU_FALLBACK"} and plan["scales"] and plan["flags"] == 0
+    with pytest.raises(ResnetDeployError, match=r"^--dla-core with int8 on TensorRT 10.3.0: NVIDIA's DLA flow is the "
+                                                r"FP32 graph with the INT8 flag and a calibration cache; add "
+                                                r"--legacy-calibrator \(the Q/DQ graph is not built for DLA here\)$"):
+        fake_build(monkeypatch, "10.3", graphs["int8"], tmp_path, "int8", min_batch=4, opt_batch=4, max_batch=4,
+                   dla_core=0)
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -382,21 +437,29 @@ def test_dla_refusals_say_which_rule_failed(monkeypatch, tmp_path, graphs, versi
 
 
 def test_the_fake_builder_refuses_dla_as_tensorrt_does(monkeypatch, graphs):
-    """No DLA cores on a release without DLA; a dynamic profile or an FP32 network on DLA fails to build."""
+    """No DLA cores on a release without DLA; a dynamic profile, no FP16/INT8 flag, a strongly typed network (10.x)
+    or a layer DLA cannot run without GPU fallback fails to build."""
     _, trt = fakes.install(monkeypatch, "10.16")
     assert trt.Builder(trt.Logger()).num_DLA_cores == 0
     _, trt = fakes.install(monkeypatch, "10.3")
     builder = trt.Builder(trt.Logger())
     assert builder.num_DLA_cores == 2
-    for graph, batches, error in [("fp16", (1, 8, 8), "static shapes"), ("fp32", (8, 8, 8), "FP16 and INT8 only")]:
-        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-        assert trt.OnnxParser(network, None).parse_from_file(str(graphs[graph]))
+    strong = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    for flags, batches, builder_flags, error in [
+            (0, (1, 8, 8), ["FP16", "GPU_FALLBACK"], "static shapes"),
+            (0, (8, 8, 8), ["GPU_FALLBACK"], "FP16 and INT8 only"),
+            (strong, (8, 8, 8), ["GPU_FALLBACK"], "TensorRT 10 documents DLA builds weakly typed"),
+            (0, (8, 8, 8), ["FP16"], "cannot run on DLA and GPU fallback is not enabled")]:
+        network = builder.create_network(flags)
+        assert trt.OnnxParser(network, None).parse_from_file(str(graphs["fp32"]))
         config = builder.create_builder_config()
         profile = builder.create_optimization_profile()
         profile.set_shape("input", *[(b, 1, 28, 28) for b in batches])
         config.add_optimization_profile(profile)
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = 0
+        for name in builder_flags:
+            config.set_flag(getattr(trt.BuilderFlag, name))
         assert builder.build_serialized_network(network, config) is None
         assert error in trt.calls[-1][2]
 

@@ -153,10 +153,25 @@ def _weak_flag_names(precision: str, layer_precisions: LayerPrecisions | None) -
     return [*(["FP16"] if layer_precisions.needs_fp16 else []), "INT8", "OBEY_PRECISION_CONSTRAINTS"]
 
 
+def strongly_typed_network(caps: Capabilities, settings: EngineSettings) -> bool:
+    """Whether the network is built strongly typed: as asked, except DLA on TensorRT 10, which NVIDIA's DLA flow
+    builds weakly typed with the FP16/INT8 builder flags (trtexec --useDLACore --fp16/--int8 --allowGPUFallback;
+    strongly typed DLA networks came with 11.4.1, which has no such flags)."""
+    return settings.network_strongly_typed and not (settings.dla_core is not None and caps.precision_flags)
+
+
+def _check_dla_flow(caps: Capabilities, settings: EngineSettings) -> None:
+    """DLA INT8 on TensorRT 10 is calibrated INT8 (IInt8EntropyCalibrator2 is "the required calibrator for DLA")."""
+    if caps.precision_flags and settings.precision == "int8" and not settings.legacy_calibrator:
+        raise ResnetDeployError(f"--dla-core with int8 on TensorRT {caps.version}: NVIDIA's DLA flow is the FP32 "
+                                "graph with the INT8 flag and a calibration cache; add --legacy-calibrator (the Q/DQ "
+                                "graph is not built for DLA here)")
+
+
 def _precision_flags(trt, caps: Capabilities, config, settings: EngineSettings, legacy_cache: LegacyCache | None,
-                     layer_precisions: LayerPrecisions | None, profile) -> Any:
+                     layer_precisions: LayerPrecisions | None, profile, strongly_typed: bool) -> Any:
     """Builder flags for the weakly typed branches (TensorRT <= 10 only); returns the calibrator to keep alive."""
-    if settings.network_strongly_typed:
+    if strongly_typed:
         return None
     if not caps.precision_flags:
         raise ResnetDeployError(f"TensorRT {caps.version} removed weak typing (BuilderFlag.FP16/INT8 and "
@@ -244,8 +259,10 @@ def _load_timing_cache(config, path: Path | None, log: Log):
     return cache
 
 
-def _dla(trt, builder, config, core: int | None) -> None:
-    """DLA as trtexec sets it up: a release with DLA and a core that exists, default device DLA, GPU fallback."""
+def _dla(trt, caps: Capabilities, builder, config, settings: EngineSettings) -> None:
+    """DLA as trtexec sets it up: a release with DLA and a core that exists, NVIDIA's precision flow for that
+    release, default device DLA, GPU fallback."""
+    core = settings.dla_core
     if core is None:
         return
     if not dla_supported(trt.__version__):
@@ -254,6 +271,7 @@ def _dla(trt, builder, config, core: int | None) -> None:
     if core >= cores:
         have = "no DLA (builder.num_DLA_cores is 0)" if cores == 0 else f"{cores} DLA cores (0..{cores - 1})"
         raise ResnetDeployError(f"--dla-core {core}: this device has {have}")
+    _check_dla_flow(caps, settings)
     config.default_device_type = trt.DeviceType.DLA
     config.DLA_core = core
     config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
@@ -302,6 +320,50 @@ class _Built:
     plan: bytes
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
+    strongly_typed: bool
+    dla_placement: dict[str, Any] | None = None
+
+
+FOREIGN_NODE = "{ForeignNode["      # a DLA subgraph as TensorRT names it in the engine's layers
+DLA_IO = (" to nvm", " from nvm", " copy finish")  # the reformats around a DLA subgraph
+
+
+def _layer_name(layer: Any) -> str:
+    """An inspector layer: a name (LAYER_NAMES_ONLY, the default verbosity) or a dict with "Name" (DETAILED)."""
+    return layer.get("Name", "") if isinstance(layer, dict) else str(layer)
+
+
+def dla_placement(trt, plan: bytes, settings: EngineSettings, network_devices: dict[str, bool]) -> dict[str, Any]:
+    """Where a DLA build's layers landed: the network layers DLA can run (`can_run_on_DLA`, the rest fall back
+    to the GPU) and the engine's layers read back with the engine inspector (DLA subgraphs vs GPU layers)."""
+    import json
+
+    runtime = trt.Runtime(trt_logger(trt))
+    runtime.DLA_core = settings.dla_core
+    if settings.version_compatible:
+        runtime.engine_host_code_allowed = True
+    engine = runtime.deserialize_cuda_engine(plan)
+    if engine is None:
+        raise ArtifactError("TensorRT could not deserialize the DLA engine it built (see its log above)")
+    info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
+    names = [_layer_name(layer) for layer in info.get("Layers", [])]
+    compute = [n for n in names if not n.endswith(DLA_IO)]
+    fallback = [name for name, on_dla in network_devices.items() if not on_dla]
+    return {"network_layers": len(network_devices), "network_layers_on_dla": len(network_devices) - len(fallback),
+            "gpu_fallback_layers": fallback,
+            "engine_dla_layers": [n for n in compute if n.startswith(FOREIGN_NODE)],
+            "engine_gpu_layers": [n for n in compute if not n.startswith(FOREIGN_NODE)]}
+
+
+def dla_warning(placement: dict[str, Any], core: int) -> str | None:
+    """One line when the DLA engine runs mostly (or wholly) on the GPU."""
+    on_dla, total = placement["network_layers_on_dla"], placement["network_layers"]
+    if not placement["engine_dla_layers"]:
+        return f"warning: the dla{core} engine runs entirely on the GPU: no layer landed on the DLA"
+    if on_dla * 2 < total:
+        return (f"warning: most layers of the dla{core} engine fell back to the GPU ({total - on_dla} of {total} "
+                "cannot run on the DLA); the DLA saves little here")
+    return None
 
 
 def _build(trt, caps: Capabilities, onnx_path: Path, settings: EngineSettings, legacy_cache: LegacyCache | None,
@@ -309,9 +371,9 @@ def _build(trt, caps: Capabilities, onnx_path: Path, settings: EngineSettings, l
     """Parse, configure and build with the device's context current; every TensorRT object dies here."""
     logger = trt_logger(trt)
     builder = trt.Builder(logger)
-    network, _parser = _parse(trt, builder, _network_flags(trt, caps, settings.network_strongly_typed), onnx_path,
-                              logger)
-    _check_graph(onnx_path, settings.precision, settings.network_strongly_typed, settings.legacy_calibrator)
+    strongly_typed = strongly_typed_network(caps, settings)
+    network, _parser = _parse(trt, builder, _network_flags(trt, caps, strongly_typed), onnx_path, logger)
+    _check_graph(onnx_path, settings.precision, strongly_typed, settings.legacy_calibrator)
     if network.num_inputs != 1:
         raise ArtifactError(f"{onnx_path}: expected one input, the graph has {network.num_inputs}")
     if layer_precisions is not None:
@@ -325,13 +387,17 @@ def _build(trt, caps: Capabilities, onnx_path: Path, settings: EngineSettings, l
     profile.set_shape(input_tensor.name, shapes["min"], shapes["opt"], shapes["max"])
     config.add_optimization_profile(profile)
     _tf32(trt, caps, config, settings.tf32)
-    calibrator = _precision_flags(trt, caps, config, settings, legacy_cache, layer_precisions, profile)
+    calibrator = _precision_flags(trt, caps, config, settings, legacy_cache, layer_precisions, profile,
+                                  strongly_typed)
     timing_cache = _load_timing_cache(config, settings.timing_cache, log)
-    _dla(trt, builder, config, settings.dla_core)
+    _dla(trt, caps, builder, config, settings)
     _compatibility(trt, caps, config, settings, info)
     log(f"building {settings.precision} engine from {onnx_path} with TensorRT {caps.version} on {info.name} "
-        f"({'strongly' if settings.network_strongly_typed else 'weakly'} typed, batch "
+        f"({'strongly' if strongly_typed else 'weakly'} typed, batch "
         f"{settings.min_batch}/{settings.opt_batch}/{settings.max_batch})")
+    network_devices = ({layer.name: bool(config.can_run_on_DLA(layer)) for layer in
+                        (network.get_layer(i) for i in range(network.num_layers))}
+                       if settings.dla_core is not None else {})
     serialized = builder.build_serialized_network(network, config)
     del calibrator
     if serialized is None:
@@ -339,8 +405,14 @@ def _build(trt, caps: Capabilities, onnx_path: Path, settings: EngineSettings, l
     if settings.timing_cache is not None:
         atomic_write_bytes(settings.timing_cache, bytes(timing_cache.serialize()))
     outputs = [network.get_output(i) for i in range(network.num_outputs)]
+    placement = None
+    if settings.dla_core is not None:
+        placement = dla_placement(trt, bytes(serialized), settings, network_devices)
+        warning = dla_warning(placement, settings.dla_core)
+        if warning:
+            log(warning)
     return _Built(bytes(serialized), [_tensor_meta(trt, input_tensor, [-1, *sample_shape])],
-                  [_tensor_meta(trt, t, list(t.shape)) for t in outputs])
+                  [_tensor_meta(trt, t, list(t.shape)) for t in outputs], strongly_typed, placement)
 
 
 def build_engine(onnx_path: str | Path, settings: EngineSettings, engines_dir: str | Path = "engines", *,
@@ -393,7 +465,8 @@ def _sidecar(trt_version: str, onnx_path: Path, engine_path: Path, info: DeviceI
         "compute_capability": info.compute_capability, "integrated_gpu": info.integrated, "platform": info.platform,
         "precision": settings.precision, "tf32": settings.tf32, "dla_core": settings.dla_core,
         "hardware_compatibility": settings.hardware_compatibility, "version_compatible": settings.version_compatible,
-        "strongly_typed": settings.network_strongly_typed, "legacy_calibrator": settings.legacy_calibrator,
+        "strongly_typed": built.strongly_typed, "legacy_calibrator": settings.legacy_calibrator,
+        "dla_placement": built.dla_placement,
         "profile": {k: [b, *built.inputs[0]["shape"][1:]] for k, b in settings.batches.items()},
         "inputs": built.inputs, "outputs": built.outputs,
         "source_onnx": str(onnx_path), "source_onnx_sha256": sha256_file(onnx_path),

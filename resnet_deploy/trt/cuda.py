@@ -25,6 +25,7 @@ from resnet_deploy.errors import ResnetDeployError
 from resnet_deploy.trt.compat import import_cuda_driver
 
 PHASES = ("h2d", "compute", "d2h")
+STREAM_NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING (cuda.h): no implicit synchronization with the legacy stream
 MACHINES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
 
 
@@ -96,8 +97,13 @@ class HostDeviceBuffer:
 
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype):
         cuda = driver()
+        self.device = None
         self.host = cuda.pagelocked_empty(shape, dtype)
-        self.device = cuda.mem_alloc(self.host.nbytes)
+        try:
+            self.device = cuda.mem_alloc(self.host.nbytes)
+        except BaseException:
+            self.free()  # no pinned memory left behind when the device allocation fails
+            raise
 
     def host_view(self, shape: tuple[int, ...]) -> np.ndarray:
         """The first elements of the pinned buffer, shaped for the current batch."""
@@ -139,12 +145,14 @@ class StreamLoop:
     NVIDIA's loop (`_do_inference_base` in samples/python/common_runtime.py): async H2D from pinned
     memory, enqueue on the stream, async D2H into pinned memory, synchronize. The TensorRT runner enqueues an engine; the
     GPU smoke script (tools/gpu_smoke) enqueues a CUDA kernel through the same code. Use it with the
-    owning context current.
+    owning context current. The stream is non-blocking (CU_STREAM_NON_BLOCKING): work another
+    thread puts on the legacy default stream neither waits for it nor breaks a CUDA-graph capture on it.
+    Outputs are read only after the stream is synchronized (the copies are asynchronous).
     """
 
     def __init__(self, buffers: dict[str, HostDeviceBuffer]):
         self.buffers = buffers
-        self.stream = driver().Stream()
+        self.stream = driver().Stream(flags=STREAM_NON_BLOCKING)
         self._timer = EventTimer(self.stream, PHASES)
         self.last_timings: dict[str, float] = {}
 

@@ -132,17 +132,23 @@ class CudaGraphs:
     """One CUDA graph per batch shape, captured from `enqueue` after a warm-up run and launched on later calls.
 
     Use with the owning CUDA context current. `notice` receives the one-line reason when graphs are
-    not used (the driver lacks them, or a capture failed); from then on `run` calls `enqueue` directly.
+    not used (`unavailable`: the caller's reason, e.g. a DLA engine; the driver lacks them; a capture
+    failed); from then on `run` calls `enqueue` directly. The capture stream must be non-blocking
+    (CU_STREAM_NON_BLOCKING): legacy-default-stream work from another thread would invalidate the
+    capture of a blocking one.
     """
 
-    def __init__(self, notice: Callable[[str], None]):
+    def __init__(self, notice: Callable[[str], None], unavailable: str | None = None):
         self._notice = notice
         self._executables: dict[Shape, int] = {}
         self.fallback: str | None = None
+        self._api: GraphAPI | None = None
+        if unavailable is not None:
+            self._fall_back(unavailable)
+            return
         try:
-            self._api: GraphAPI | None = load_graph_api()
+            self._api = load_graph_api()
         except GraphsUnavailable as exc:
-            self._api = None
             self._fall_back(f"CUDA graphs are not available here ({exc}); running without them")
 
     @property
@@ -194,6 +200,8 @@ class CudaGraphs:
     def free(self) -> None:
         """Destroy every instantiated graph (the owning context must be current)."""
         executables, self._executables = self._executables, {}
+        if self._api is None:
+            return
         for executable in executables.values():
             self._api.destroy_executable(executable)
 

@@ -9,7 +9,15 @@ Device memory is numpy arrays keyed by pointer. The fake models what pycuda's sr
   a stale entry on the stack (`stale`); a detached context cannot be pushed or detached again;
 - allocations, copies, streams and events need a current context; async copies need page-locked
   memory; an event's `time_since` fails until both events completed (the stream they were recorded
-  on was synchronized, or the events themselves), as cuEventElapsedTime does.
+  on was synchronized, or the events themselves), as cuEventElapsedTime does;
+- streams are asynchronous: work queued on a stream (copies, event records, an engine's enqueue, a
+  kernel) runs only when the stream, an event recorded after it, or the context is synchronized, or
+  when memory is freed (cuMemFree synchronizes); until then a device-to-host copy's destination holds
+  its stale bytes and a host-to-device copy reads its source when it runs, as on a GPU;
+- device pointers are 512-byte aligned as cuMemAlloc's are (`misalign` shifts the next ones, for tests);
+  an allocation beyond the device's free memory (or the `fail_allocation_after`-th from now) fails with
+  CUDA_ERROR_OUT_OF_MEMORY; `device_bytes_in_use` counts every live allocation, a TensorRT execution
+  context's activation memory included.
 It records the order of stream operations and tracks every allocation, so tests can check that
 H2D precedes execute precedes D2H on one stream and that everything is freed.
 
@@ -18,6 +26,8 @@ stands in for `libcuda.so.1` (its seven functions, with cuda.h's prototypes; cty
 checked) on the same machine, as strict as CUDA's stream-capture rules where our code depends on them:
 - capture only on a stream made here, never the legacy default stream (handle 0), not twice, ended
   from the thread that began it (thread-local and global modes);
+- work on the legacy default stream (any thread) while a blocking stream (flags 0) captures fails with
+  CUDA_ERROR_STREAM_CAPTURE_IMPLICIT and invalidates the capture; a non-blocking stream's capture survives;
 - while a thread captures, a synchronizing or allocating call from it (stream, context or event
   synchronize, mem_alloc, pagelocked_empty, frees) fails with CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED
   and invalidates the capture, whose end then returns CUDA_ERROR_STREAM_CAPTURE_INVALIDATED and no graph;
@@ -57,6 +67,7 @@ class FakeCudaError(RuntimeError):
 
 
 CAPTURE_UNSUPPORTED, CAPTURE_INVALIDATED, CAPTURE_WRONG_THREAD = 900, 901, 908
+NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING
 ERROR_NAMES = {0: "CUDA_SUCCESS", 1: "CUDA_ERROR_INVALID_VALUE", 201: "CUDA_ERROR_INVALID_CONTEXT",
                400: "CUDA_ERROR_INVALID_HANDLE", 401: "CUDA_ERROR_ILLEGAL_STATE",
                CAPTURE_UNSUPPORTED: "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
@@ -95,18 +106,76 @@ class Recorder:
         self.graphs: dict[int, list[Op]] = {}
         self.executables: dict[int, list[Op]] = {}
         self.libcuda = FakeLibcuda(self)
+        self.misalign = 0                               # added to the next device pointers (tests)
+        self.fail_allocation_after: int | None = None   # the allocation that many from now fails (tests)
 
     def capture_of(self, stream_handle: int) -> Capture | None:
         return self.captures.get(stream_handle)
 
     def run_or_record(self, stream, op: Op, what: str) -> None:
-        """Run `op` now, or add it to the graph being captured on `stream`."""
+        """Queue `op` on `stream` (it runs when the stream is synchronized), or add it to the graph being
+        captured there; without a stream (the legacy default stream) it runs now."""
         capture = self.capture_of(stream.handle) if stream is not None else None
-        if capture is None:
+        if capture is not None:
+            capture.ops.append(op)
+            self.calls.append(("captured", what, stream.handle))
+        elif stream is None:
+            self.legacy_stream_work(what)
+            for other in list(self.streams.values()):  # the legacy stream waits for the blocking streams
+                if not other.flags & NON_BLOCKING:
+                    self.drain(other)
             op(stream)
-            return
-        capture.ops.append(op)
-        self.calls.append(("captured", what, stream.handle))
+        else:
+            stream.queue.append(op)
+
+    def legacy_stream_work(self, what: str) -> None:
+        """Work on the legacy default stream waits for every blocking stream: CUDA refuses it while a blocking
+        stream captures (CUDA_ERROR_STREAM_CAPTURE_IMPLICIT) and invalidates that capture; a stream made with
+        CU_STREAM_NON_BLOCKING (flags=1) does not synchronize with the legacy stream and keeps capturing."""
+        blocking = [c for h, c in self.captures.items() if not self.streams[h].flags & NON_BLOCKING]
+        if blocking:
+            for capture in blocking:
+                capture.invalidated = capture.invalidated or f"{what} on the legacy default stream"
+            self.calls.append(("capture invalidated", f"{what} on the legacy default stream"))
+            raise FakeCudaError(f"fake pycuda: {what} on the legacy default stream: CUDA_ERROR_STREAM_CAPTURE_IMPLICIT "
+                                "(a blocking stream is capturing)")
+
+    def drain(self, stream, until: Op | None = None) -> None:
+        """Run `stream`'s queued work in order (up to and including `until`)."""
+        while stream.queue:
+            op = stream.queue.pop(0)
+            op(stream)
+            if op is until:
+                return
+
+    def drain_all(self) -> None:
+        """Run every stream's queued work (a device-wide synchronization)."""
+        for stream in list(self.streams.values()):
+            self.drain(stream)
+
+    def allocate(self, nbytes: int, device: int) -> int:
+        """A device pointer of `nbytes` on `device` (512-byte aligned), or CUDA_ERROR_OUT_OF_MEMORY."""
+        if self.fail_allocation_after is not None:
+            self.fail_allocation_after -= 1
+            if self.fail_allocation_after < 0:
+                self.fail_allocation_after = None
+                raise FakeCudaError("fake pycuda: cuMemAlloc failed: out of memory (CUDA_ERROR_OUT_OF_MEMORY)")
+        if self.device_bytes_in_use(device) + nbytes > self.devices[device].total_memory:
+            raise FakeCudaError("fake pycuda: cuMemAlloc failed: out of memory (CUDA_ERROR_OUT_OF_MEMORY)")
+        pointer = self.next_pointer + self.misalign
+        self.next_pointer += (max(nbytes, 1) + 1023) // 512 * 512
+        self.memory[pointer] = np.zeros(nbytes, np.uint8)
+        self.owner[pointer] = device
+        self.calls.append(("alloc", pointer, nbytes))
+        return pointer
+
+    def release(self, pointer: int) -> None:
+        """cuMemFree: synchronizes the device first, refuses a double free."""
+        self.drain_all()
+        if pointer in self.freed or pointer not in self.memory:
+            raise FakeCudaError(f"fake pycuda: device memory {pointer:#x} freed twice")
+        self.freed.add(pointer)
+        self.calls.append(("free", pointer))
 
     def launch(self, stream, work: Callable[[], None]) -> None:
         """A kernel launch on `stream` (tests' stand-ins for CUDA kernels): runs, or is captured."""
@@ -136,8 +205,9 @@ class Recorder:
     def pinned_alive(self) -> int:
         return sum(not h.freed for h in self.pinned)
 
-    def device_bytes_in_use(self) -> int:
-        return sum(a.size for p, a in self.memory.items() if p not in self.freed)
+    def device_bytes_in_use(self, device: int | None = None) -> int:
+        return sum(a.size for p, a in self.memory.items()
+                   if p not in self.freed and device in (None, self.owner[p]))
 
     def current_device(self) -> int | None:
         """The device of this thread's current context (None without one)."""
@@ -205,6 +275,7 @@ def make_fake_pycuda(devices: list[FakeDevice] | None = None):
         def synchronize():
             rec.require_context("Context.synchronize")
             rec.refuse_during_capture("Context.synchronize")
+            rec.drain_all()
 
     class Device:
         def __init__(self, index):
@@ -239,10 +310,7 @@ def make_fake_pycuda(devices: list[FakeDevice] | None = None):
 
     class DeviceAllocation:
         def __init__(self, nbytes, device):
-            self.pointer = rec.next_pointer
-            rec.next_pointer += max(nbytes, 1) + 256
-            rec.memory[self.pointer] = np.zeros(nbytes, np.uint8)
-            rec.owner[self.pointer] = device
+            self.pointer = rec.allocate(nbytes, device)
 
         def __int__(self):
             return self.pointer
@@ -250,10 +318,7 @@ def make_fake_pycuda(devices: list[FakeDevice] | None = None):
         def free(self):
             rec.require_context("DeviceAllocation.free")
             rec.refuse_during_capture("DeviceAllocation.free")
-            if self.pointer in rec.freed:
-                raise FakeCudaError(f"fake pycuda: device memory {self.pointer:#x} freed twice")
-            rec.freed.add(self.pointer)
-            rec.calls.append(("free", self.pointer))
+            rec.release(self.pointer)
 
     class HostAllocation(bytearray):
         """Page-locked host memory: the `base` of the arrays pagelocked_empty returns, as in pycuda."""
@@ -265,27 +330,31 @@ def make_fake_pycuda(devices: list[FakeDevice] | None = None):
             rec.refuse_during_capture("HostAllocation.free")
             if self.freed:
                 raise FakeCudaError("fake pycuda: page-locked memory freed twice")
+            rec.drain_all()  # cuMemFreeHost synchronizes too
             self.freed = True
             rec.calls.append(("free_host", len(self)))
 
     class Event:
         def __init__(self):
             rec.require_context("Event()")
-            self.time, self.stream, self.complete = None, None, False
+            self.time, self.stream, self.complete, self._op = None, None, False, None
 
         def record(self, stream=None):
-            rec.run_or_record(stream, self._record, "event")
+            self.complete, self.stream = False, stream
+            self._op = lambda queued: self._record(queued)
+            rec.run_or_record(stream, self._op, "event")
             rec.calls.append(("event", stream.handle if stream else None))
 
         def _record(self, stream):
+            """The event is reached: the work queued before it on its stream has run."""
             rec.clock_ms += 0.25
-            self.time, self.stream, self.complete = rec.clock_ms, stream, False
-            if stream is not None:
-                stream.pending.append(self)
+            self.time, self.stream, self.complete = rec.clock_ms, stream, True
 
         def synchronize(self):
+            """Wait for the event: runs its stream's work up to the record."""
             rec.refuse_during_capture("Event.synchronize")
-            self.complete = self.time is not None
+            if self.stream is not None and self._op in self.stream.queue:
+                rec.drain(self.stream, until=self._op)
 
         def query(self):
             return self.complete
@@ -297,19 +366,22 @@ def make_fake_pycuda(devices: list[FakeDevice] | None = None):
             return self.time - other.time
 
     class Stream:
-        def __init__(self):
+        def __init__(self, flags=0):
             rec.require_context("Stream()")
             self.handle = next(rec.handles)
-            self.pending: list[Event] = []
+            self.flags = flags
+            self.queue: list[Op] = []
             rec.streams[self.handle] = self
+            rec.calls.append(("stream", self.handle, flags))
 
         def synchronize(self):
             if rec.capture_of(self.handle) is not None:
                 rec.refuse_during_capture("Stream.synchronize of the capturing stream")
-            for event in self.pending:
-                event.complete = True
-            self.pending.clear()
+            rec.drain(self)
             rec.calls.append(("synchronize", self.handle))
+
+        def is_done(self):
+            return not self.queue
 
     def pagelocked_empty(shape, dtype):
         rec.require_context("pagelocked_empty")

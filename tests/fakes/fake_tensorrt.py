@@ -42,7 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.fakes.dla_layers import DLA_UNSUPPORTED_OPS, activation_bytes, layer_devices
 from tests.fakes.onnx_rules import network_precision, parser_issues
+from tests.fakes.precision import apply_build_precision, cache_scales
 
 SURFACES = Path(__file__).resolve().parents[2].parent / "shared" / "tensorrt-api"
 VERSIONS = {"10.3": "10.3.0", "10.16": "10.16.1.11", "11.4": "11.4.0.106"}
@@ -266,9 +268,10 @@ def make_fake_tensorrt(version: str, gpu=None):
     class ILayer:
         """A parsed layer: its name, its output count and, on 10.x, the precision and output types set on it."""
 
-        def __init__(self, network, name, num_outputs):
+        def __init__(self, network, name, num_outputs, op=""):
             Surfaced.__init__(self)
             self._network, self._name, self._num_outputs, self._output_types = network, name, num_outputs, {}
+            self._op = op
 
         @property
         def name(self):
@@ -324,7 +327,7 @@ def make_fake_tensorrt(version: str, gpu=None):
             while name in names:
                 name, counter = f"{base}_{counter}", counter + 1
             names.add(name)
-            layers.append(ILayer(network, name, len(node.output)))
+            layers.append(ILayer(network, name, len(node.output), node.op_type))
         return layers
 
     def layer_constraints(network):
@@ -435,6 +438,10 @@ def make_fake_tensorrt(version: str, gpu=None):
 
         def get_flag(self, flag):
             return flag.name in self._flags
+
+        def can_run_on_DLA(self, layer):
+            """The fake's model of DLA's layer support (dla_layers.DLA_UNSUPPORTED_OPS)."""
+            return layer._op not in DLA_UNSUPPORTED_OPS
 
         def set_memory_pool_limit(self, pool, pool_size):
             self._record("set_memory_pool_limit", pool.name, pool_size)
@@ -559,6 +566,8 @@ def make_fake_tensorrt(version: str, gpu=None):
                     "device": {"name": info.name, "capability": device_capability(device),
                                "integrated": info.integrated, "platform": platform.machine()},
                     "dla_core": config._values.get("DLA_core") if self._on_dla(config) else None,
+                    "layer_devices": layer_devices(network, config, self._on_dla(config)),
+                    "device_memory": activation_bytes(network._onnx, profile),
                     "config": {k: str(v) for k, v in config._values.items() if k != "int8_calibrator"}}
             return IHostMemory(json.dumps(plan).encode())
 
@@ -580,10 +589,16 @@ def make_fake_tensorrt(version: str, gpu=None):
                 return f"Cannot create DLA engine, {core} not available"
             if any(lo != hi for lo, _, hi in profile._shapes.values()):
                 return "DLA needs static shapes (profile min = opt = max)"
+            if strongly_typed and _numbers(trt.__version__)[0] == 10:
+                return ("DLA (fake's rule): TensorRT 10 documents DLA builds weakly typed with BuilderFlag.FP16/INT8 "
+                        "(strongly typed DLA networks are documented from 11.4.1 on)")
             dla_precision = network._precision in ("fp16", "int8") if strongly_typed else bool(
                 precision_flags & {"FP16", "INT8"})
             if not dla_precision:
                 return "DLA supports FP16 and INT8 only"
+            fallback = [layer.name for layer in network._layers if not config.can_run_on_DLA(layer)]
+            if fallback and "GPU_FALLBACK" not in config._flags:
+                return f"DLA: layer {fallback[0]} cannot run on DLA and GPU fallback is not enabled"
             return None
 
         def _fail(self, message):
@@ -648,6 +663,7 @@ def make_fake_tensorrt(version: str, gpu=None):
         def __init__(self, plan, device, dla_core):
             Surfaced.__init__(self)
             self._plan, self._device, self._dla_core = plan, device, dla_core
+            self._model = None
             self._io = {name: (shape, dtype) for name, shape, dtype in plan["inputs"] + plan["outputs"]}
             self._names = [name for name, _, _ in plan["inputs"] + plan["outputs"]]
 
@@ -657,6 +673,17 @@ def make_fake_tensorrt(version: str, gpu=None):
 
         def get_tensor_name(self, index):
             return self._names[index]
+
+        def _session(self):
+            """An ONNX Runtime session of the graph in the precision the engine was built with (precision.py)."""
+            import onnxruntime as ort
+
+            if self._model is None:
+                self._model = emulated_graph(self._plan)
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep the roundings
+            options.log_severity_level = 3
+            return ort.InferenceSession(self._model, options, providers=["CPUExecutionProvider"])
 
         def get_tensor_mode(self, name):
             return trt.TensorIOMode.INPUT if name in self._plan["profiles"] else trt.TensorIOMode.OUTPUT
@@ -670,18 +697,100 @@ def make_fake_tensorrt(version: str, gpu=None):
         def get_tensor_profile_shape(self, name, profile_index):
             return [tuple(s) for s in self._plan["profiles"][name]]
 
-        def create_execution_context(self):
-            self._record("create_execution_context")
-            return IExecutionContext(self)
+        @property
+        def device_memory_size_v2(self):
+            return self._plan["device_memory"]
+
+        if "device_memory_size" in classes["ICudaEngine"]["members"]:  # 10.x; gone in 11
+            @property
+            def device_memory_size(self):
+                return self._plan["device_memory"]
+
+            def create_execution_context_without_device_memory(self):
+                self._record("create_execution_context_without_device_memory")
+                return IExecutionContext(self, user_managed=True)
+
+        @property
+        def num_layers(self):
+            return len(engine_layers(self._plan))
+
+        def create_execution_context(self, strategy=None):
+            """STATIC (the default) allocates the activation memory now (None when that fails, as TensorRT);
+            USER_MANAGED allocates none: `set_device_memory` must give it before an enqueue."""
+            strategy = trt.ExecutionContextAllocationStrategy.STATIC if strategy is None else strategy
+            self._record("create_execution_context", strategy.name)
+            user_managed = strategy == trt.ExecutionContextAllocationStrategy.USER_MANAGED
+            try:
+                return IExecutionContext(self, user_managed=user_managed)
+            except RuntimeError as exc:
+                self._record("error", f"createExecutionContext: {exc}")
+                return None
+
+        def create_engine_inspector(self):
+            return EngineInspector(self)
+
+    def engine_layers(plan):
+        """The engine's layers as the inspector names them: on DLA, each run of DLA layers is one
+        `{ForeignNode[first...last]}` layer between `<input> to nvm` / `<output> from nvm` reformats."""
+        devices = plan.get("layer_devices") or {}
+        names, run = [], []
+        for name, device in devices.items():
+            if device == "DLA":
+                run.append(name)
+                continue
+            if run:
+                names += [f"{{ForeignNode[{run[0]}...{run[-1]}]}}", f"{run[-1]} from nvm"]
+                run = []
+            names.append(name)
+        if run:
+            names += [f"{{ForeignNode[{run[0]}...{run[-1]}]}}", f"{run[-1]} from nvm"]
+        if plan.get("dla_core") is not None and names:
+            names.insert(0, f"{plan['inputs'][0][0]} to nvm")
+        return names
+
+    @fake
+    class EngineInspector:
+        def __init__(self, engine):
+            Surfaced.__init__(self)
+            self._engine = engine
+
+        def get_engine_information(self, format):
+            names = engine_layers(self._engine._plan)
+            if format == trt.LayerInformationFormat.JSON:
+                return json.dumps({"Layers": names, "Bindings": list(self._engine._names)})
+            return "\n".join(names)
+
+        def get_layer_information(self, layer_index, format):
+            name = engine_layers(self._engine._plan)[layer_index]
+            return json.dumps(name) if format == trt.LayerInformationFormat.JSON else name
 
     @fake
     class IExecutionContext:
         """Not thread-safe, as TensorRT says: a second thread using it mid-inference is an error here."""
 
-        def __init__(self, engine):
+        def __init__(self, engine, user_managed=False):
             Surfaced.__init__(self)
             self._engine, self._shapes, self._addresses, self._session, self._user = engine, {}, {}, None, None
             self._enqueued_shapes = None  # the input shapes of the last enqueue that ran (not captured)
+            self._owned = None  # the activation memory TensorRT allocated for a STATIC context
+            self._memory = None  # (pointer, size) of the activation memory in use
+            if not user_managed:
+                self._owned = machine().allocate(engine._plan["device_memory"], engine._device)
+                self._memory = (self._owned, engine._plan["device_memory"])
+
+        def __del__(self):
+            if getattr(self, "_owned", None) is not None and self._owned not in machine().freed:
+                machine().release(self._owned)
+
+        def set_device_memory(self, memory, size):
+            """User-managed activation memory: at least `device_memory_size_v2` bytes, 256-byte aligned."""
+            self._record("set_device_memory", int(memory), int(size))
+            needed = self._engine._plan["device_memory"]
+            if int(memory) % 256 or int(size) < needed:
+                self._record("error", f"setDeviceMemory: Error Code 3: API Usage Error (memory {int(memory):#x} "
+                                      f"of {int(size)} bytes: needs {needed} bytes, 256-byte aligned)")
+                return
+            self._memory = (int(memory), int(size))
 
         def _claim(self, what):
             thread = threading.get_ident()
@@ -700,9 +809,16 @@ def make_fake_tensorrt(version: str, gpu=None):
             return True
 
         def set_tensor_address(self, name, memory):
+            """False (with an API usage error logged), as TensorRT, for an unknown tensor, a null pointer or one
+            that is not 256-byte aligned (NvInferRuntime.h: "The pointer must have at least 256-byte alignment")."""
             self._claim("set_tensor_address")
             self._record("set_tensor_address", name, memory)
-            self._addresses[name] = memory
+            if name not in self._engine._io or not memory or int(memory) % 256:
+                self._record("error", f"IExecutionContext::setTensorAddress: Error Code 3: API Usage Error "
+                                      f"(tensor {name!r}, address {int(memory or 0):#x}: null, unknown or not "
+                                      "256-byte aligned)")
+                return False
+            self._addresses[name] = int(memory)
             return True
 
         def get_tensor_shape(self, name):
@@ -726,6 +842,14 @@ def make_fake_tensorrt(version: str, gpu=None):
                     return self._fail("enqueue with unset shapes or addresses")
                 stream = machine().streams.get(stream_handle)
                 capture = machine().capture_of(stream_handle)
+                problem = self._memory_problem()
+                if problem:
+                    return self._fail(problem)
+                if capture is not None and self._engine._dla_core is not None:
+                    capture.invalidated = "a DLA engine's enqueue"
+                    return self._fail("Cuda Runtime (operation not permitted when stream is capturing): a DLA engine "
+                                      "cannot be captured into a CUDA graph (trtexec: CUDA graphs and DLA offloading "
+                                      "are not simultaneously supported)")
                 if capture is not None and self._shapes != self._enqueued_shapes:
                     capture.invalidated = "first enqueue after an input shape change"
                     return self._fail("Cuda Runtime (operation not permitted when stream is capturing): the first "
@@ -744,11 +868,18 @@ def make_fake_tensorrt(version: str, gpu=None):
             finally:
                 self._user = None
 
-        def _execute(self, shapes, addresses):
-            import onnxruntime as ort
+        def _memory_problem(self):
+            """Activation memory must be set (user-managed contexts) and still allocated."""
+            if self._memory is None:
+                return "enqueue without device memory: a USER_MANAGED context needs set_device_memory first"
+            pointer, size = self._memory
+            live = [p for p in machine().memory if p <= pointer and p not in machine().freed
+                    and pointer + size <= p + machine().memory[p].size]
+            return None if live else f"enqueue with activation memory {pointer:#x} that is not allocated"
 
+        def _execute(self, shapes, addresses):
             if self._session is None:
-                self._session = ort.InferenceSession(self._engine._plan["onnx"], providers=["CPUExecutionProvider"])
+                self._session = self._engine._session()
             feeds = {name: self._read(name, shape, addresses) for name, shape in shapes.items()}
             names = [o.name for o in self._session.get_outputs()]
             for name, value in zip(names, self._session.run(None, feeds)):
@@ -766,6 +897,24 @@ def make_fake_tensorrt(version: str, gpu=None):
         def _fail(self, message):
             self._record("error", message)
             return False
+
+    def emulated_graph(plan) -> bytes:
+        """The plan's ONNX graph rewritten to compute in the build's precisions (tests/fakes/precision.py)."""
+        import onnx
+
+        model = onnx.load(plan["onnx"])
+        flags = set(plan["builder_flags"])
+        fp32_graph = network_precision(model) == "fp32"
+        fp16 = not is_strongly_typed_flags(plan["flags"]) and "FP16" in flags and fp32_graph
+        tf32 = "TF32" in flags and fp32_graph
+        if fp16 or tf32 or plan["scales"] or plan["layer_precisions"]:
+            model = apply_build_precision(model, fp16=fp16, tf32=tf32, scales=cache_scales(plan["scales"] or {}),
+                                          constraints=plan["layer_precisions"])
+        return model.SerializeToString()
+
+    def is_strongly_typed_flags(flags) -> bool:
+        return hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") and bool(
+            flags & (1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)))
 
     for name in ALGORITHMS:
         if name in classes:
