@@ -7,7 +7,9 @@ front, and name what was expected and what was found.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from resnet_deploy.data import CLASS_NAMES
 from resnet_deploy.errors import ArtifactError
@@ -24,7 +26,8 @@ CONTRACT = f"one input [N, {', '.join(map(str, IMAGE_SHAPE))}] float32 and one o
 
 
 def load_onnx(path: str | Path):
-    """Load and check an ONNX file; a missing, corrupt or invalid file raises `ArtifactError`."""
+    """Load and check an ONNX file; a missing, corrupt or invalid file, or a Q/DQ graph with a bad
+    scale or zero point (`check_qdq_parameters`), raises `ArtifactError`."""
     import onnx
 
     path = require_file(path, "ONNX file")
@@ -34,7 +37,66 @@ def load_onnx(path: str | Path):
     except Exception as exc:  # onnx raises DecodeError, ValidationError, ...
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ArtifactError(f"{path}: not a valid ONNX model: {first_line}") from exc
+    check_qdq_parameters(model, path)
     return model
+
+
+def _constants(model) -> Callable[[str], Any]:
+    """name -> the numpy value of that initializer or Constant node output (None if neither)."""
+    from onnx import numpy_helper
+
+    tensors = {init.name: init for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            tensors[node.output[0]] = node.attribute[0].t
+    return lambda name: numpy_helper.to_array(tensors[name]) if name in tensors else None
+
+
+def _bad_scale(scale) -> str | None:
+    """Why a Q/DQ scale tensor is unusable (as a calibration cache's scale is), or None."""
+    import numpy as np
+
+    if scale.dtype.kind != "f":
+        return f"is of type {scale.dtype}, not a float"
+    flat = scale.reshape(-1).astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(flat) | (flat < float(np.finfo(scale.dtype).tiny)))
+    if not bad.size:
+        return None
+    where = f" at index {bad[0]}" if flat.size > 1 else ""
+    return (f"is {flat[bad[0]]:g}{where}, not a positive normal {scale.dtype} "
+            "(zero, denormal, negative, infinite or NaN)")
+
+
+def _bad_zero_point(node, scale, zero_point, value: Callable[[str], Any]) -> str | None:
+    """Why a zero point does not fit its scale (shape) or, for a DequantizeLinear, its input (type)."""
+    if zero_point.shape != scale.shape:
+        return f"has shape {list(zero_point.shape)}, its scale {list(scale.shape)}"
+    data = value(node.input[0]) if node.op_type == "DequantizeLinear" else None
+    if data is not None and data.dtype != zero_point.dtype:
+        return f"is {zero_point.dtype}, the data it dequantizes {data.dtype}"
+    return None
+
+
+def check_qdq_parameters(model, path: str | Path) -> None:
+    """Refuse QuantizeLinear/DequantizeLinear nodes whose constant scale is zero, denormal, negative
+    or not finite (ONNX Runtime would then answer one class for every image), or whose zero point
+    differs from its scale in shape or from the dequantized data in type; names file, node and value."""
+    value = None
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        value = value or _constants(model)
+        scale = value(node.input[1])
+        if scale is None:
+            continue  # a scale computed in the graph has no value to check before it runs
+        label = f"{path}: {node.op_type} node {node.name or node.output[0]!r}"
+        problem = _bad_scale(scale)
+        if problem:
+            raise ArtifactError(f"{label}: scale {node.input[1]!r} {problem}")
+        zero_point = value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        problem = None if zero_point is None else _bad_zero_point(node, scale, zero_point, value)
+        if problem:
+            raise ArtifactError(f"{label}: zero point {node.input[2]!r} {problem}")
 
 
 def precision_of(model) -> str:
