@@ -116,10 +116,10 @@ def find_data_dir(data_dir: str | os.PathLike | None = None, *, download: bool =
             raise DataError(f"{directory}: missing Fashion-MNIST files: {', '.join(missing)}")
         return directory
     places = search_places()
-    for _, directory in places:
-        if directory is not None and has_all_files(directory):
-            return directory
-    looked = ", ".join(f"{what} ({directory or 'unset'})" for what, directory in places)
+    for _, place in places:
+        if place is not None and has_all_files(place):
+            return place
+    looked = ", ".join(f"{what} ({place or 'unset'})" for what, place in places)
     ways = ("supply it one of three ways: --data-dir DIR (a folder with the four .gz files), "
             "RESNET_DEPLOY_DATA=DIR, or Debian's package (apt-get install dataset-fashion-mnist)")
     if not download:
@@ -153,6 +153,7 @@ def load_split(split: str, data_dir: str | None = None, verify: bool = True) -> 
     arrays = []
     for name, ndim in zip(SPLIT_FILES[split], (3, 1)):
         path = idx_path(directory, name)
+        assert path is not None  # find_data_dir checked that all four files are there
         array = read_idx(path, ndim)
         if array.shape[0] != FILES[name][1]:
             raise DataError(f"{path}: {array.shape[0]} items, expected {FILES[name][1]}")

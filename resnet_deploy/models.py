@@ -180,7 +180,7 @@ class ResNet(nn.Module):
         self.in_planes = widths[0]
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_channels, widths[0], 7, stride=2, padding=3, bias=False)
-            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+            self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
         else:
             self.conv1 = conv3x3(in_channels, widths[0])
             self.maxpool = nn.Identity()
@@ -258,7 +258,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) 
     return total
 
 
-_DEPTHS = {
+_DEPTHS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {
     18: (BasicBlock, [2, 2, 2, 2]),
     34: (BasicBlock, [3, 4, 6, 3]),
     50: (Bottleneck, [3, 4, 6, 3]),

@@ -74,7 +74,8 @@ def read_calibration_cache(path: str | Path) -> tuple[CacheHeader, dict[str, flo
     header = HEADER.match(lines[0].strip())
     if not header:
         raise ArtifactError(f"{path}: line 1: expected 'TRT-<version>-<algorithm>', got {lines[0][:80]!r}")
-    scales, first_line = {}, {}
+    scales: dict[str, float] = {}
+    first_line: dict[str, int] = {}
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue

@@ -108,7 +108,7 @@ class QatGraph(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         env = {self.input_name: images}
         for index, node in enumerate(self.nodes):
-            inputs = [self._value(env, name) if name else None for name in node.input]
+            inputs: list[Any] = [self._value(env, name) if name else None for name in node.input]
             for position in self.edges.get(index, []):
                 inputs[position] = fake_quantize_activation(inputs[position], self.amax[_safe(node.input[position])])
             if node.op_type in LAYER_OPS and node.name not in self.fallback:

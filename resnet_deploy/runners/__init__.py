@@ -40,11 +40,11 @@ def artifact_labels(paths: Sequence[str | Path]) -> list[str]:
     Baselines key on these labels. A file given twice is refused: it would be measured twice under
     one label.
     """
-    paths = [Path(p) for p in paths]
-    repeated = sorted({str(p) for p in paths if paths.count(p) > 1})
+    files = [Path(p) for p in paths]
+    repeated = sorted({str(p) for p in files if files.count(p) > 1})
     if repeated:
         raise ResnetDeployError(f"{', '.join(repeated)}: given more than once")
-    return [p.name if sum(q.name == p.name for q in paths) == 1 else str(p) for p in paths]
+    return [p.name if sum(q.name == p.name for q in files) == 1 else str(p) for p in files]
 
 
 def load_runner(artifact: str | Path, backend: str = "auto", *, threads: int = 0, **options) -> BaseRunner:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class OnnxRuntimeRunner(BaseRunner):
         self.onnx_path = Path(onnx_path)
         self.providers = providers
         self.intra_op_threads = intra_op_threads
-        self._session = None
+        self._session: Any = None  # an onnxruntime.InferenceSession while active
 
     def _activate(self) -> None:
         import onnxruntime as ort

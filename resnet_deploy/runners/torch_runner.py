@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -20,7 +20,7 @@ class TorchRunner(BaseRunner):
         self._source = model_or_checkpoint
         self._threads = threads
         self._previous_threads: int | None = None
-        self._model = None
+        self._model: Any = None  # a torch.nn.Module while active
 
     def _activate(self) -> None:
         """Load the model; with `threads`, torch uses that many CPU threads until `deactivate()`."""
