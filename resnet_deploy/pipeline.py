@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,11 +34,14 @@ class BuildOptions:
 
     `calibration_method` "all" calibrates with every method and keeps the best on the validation
     split. `target_flags` are the engine flags of the command line (and, for a legacy build, the
-    fallback flags), repeated in the command suggested for the target when TensorRT is missing here."""
+    fallback flags), repeated in the command suggested for the target when TensorRT is missing here.
+    `reference` is the FP32 ONNX (or checkpoint) an FP16 or Q/DQ `onnx` is gated against; without it
+    the one its reports name is looked up (`graph_reference.find_reference`)."""
 
     precision: str = "int8"
     checkpoint: Path | None = None
     onnx: Path | None = None
+    reference: Path | None = None
     artifacts_dir: Path = Path("artifacts")
     calibration_dir: Path = Path("calibration")
     engines_dir: Path = Path("engines")
@@ -88,11 +91,33 @@ def build(options: BuildOptions, log: Log = print) -> BuildResult:
     if options.precision not in PRECISIONS:
         raise ResnetDeployError(f"precision must be one of {PRECISIONS}, got {options.precision!r}")
     given = _classify_onnx(Path(options.onnx), options.precision) if options.onnx else None
+    reference = _graph_reference(options, log) if given and given[0] is None else None
+    if options.reference is not None and reference is None:
+        raise ResnetDeployError("--reference gates an FP16 or INT8 graph given with --onnx; "
+                                f"{'the FP32 --onnx is its own reference' if given else 'give that graph with --onnx'}")
     with folder_lock(options.output_dirs, log):
-        return _build(options, given, log)
+        return _build(options, given, reference, log)
 
 
-def _build(options: BuildOptions, given: tuple[Path | None, Path | None] | None, log: Log) -> BuildResult:
+def _graph_reference(options: BuildOptions, log: Log) -> Path:
+    """The FP32 reference of the FP16 or Q/DQ graph `options.onnx`: `--reference`, else the one its reports name."""
+    from resnet_deploy.fileio import require_file
+    from resnet_deploy.graph_reference import WHERE_LOOKED, find_reference
+
+    if options.reference is not None:
+        return require_file(options.reference, "--reference")
+    graph = Path(options.onnx)
+    found = find_reference(graph)
+    if found is None:
+        raise ArtifactError(f"{graph}: no FP32 reference to gate this {options.precision} graph's parity "
+                            f"against: none named by {WHERE_LOOKED} exists with its recorded sha256; "
+                            "pass --reference FP32.onnx")
+    log(f"parity reference: {found} (the FP32 source {graph.name}'s reports name, sha256 matching)")
+    return found
+
+
+def _build(options: BuildOptions, given: tuple[Path | None, Path | None] | None, given_reference: Path | None,
+           log: Log) -> BuildResult:
     stages: list[StageResult] = []
     checkpoint, fp32_onnx, artifact = None, None, None
     if given:
@@ -110,7 +135,7 @@ def _build(options: BuildOptions, given: tuple[Path | None, Path | None] | None,
             stages.append(artifact_stage)
         artifact = artifact_stage.outputs[0] if artifact_stage else fp32_onnx
     parity = None
-    reference = checkpoint or fp32_onnx
+    reference = checkpoint or fp32_onnx or given_reference
     compared = [p for p in dict.fromkeys([fp32_onnx, artifact]) if p is not None and p != reference]
     if reference is not None and compared:
         stages.append(parity_stage(reference, compared, options))
@@ -119,6 +144,9 @@ def _build(options: BuildOptions, given: tuple[Path | None, Path | None] | None,
     engine_source = fp32_onnx if legacy and fp32_onnx is not None else artifact
     cache = _stage_output(stages, "int8", 1) if legacy else None
     layer_precisions = _stage_output(stages, "fallback", 1) if legacy else None
+    reference_onnx = fp32_onnx or given_reference
+    if reference_onnx is not None and engine_source != reference_onnx:  # the command for the target gates it too
+        options = replace(options, target_flags=(*options.target_flags, "--reference", str(reference_onnx)))
     engine_path, message = engine_stage(engine_source, options, stages, log, calibration_cache=cache,
                                         layer_precisions=layer_precisions)
     return BuildResult(stages, artifact, parity, engine_path, message)

@@ -18,8 +18,8 @@ from resnet_deploy.onnx_io import PRECISIONS
 from resnet_deploy.pipeline import BuildOptions, build as run_build, build_from_bundle
 
 # What a bundle fixes: its graphs and calibration come from the workstation.
-NOT_WITH_BUNDLE = ("checkpoint", "onnx", "calibration_method", "calibration_count", "accuracy_budget_pp",
-                   "min_agreement_pct", "exclude", "keep_fp32")
+NOT_WITH_BUNDLE = ("checkpoint", "onnx", "reference", "calibration_method", "calibration_count",
+                   "accuracy_budget_pp", "min_agreement_pct", "exclude", "keep_fp32")
 
 
 @click.command()
@@ -28,6 +28,9 @@ NOT_WITH_BUNDLE = ("checkpoint", "onnx", "calibration_method", "calibration_coun
               help="Start from this checkpoint (default: checkpoints/resnet18-w0.25/best.pt, trained if absent).")
 @click.option("--onnx", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Start from this FP32 ONNX instead of a checkpoint.")
+@click.option("--reference", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FP32.onnx",
+              help="With an FP16 or INT8 --onnx: the FP32 ONNX its parity is gated against (default: the source "
+                   "its calibration summary, fp16 stage record or bundle manifest names).")
 @click.option("--bundle", "bundle_path", type=click.Path(path_type=Path), default=None, metavar="DIR|TAR",
               help="On the device: build from this bundle (folder or .tar.gz) after verifying it and its parity on "
                    "ONNX Runtime.")
@@ -40,8 +43,8 @@ NOT_WITH_BUNDLE = ("checkpoint", "onnx", "calibration_method", "calibration_coun
 @engine_options
 @data_dir_option
 @click.pass_context
-def build(ctx, precision, checkpoint, onnx, bundle_path, calibration_method, calibration_count, max_drop_pp,
-          parity_limit, strict, fallback, data_dir, **engine) -> None:
+def build(ctx, precision, checkpoint, onnx, reference, bundle_path, calibration_method, calibration_count,
+          max_drop_pp, parity_limit, strict, fallback, data_dir, **engine) -> None:
     """Build a TensorRT engine: export, FP16 or INT8 artifacts, parity, engine, parity on the engine.
 
     Every stage is skipped when its inputs and settings are unchanged, so a second run takes seconds.
@@ -62,7 +65,7 @@ def build(ctx, precision, checkpoint, onnx, bundle_path, calibration_method, cal
             raise click.UsageError(f"--bundle brings its own graphs and calibration; drop {', '.join(clashing)}")
     # Without TensorRT here, a legacy build is redone on the target from the FP32 ONNX: the fallback with it.
     target_names = ENGINE_OPTION_NAMES + (FALLBACK_OPTION_NAMES if engine["legacy_calibrator"] else ())
-    options = BuildOptions(precision=precision, checkpoint=checkpoint, onnx=onnx,
+    options = BuildOptions(precision=precision, checkpoint=checkpoint, onnx=onnx, reference=reference,
                            calibration_method=calibration_method, calibration_count=calibration_count,
                            max_drop_pp=max_drop_pp, parity_limit=parity_limit, data_dir=data_dir, fallback=fallback,
                            engine=engine_settings(precision, engine),
