@@ -78,7 +78,8 @@ def serve(artifacts, name, version, max_batch_size, dynamic_batching, preferred_
     Each artifact becomes model NAME (input `images` FP32 [-1,1,28,28], normalized) and NAME-raw
     (input `pixels` UINT8 [-1,28,28]); both answer `logits` FP32 [-1,10] and `class_id` INT64
     [-1,1], and Triton's classification extension works on `logits`. Every instance runs a warm-up
-    inference before the models are loaded, so readiness (/v2/health/ready) means warmed up.
+    inference before the models are loaded, and `ready:` is printed once every model's own probe
+    (/v2/models/NAME/ready; /v2/health/ready turns true before the models load) says ready.
     SIGTERM or Ctrl-C drains in-flight requests, then exits 0.
 
     \b
@@ -86,7 +87,7 @@ def serve(artifacts, name, version, max_batch_size, dynamic_batching, preferred_
       resnet-deploy serve artifacts/resnet18-w0.25.onnx
       resnet-deploy serve artifacts/resnet18-w0.25.onnx calibration/resnet18-w0.25.int8-cpu.onnx --instances 2
       resnet-deploy serve model.onnx --max-batch-size 128 --preferred-batch-sizes 16,32 --max-queue-delay-us 500
-      curl -s localhost:8000/v2/health/ready && curl -s localhost:8002/metrics | grep nv_inference_request_success
+      curl -sf localhost:8000/v2/models/resnet18-w0.25/ready && curl -s localhost:8002/metrics | grep request_success
     """
     import signal
     import sys
@@ -105,7 +106,8 @@ def serve(artifacts, name, version, max_batch_size, dynamic_batching, preferred_
     with TritonService(served, batching, server, threads=threads, raw_model=raw_model,
                        progress=lambda m: console.print(m, highlight=False)) as service:
         _print_models(service)
-        console.print(f"ready: HTTP {service.http_url}, gRPC {service.grpc_url}, metrics "
+        console.print(f"ready: {', '.join(service.model_names)} loaded and warmed up (probe each: "
+                      f"{service.readiness_probe}); HTTP {service.http_url}, gRPC {service.grpc_url}, metrics "
                       f"http://{server.client_host}:{metrics_port}/metrics (SIGTERM or Ctrl-C drains and stops)",
                       highlight=False)
         sys.stdout.flush()

@@ -3,6 +3,9 @@
 
 Order of events: runners are activated and every instance runs a warm-up inference; only then are
 the models bound and the server started, so Triton reports a model ready only after it has run.
+Triton's server-wide `/v2/health/ready` turns true before PyTriton has loaded the models, so
+readiness is each model's own probe, `/v2/models/NAME/ready`: `start()` waits on it for every
+model, then sends each one request, before `serve` says `ready:`.
 
 Drain (`stop()`): the models are unloaded first, so readiness turns false at once (a load balancer
 stops routing here), requests already in flight finish, and new ones get a clear "no available
@@ -140,6 +143,7 @@ class TritonService:
 
     def start(self) -> None:
         """Activate and warm up every instance, bind the models, start Triton and check each model once."""
+        from resnet_deploy.serve.client import wait_until_models_ready
         from resnet_deploy.serve.environment import put_python_library_first, require_serve_extra
 
         require_serve_extra()
@@ -155,6 +159,7 @@ class TritonService:
                 self.models.append(self._bind_model(artifact, raw, max_batch))
         self._triton = self._start_triton()
         self._stack.callback(self._stop_triton)
+        wait_until_models_ready(self.http_address, self.model_names)
         for model in self.models:
             self._self_check(model)
 
@@ -172,8 +177,19 @@ class TritonService:
             self.drain_seconds = time.perf_counter() - started
 
     @property
+    def http_address(self) -> str:
+        return f"{self.server.client_host}:{self.server.http_port}"
+
+    @property
     def http_url(self) -> str:
-        return f"http://{self.server.client_host}:{self.server.http_port}"
+        return f"http://{self.http_address}"
+
+    @property
+    def readiness_probe(self) -> str:
+        """The URL to probe for readiness: one per model (`/v2/health/ready` is true before they load)."""
+        from resnet_deploy.serve.client import model_ready_url
+
+        return model_ready_url(self.http_address, "NAME")
 
     @property
     def grpc_url(self) -> str:
@@ -277,7 +293,7 @@ class TritonService:
 
         batch = np.full((1, *model.input_dims), 128 if model.raw_pixels else 0.5, model.input_dtype)
         expected, _ = model.instances[0].infer_batch(batch)
-        with ModelClient(Endpoint("http", f"{self.server.client_host}:{self.server.http_port}"), model.name) as client:
+        with ModelClient(Endpoint("http", self.http_address), model.name) as client:
             logits = client.infer(client.io(), batch)[LOGITS]
         if not np.allclose(logits, expected, rtol=1e-5, atol=1e-5):
             raise ResnetDeployError(f"{model.name}: the server's answer to the self-check request differs from "

@@ -3,6 +3,8 @@ the statistics extension. Used by `loadtest`, by `serve`'s self-check and by the
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +117,10 @@ class ModelClient:
         timeout = {"client_timeout": self.timeout_s} if self.endpoint.protocol == "grpc" else {}
         result = self._client.infer(self.model, [request], **timeout)
         outputs = {name: result.as_numpy(name) for name in io.outputs}
+        if all(value is None for value in outputs.values()):
+            raise ResnetDeployError(f"{self.endpoint}: model {self.model!r} answered without outputs: it refused "
+                                    "this request's input (NaN or infinite values) and answered the others batched "
+                                    "with it")
         if CLASS_ID not in outputs:
             outputs[CLASS_ID] = outputs[io.outputs[0]].argmax(axis=1)[:, None]
         return outputs
@@ -134,6 +140,36 @@ class ModelClient:
             for phase in STAT_PHASES:
                 totals[f"{phase}_ns"] += int(inference.get(phase, {}).get("ns", 0))
         return totals
+
+
+def model_ready_url(http_address: str, model: str) -> str:
+    """Triton's per-model readiness probe: 200 once the model is loaded (`/v2/health/ready` says ready
+    before PyTriton has loaded any model, then 404s the inference for a second or more)."""
+    return f"http://{http_address}/v2/models/{model}/ready"
+
+
+def is_model_ready(http_address: str, model: str, timeout_s: float = 5.0) -> bool:
+    """True when the model's readiness probe answers 200."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(model_ready_url(http_address, model), timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_until_models_ready(http_address: str, models: Sequence[str], timeout_s: float = 60.0,
+                            poll_s: float = 0.1) -> None:
+    """Wait until every model's own readiness probe says ready; raise naming the first that does not."""
+    deadline = time.monotonic() + timeout_s
+    for model in models:
+        while not is_model_ready(http_address, model):
+            if time.monotonic() > deadline:
+                raise ResnetDeployError(f"model {model!r} is not ready {timeout_s:g} s after the server started "
+                                        f"({model_ready_url(http_address, model)} does not answer 200)")
+            time.sleep(poll_s)
 
 
 def error_message(exc: Exception) -> str:

@@ -2,8 +2,12 @@
 
 Triton has already checked each request's input name, dtype and shape against the model config and
 kept every batch within `max_batch_size`; what it cannot check is the values, so non-finite FP32
-inputs are refused here. PyTriton 0.7 has no per-request error: an exception fails every request of
-the execution (the requests the dynamic batcher merged), so the message names the offending one.
+inputs are refused here, request by request. PyTriton 0.7 has no per-request error (an exception
+fails every request the dynamic batcher merged into the execution; checked in its proxy's source and
+on a real server), so a request with NaN or Inf values is refused this way: when it is alone in the
+execution (or every request there is bad), with an error naming it; batched with valid requests,
+with a response without outputs (`ModelClient.infer` raises on it), while the valid ones are run
+and answered as if it had not been there.
 """
 
 from __future__ import annotations
@@ -48,17 +52,24 @@ class InstanceCallable:
         self._lock = threading.Lock()
 
     def __call__(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """One response per request: outputs for each valid one, none for one with NaN/Inf values."""
         arrays = [request[self.input_name] for request in requests]
-        if not self.raw_pixels:
-            _refuse_non_finite(arrays)
-        logits, class_ids = self.infer_batch(np.concatenate(arrays) if len(arrays) > 1 else arrays[0])
+        bad = {} if self.raw_pixels else _non_finite_counts(arrays)
+        if len(bad) == len(arrays):
+            where = ", ".join(f"request {i + 1} of {len(arrays)}: {count} NaN/Inf values" for i, count in bad.items())
+            raise InvalidInput(f"input '{IMAGES}' must be finite, normalized pixels ({where})")
+        good = [array for index, array in enumerate(arrays) if index not in bad]
+        logits, class_ids = self.infer_batch(np.concatenate(good) if len(good) > 1 else good[0])
         responses, start = [], 0
-        for array in arrays:
+        for index, array in enumerate(arrays):
+            if index in bad:
+                responses.append({})
+                continue
             stop = start + len(array)
             responses.append({LOGITS: logits[start:stop], CLASS_ID: class_ids[start:stop]})
             start = stop
         with self._lock:
-            self.requests_served += len(requests)
+            self.requests_served += len(good)
             self.images_served += start
         return responses
 
@@ -86,9 +97,7 @@ class InstanceCallable:
         return seconds
 
 
-def _refuse_non_finite(arrays: Sequence[np.ndarray]) -> None:
-    bad = [(index, int((~np.isfinite(a)).sum())) for index, a in enumerate(arrays) if not np.isfinite(a).all()]
-    if bad:
-        where = ", ".join(f"request {i + 1} of {len(arrays)}: {count} NaN/Inf values" for i, count in bad)
-        raise InvalidInput(f"input '{IMAGES}' must be finite, normalized pixels ({where}); "
-                           "every request batched with it failed too")
+def _non_finite_counts(arrays: Sequence[np.ndarray]) -> dict[int, int]:
+    """Index of each request holding NaN or Inf values -> how many it holds."""
+    counts = {index: int((~np.isfinite(array)).sum()) for index, array in enumerate(arrays)}
+    return {index: count for index, count in counts.items() if count}
