@@ -17,6 +17,19 @@ a board and nothing needs root or the `nvpmodel` / `jetson_clocks` binaries:
   the kernel's cpufreq policies (`/sys/devices/system/cpu/cpufreq/policy*/scaling_{min,max,cur}_freq`,
   kHz; `cpu*/cpufreq` links to them) and the GPU's devfreq device (`/sys/class/devfreq/<gpu>/{min,max,cur}_freq`,
   Hz; on Orin `17000000.gpu` under JetPack 6, `17000000.ga10b` under JetPack 5).
+- throttling: the kernel's thermal zones (`/sys/class/thermal/thermal_zone*/{type,temp}`, millidegrees C,
+  with the lowest `passive` trip point from `trip_point_*_{type,temp}`) and the memory (EMC) clock, which
+  `jetson_clocks` locks through the BPMP's debugfs (`/sys/kernel/debug/bpmp/debug/clk/emc/{rate,max_rate}`,
+  Hz; root only, so unreadable for most users).
+- DLA cores: the device tree's `nvdla<N>@...` nodes whose `status` is `okay` (AGX Orin 2, Orin NX 8 GB 1,
+  Orin Nano none).
+- the fastest power mode is chosen by name from nvpmodel.conf, never by number: MAXN_SUPER (JetPack 6.2
+  "Super" boards), else MAXN, else the highest wattage in the names (Orin Nano before 6.2: `15W`; its mode 0).
+
+TensorRT and DeepStream per JetPack (JetPack release notes): 6.0 has TensorRT 8.6.2 and DeepStream 7.0;
+6.1 and 6.2.x have TensorRT 10.3 and DeepStream 7.1. resnet-deploy needs TensorRT 10.3 (the `TRT-100300`
+calibration cache, strongly typed networks): `require_supported_tensorrt` refuses 8.6 naming JetPack 6.1.
+These tables and trees were checked against fixture trees only, never on a board.
 """
 
 from __future__ import annotations
@@ -25,6 +38,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from resnet_deploy.errors import EnvironmentFailure
+
 L4T_RELEASE = "etc/nv_tegra_release"
 DEVICE_TREE_MODEL = "proc/device-tree/model"
 NVPMODEL_STATUS = "var/lib/nvpmodel/status"
@@ -32,16 +47,27 @@ NVPMODEL_CONF = "etc/nvpmodel.conf"
 CPUFREQ_POLICIES = "sys/devices/system/cpu/cpufreq"
 DEVFREQ = "sys/class/devfreq"
 GPU_DEVFREQ_NAMES = ("gpu", "ga10b", "gv11b")
+THERMAL = "sys/class/thermal"
+EMC_CLOCK = "sys/kernel/debug/bpmp/debug/clk/emc"
+DEVICE_TREE = "proc/device-tree"
 
+# NVIDIA's JetPack archive, as jetson-containers' and jetson-stats' tables read it. 35.6.3 and 35.6.4 are
+# not in them: reported as "5.x" rather than guessed.
 JETPACK_FOR_L4T = {
     "35.1.0": "5.0.2", "35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2", "35.5.0": "5.1.3",
-    "35.6.0": "5.1.4", "35.6.1": "5.1.5",
-    "36.2.0": "6.0 DP", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2", "36.4.4": "6.2.1",
+    "35.6.0": "5.1.4", "35.6.1": "5.1.5", "35.6.2": "5.1.5",
+    "36.0.0": "6.0 EA", "36.2.0": "6.0 DP", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.2": "6.1.1", "36.4.3": "6.2",
+    "36.4.4": "6.2.1", "36.4.7": "6.2.1", "36.5.0": "6.2.2", "36.5.2": "6.2.3",
 }
+TENSORRT_FOR_JETPACK_MINOR = {"5.0": "8.4", "5.1": "8.5", "6.0": "8.6", "6.1": "10.3", "6.2": "10.3"}
+DEEPSTREAM_FOR_JETPACK_MINOR = {"5.1": "6.3", "6.0": "7.0", "6.1": "7.1", "6.2": "7.1"}
+REQUIRED_TENSORRT = (10, 3)
+FIRST_SUPPORTED_JETPACK = "6.1 (L4T 36.4)"
 JETPACK_MAJOR_FOR_L4T = {"32": "4", "35": "5", "36": "6", "38": "7"}
 _L4T_LINE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*(\d+(?:\.\d+)*)")
-_POWER_MODEL = re.compile(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)\s*>")
-_PM_DEFAULT = re.compile(r"<\s*PM_CONFIG\s+DEFAULT=(\d+)\s*>")
+_POWER_MODEL = re.compile(r"^\s*<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)\s*>", re.MULTILINE)
+_PM_DEFAULT = re.compile(r"^\s*<\s*PM_CONFIG\s+DEFAULT=(\d+)\s*>", re.MULTILINE)
+_WATTS = re.compile(r"(\d+)W")
 _PMODE = re.compile(r"pmode:\s*(\d+)")
 
 
@@ -70,10 +96,50 @@ def jetpack_for(l4t: str) -> str | None:
     return f"{major}.x" if major else None
 
 
+def versions_for_jetpack(jetpack: str | None) -> dict[str, str | None]:
+    """TensorRT and DeepStream that JetPack `jetpack` (`6.2.1`, `6.0`) ships, by its minor release."""
+    minor = ".".join((jetpack or "").split()[0].split(".")[:2]) if jetpack else ""
+    return {"tensorrt": TENSORRT_FOR_JETPACK_MINOR.get(minor), "deepstream": DEEPSTREAM_FOR_JETPACK_MINOR.get(minor)}
+
+
+def require_supported_tensorrt(version: str, root: str | Path | None = None) -> None:
+    """Refuse, in one line, a TensorRT older than 10.3 (JetPack 6.0's 8.6 skips a `TRT-100300` cache and has
+    no strongly typed networks), naming it, the board's JetPack when known, and the JetPack needed."""
+    numbers = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
+    if len(numbers) == 2 and numbers >= REQUIRED_TENSORRT:
+        return
+    board = fingerprint(root).get("jetson") or {}
+    on = f" (JetPack {board['jetpack']}, L4T {board['l4t']})" if board.get("jetpack") else ""
+    raise EnvironmentFailure(f"TensorRT {version} is installed{on}; resnet-deploy needs TensorRT 10.3 or later: "
+                             f"JetPack {FIRST_SUPPORTED_JETPACK} or later on a Jetson")
+
+
+def power_modes(root: Path) -> dict[int, str]:
+    """Every nvpmodel mode of this board, id -> name, from /etc/nvpmodel.conf."""
+    return {int(i): name for i, name in _POWER_MODEL.findall(_read(root, NVPMODEL_CONF) or "")}
+
+
+def fastest_power_mode(root: str | Path | None = None) -> dict[str, Any]:
+    """The mode to benchmark in, by name: MAXN_SUPER, else MAXN, else the most watts; `EnvironmentFailure`
+    when nvpmodel.conf lists no mode."""
+    root = Path(ROOT if root is None else root)
+    modes = power_modes(root)
+    if not modes:
+        raise EnvironmentFailure(f"{root / NVPMODEL_CONF}: missing or lists no POWER_MODEL; is this a Jetson?")
+
+    def rank(item: tuple[int, str]) -> tuple[int, int]:
+        name = item[1].upper()
+        watts = max((int(w) for w in _WATTS.findall(name)), default=0)
+        return (2 if name == "MAXN_SUPER" else 1 if name == "MAXN" else 0, watts)
+
+    mode_id, name = max(modes.items(), key=rank)
+    return {"id": mode_id, "name": name}
+
+
 def power_mode(root: Path) -> dict[str, Any] | None:
     """The current nvpmodel mode: id, name (from nvpmodel.conf), the boot default, where the id came from."""
     conf = _read(root, NVPMODEL_CONF) or ""
-    names = {int(i): name for i, name in _POWER_MODEL.findall(conf)}
+    names = power_modes(root)
     default = _PM_DEFAULT.search(conf)
     default_id = int(default.group(1)) if default else None
     status = _PMODE.search(_read(root, NVPMODEL_STATUS) or "")
@@ -128,6 +194,36 @@ def clock_state(root: Path) -> dict[str, Any]:
     return {"locked": locked, "unlocked": unlocked, "below_max": below_max, "domains": domains}
 
 
+def thermal_zones(root: Path) -> list[dict[str, Any]]:
+    """Each thermal zone: name, temperature and its lowest passive trip point (degrees C), throttling when at or
+    above it."""
+    zones = []
+    for zone in sorted((root / THERMAL).glob("thermal_zone*"), key=lambda p: int(p.name[12:] or 0)):
+        temp = _read(zone, "temp")
+        if temp is None or not temp.lstrip("-").isdigit():
+            continue
+        trips = [int(_read(zone, f"trip_point_{t.name.split('_')[2]}_temp") or 0) / 1000
+                 for t in zone.glob("trip_point_*_type") if _read(zone, t.name) == "passive"]
+        passive = min(trips) if trips else None
+        celsius = int(temp) / 1000
+        zones.append({"name": _read(zone, "type") or zone.name, "celsius": celsius, "passive_trip": passive,
+                      "throttling": passive is not None and celsius >= passive})
+    return zones
+
+
+def emc_clock(root: Path) -> dict[str, Any] | None:
+    """The memory controller clock (Hz) from the BPMP debugfs: rate, max_rate and whether it runs below it."""
+    rate, top = _read(root, f"{EMC_CLOCK}/rate"), _read(root, f"{EMC_CLOCK}/max_rate")
+    if not (rate and top and rate.isdigit() and top.isdigit()):
+        return None
+    return {"rate": int(rate), "max_rate": int(top), "below_max": int(rate) < int(top)}
+
+
+def dla_cores(root: Path) -> int:
+    """DLA cores the device tree enables (`nvdla<N>@...` nodes with status `okay`)."""
+    return sum(1 for node in (root / DEVICE_TREE).glob("**/nvdla*@*") if _read(node, "status") == "okay")
+
+
 def is_jetson(root: Path) -> bool:
     return (root / L4T_RELEASE).is_file() or "jetson" in (_read(root, DEVICE_TREE_MODEL) or "").lower()
 
@@ -141,8 +237,10 @@ def fingerprint(root: str | Path | None = None) -> dict[str, Any]:
     if not is_jetson(root):
         return {}
     l4t = l4t_release(root)
-    return {"jetson": {"model": _read(root, DEVICE_TREE_MODEL), "l4t": l4t, "jetpack": jetpack_for(l4t) if l4t else None,
-                       "power_mode": power_mode(root), "clocks": clock_state(root)}}
+    jetpack = jetpack_for(l4t) if l4t else None
+    return {"jetson": {"model": _read(root, DEVICE_TREE_MODEL), "l4t": l4t, "jetpack": jetpack,
+                       **versions_for_jetpack(jetpack), "power_mode": power_mode(root), "clocks": clock_state(root),
+                       "thermal": thermal_zones(root), "emc": emc_clock(root), "dla_cores": dla_cores(root)}}
 
 
 def comparable(fingerprint_dict: dict[str, Any]) -> dict[str, Any] | None:
@@ -171,6 +269,14 @@ def warnings(fingerprint_dict: dict[str, Any]) -> list[str]:
     if clocks["below_max"]:
         notes.append(f"Jetson clocks locked but running below their maximum ({', '.join(clocks['below_max'])}): "
                      "thermal throttling?")
+    hot = [f"{z['name']} {z['celsius']:.1f} C (passive trip {z['passive_trip']:.1f} C)"
+           for z in board.get("thermal", []) if z["throttling"]]
+    if hot:
+        notes.append(f"Jetson is thermally throttling: {', '.join(hot)}; latency is not comparable")
+    emc = board.get("emc")
+    if emc and emc["below_max"]:
+        notes.append(f"Jetson memory clock (EMC) at {emc['rate'] / 1e6:.0f} of {emc['max_rate'] / 1e6:.0f} MHz: "
+                     "not locked by jetson_clocks, or throttled")
     mode = board["power_mode"]
     if mode is None:
         notes.append("nvpmodel power mode unknown (no /var/lib/nvpmodel/status or /etc/nvpmodel.conf)")

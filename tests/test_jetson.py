@@ -1,4 +1,5 @@
-"""Jetson fingerprint on fixture trees that mimic an AGX Orin on JetPack 6.2, locked and unlocked."""
+"""Jetson fingerprint on fixture trees: an AGX Orin on JetPack 6.2 locked and unlocked, and four boards
+(AGX Orin, Orin NX 8 GB, Orin Nano on JetPack 6.0, Orin Nano Super) in tests/fixtures/jetson-boards."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from resnet_deploy import jetson
 pytestmark = pytest.mark.runtime
 
 FIXTURES = Path(__file__).parent / "fixtures" / "jetson-orin-jp6"
+BOARDS = Path(__file__).parent / "fixtures" / "jetson-boards"
 
 
 @pytest.fixture
@@ -50,7 +52,12 @@ def test_unlocked_orin_warns_that_latency_varies():
     ("# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64", "36.3.0", "6.0"),
     ("# R35 (release), REVISION: 5.0, GCID: 35550185, BOARD: t186ref, EABI: aarch64", "35.5.0", "5.1.3"),
     ("# R35 (release), REVISION: 2.1, GCID: 32413640, BOARD: t186ref, EABI: aarch64", "35.2.1", "5.1"),
-    ("# R36 (release), REVISION: 4.7, GCID: 42132812, BOARD: generic, EABI: aarch64", "36.4.7", "6.x"),
+    ("# R36 (release), REVISION: 4.7, GCID: 42132812, BOARD: generic, EABI: aarch64", "36.4.7", "6.2.1"),
+    ("# R36 (release), REVISION: 4.2, GCID: 1, BOARD: generic, EABI: aarch64", "36.4.2", "6.1.1"),
+    ("# R36 (release), REVISION: 5.0, GCID: 1, BOARD: generic, EABI: aarch64", "36.5.0", "6.2.2"),
+    ("# R35 (release), REVISION: 6.2, GCID: 1, BOARD: t186ref, EABI: aarch64", "35.6.2", "5.1.5"),
+    ("# R35 (release), REVISION: 6.4, GCID: 1, BOARD: t186ref, EABI: aarch64", "35.6.4", "5.x"),
+    ("# R36 (release), REVISION: 9.0, GCID: 1, BOARD: generic, EABI: aarch64", "36.9.0", "6.x"),
     ("# R36 (release), REVISION: 4, GCID: 1", "36.4.0", "6.1"),
 ])
 def test_l4t_release_maps_to_jetpack(board, first_line, l4t, jetpack):
@@ -106,3 +113,41 @@ def test_not_a_jetson(tmp_path):
     (tmp_path / "proc/device-tree/model").write_text("Raspberry Pi 5 Model B Rev 1.0\x00")
     assert jetson.fingerprint(tmp_path) == {} and jetson.fingerprint(tmp_path / "empty") == {}
     assert jetson.warnings({}) == [] and jetson.warnings({"cpu": "x86"}) == []
+
+
+@pytest.mark.parametrize("name, jetpack, tensorrt, mode, fastest, dla, throttling, emc_below", [
+    ("agx-orin-64gb-jp6.2.1", "6.2.1", "10.3", "MAXN", {"id": 0, "name": "MAXN"}, 2, False, False),
+    ("orin-nx-8gb-jp6.1", "6.1", "10.3", "15W", {"id": 0, "name": "MAXN"}, 1, False, True),
+    ("orin-nano-8gb-jp6.0", "6.0", "8.6", "15W", {"id": 0, "name": "15W"}, 0, True, None),
+    ("orin-nano-super-jp6.2", "6.2", "10.3", "25W", {"id": 2, "name": "MAXN_SUPER"}, 0, False, False),
+])
+def test_each_board_fixture(name, jetpack, tensorrt, mode, fastest, dla, throttling, emc_below):
+    """JetPack and its TensorRT, the running mode, the fastest mode by name (never a fixed number), the DLA
+    cores, and throttling from the thermal zones and the EMC clock."""
+    board = jetson.fingerprint(BOARDS / name)["jetson"]
+    assert (board["jetpack"], board["tensorrt"], board["power_mode"]["name"]) == (jetpack, tensorrt, mode)
+    assert jetson.fastest_power_mode(BOARDS / name) == fastest
+    assert board["dla_cores"] == dla
+    assert any(z["throttling"] for z in board["thermal"]) == throttling and len(board["thermal"]) == 3
+    assert (board["emc"]["below_max"] if board["emc"] else None) == emc_below
+    notes = " ".join(jetson.warnings({"jetson": board}))
+    assert ("thermally throttling" in notes) == throttling and ("EMC" in notes) == bool(emc_below)
+
+
+def test_tensorrt_8_6_of_jetpack_6_0_is_refused_naming_both():
+    from resnet_deploy.errors import EnvironmentFailure
+
+    with pytest.raises(EnvironmentFailure) as refused:
+        jetson.require_supported_tensorrt("8.6.2.3", BOARDS / "orin-nano-8gb-jp6.0")
+    message = str(refused.value)
+    assert "TensorRT 8.6.2.3" in message and "JetPack 6.0" in message and "JetPack 6.1" in message
+    assert "\n" not in message
+    jetson.require_supported_tensorrt("10.3.0.30", BOARDS / "orin-nx-8gb-jp6.1")
+    jetson.require_supported_tensorrt("10.16.1")
+
+
+def test_fastest_mode_needs_an_nvpmodel_conf(tmp_path):
+    from resnet_deploy.errors import EnvironmentFailure
+
+    with pytest.raises(EnvironmentFailure, match="nvpmodel.conf"):
+        jetson.fastest_power_mode(tmp_path)
