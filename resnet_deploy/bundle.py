@@ -11,7 +11,8 @@ A folder and a `.tar.gz` of it, nothing else (no checkpoint, no torch):
     model/<stem>.fp16.onnx           FP16 graph
     model/<stem>.int8-<m>.qdq.onnx   INT8 Q/DQ graph of the calibration method that won on validation
     model/<stem>.<m>.cache           TensorRT calibration cache of that method (TensorRT <= 10, DeepStream)
-    deepstream/                      FP32 graph + Softmax and one nvinfer config per precision
+    deepstream/                      FP32 graph + Softmax, one nvinfer and one deepstream-app config per precision
+    wheel/resnet_deploy-<v>-py3-none-any.whl   the project's own wheel (no torch), what DEVICE.md installs
 
 `verify_bundle` refuses a changed, missing or unlisted file by name and returns the verified paths by
 role; it and `extract_bundle` import nothing beyond the standard library, so they run without torch.
@@ -37,7 +38,7 @@ from resnet_deploy.fileio import atomic_path, atomic_write_json, atomic_write_te
 MANIFEST = "manifest.json"
 FORMAT, FORMAT_VERSION = "resnet-deploy-bundle", 1
 FP32, FP16, INT8, CACHE = "fp32_onnx", "fp16_onnx", "int8_onnx", "calibration_cache"
-LABELS, PARITY, DEVICE_README = "labels", "parity_report", "device_readme"
+LABELS, PARITY, DEVICE_README, WHEEL = "labels", "parity_report", "device_readme", "wheel"
 PRECISION_ROLES = {"fp32": FP32, "fp16": FP16, "int8": INT8}
 VERSIONED_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxconverter-common", "numpy")
 Log = Callable[[str], None]
@@ -148,17 +149,50 @@ def _safe_members(tar_path: Path, members: list[tarfile.TarInfo]) -> str:
     return tops.pop()
 
 
+def _foreign_files(target: Path) -> list[str]:
+    """What in an existing bundle folder its own manifest did not write: unlisted or changed files, links,
+    folders that hold no listed file (the user's notes, photos, edited configs, engines built there)."""
+    manifest = read_manifest(target)
+    files = manifest["files"]
+    folders = {p.as_posix() for r in files for p in PurePosixPath(r).parents}
+    foreign = []
+    for path in sorted(target.rglob("*")):
+        relative = path.relative_to(target).as_posix()
+        if path.is_symlink() or not (path.is_dir() or path.is_file()):
+            foreign.append(relative)
+        elif path.is_dir():
+            if relative not in folders:
+                foreign.append(relative + "/")
+        elif relative != MANIFEST and (relative not in files or sha256_file(path) != files[relative]["sha256"]):
+            foreign.append(relative)
+    return foreign
+
+
 def _install(staged: Path, target: Path) -> None:
-    """Move a complete folder onto `target`, replacing an older bundle there but nothing else."""
+    """Move a complete folder onto `target`, replacing an older bundle there only when every file in it is
+    one that bundle's manifest lists, unchanged: nothing a user wrote is ever deleted."""
     if target.exists() and not (target / MANIFEST).is_file():
         raise ArtifactError(f"{target}: exists and is not a bundle; refusing to replace it")
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, old / target.name)
+    if not target.exists():
         os.replace(staged, target)
-        shutil.rmtree(old)
-    else:
-        os.replace(staged, target)
+        return
+    foreign = _foreign_files(target)
+    if foreign:
+        shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
+        raise ArtifactError(f"{target}: holds files its bundle did not write ({shown}); refusing to replace it "
+                            "(nothing was changed): move them or the folder away")
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, old / target.name)
+    os.replace(staged, target)
+    shutil.rmtree(old)
+
+
+def _same_bundle(staged: Path, target: Path) -> bool:
+    """`target` already holds this very bundle (same manifest) and verifies: nothing to replace."""
+    try:
+        return (target / MANIFEST).read_bytes() == (staged / MANIFEST).read_bytes() and bool(verify_bundle(target))
+    except (OSError, ArtifactError):
+        return False
 
 
 def extract_bundle(tar_path: str | Path, parent: str | Path | None = None) -> Bundle:
@@ -186,7 +220,8 @@ def extract_bundle(tar_path: str | Path, parent: str | Path | None = None) -> Bu
                     with tar.extractfile(member) as source, open(destination, "xb") as sink:
                         shutil.copyfileobj(source, sink)
                 verify_bundle(staging / top)
-                _install(staging / top, parent / top)
+                if not _same_bundle(staging / top, parent / top):
+                    _install(staging / top, parent / top)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
     except (tarfile.TarError, EOFError, OSError) as exc:
@@ -300,6 +335,7 @@ def _parity_summary(report: dict[str, Any]) -> dict[str, Any]:
 def _stage_files(staging: Path, artifacts: dict[str, Path], stem: str, deepstream_settings) -> dict[str, str]:
     """Copy and write every file into `staging`; returns role by relative path."""
     from resnet_deploy import data, deepstream
+    from resnet_deploy.wheel import build_wheel
 
     roles = {}
     for role, source in artifacts.items():
@@ -314,6 +350,8 @@ def _stage_files(staging: Path, artifacts: dict[str, Path], stem: str, deepstrea
         staging / "deepstream", stem, artifacts[FP32], f"../model/{artifacts[CACHE].name}", "../labels.txt",
         data.MEAN, data.STD, (1, 28, 28), deepstream_settings)
     roles.update({path.relative_to(staging).as_posix(): role for role, path in written.items()})
+    wheel = build_wheel(staging / "wheel")
+    roles[wheel.relative_to(staging).as_posix()] = WHEEL
     return roles
 
 
@@ -329,7 +367,8 @@ def _manifest(staging: Path, roles: dict[str, str], artifacts: dict[str, Path], 
 
     calibration = json.loads(summary.read_text())
     header, _ = read_calibration_cache(artifacts[CACHE])
-    scale, offset = deepstream.preprocessing(data.MEAN, data.STD)
+    scale, offset = deepstream.preprocessing(data.MEAN, data.STD, deepstream_settings.video_range)
+    limited_scale, limited_offset = deepstream.preprocessing(data.MEAN, data.STD, "limited")
     ds_onnx = next(r for r, role in roles.items() if role == "deepstream_onnx")
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -337,7 +376,10 @@ def _manifest(staging: Path, roles: dict[str, str], artifacts: dict[str, Path], 
         "model": _model_description(artifacts[FP32]),
         "normalization": {"mean": data.MEAN, "std": data.STD, "formula": "(x / 255 - mean) / std, x uint8 gray",
                           "polarity": "light object on a dark background",
-                          "deepstream": {"net-scale-factor": scale, "offsets": offset}},
+                          "deepstream": {"net-scale-factor": scale, "offsets": offset,
+                                         "video_range": deepstream_settings.video_range,
+                                         "limited_range": {"net-scale-factor": limited_scale,
+                                                           "offsets": limited_offset}}},
         "class_names": list(data.CLASS_NAMES),
         "precisions": {p: next(r for r, role in roles.items() if role == PRECISION_ROLES[p]) for p in PRECISION_ROLES},
         "calibration": {"method": calibration["best_method"], **calibration["calibration"],
@@ -351,70 +393,6 @@ def _manifest(staging: Path, roles: dict[str, str], artifacts: dict[str, Path], 
         "device_outputs": [f"deepstream/{name}" for precision in deepstream.NETWORK_MODES
                            for name in deepstream.device_engine_names(Path(ds_onnx).name, precision, deepstream_settings)],
     }
-
-
-def device_readme(name: str, manifest: dict[str, Any]) -> str:
-    """DEVICE.md: the commands for JetPack 6, and the workstation's parity."""
-    stem, ds = manifest["model"]["name"], manifest["normalization"]
-    rows = "\n".join(f"| {label} | {entry['precision']} | {entry['top1'] * 100:.2f}% | {entry['agreement'] * 100:.2f}% |"
-                     for label, entry in manifest["parity"]["artifacts"].items())
-    return f"""# {name}: {stem} for a Jetson on JetPack 6
-
-Made by resnet-deploy {manifest['versions']['resnet-deploy']} on {manifest['created']}. `manifest.json` lists
-every file with its SHA-256; `resnet-deploy verify-bundle` refuses a changed, missing or extra file.
-Input `{manifest['model']['inputs'][0]['name']}` float32 [N, 1, 28, 28] = (x / 255 - {ds['mean']}) / {ds['std']}
-of 8-bit gray pixels, a light object on a dark background; output logits over {len(manifest['class_names'])}
-classes (`labels.txt`). INT8 calibration: {manifest['calibration']['method']} on {manifest['calibration']['count']}
-train-split images, cache `{manifest['calibration']['cache_header']}`.
-
-## 1. Copy it to the board
-
-    scp {name}.tar.gz jetson:~
-
-## 2. Install the runtime without torch (JetPack 6.1/6.2: Python 3.10, TensorRT 10.3, CUDA 12.6)
-
-    sudo apt-get update && sudo apt-get install -y python3-venv python3-dev python3-libnvinfer
-    python3 -m venv --system-site-packages ~/resnet-deploy-venv    # sees JetPack's tensorrt module
-    . ~/resnet-deploy-venv/bin/activate
-    pip install "./resnet-deploy[images]"                           # a copy of the source; no [torch] extra
-    PATH=/usr/local/cuda/bin:$PATH pip install pycuda
-    python -c "import tensorrt, pycuda.driver; print(tensorrt.__version__)"
-
-## 3. Check the bundle and build the engine on the board
-
-    resnet-deploy verify-bundle ~/{name}.tar.gz --parity   # safe unpack to ~/{name}, manifest, ONNX Runtime parity
-    resnet-deploy build --bundle ~/{name} --precision int8   # verify, parity, build the TensorRT engine here, engine parity
-
-`--precision fp16` and `fp32` build from the other graphs; `--legacy-calibrator` builds INT8 from the FP32
-graph and the calibration cache instead. Engines go to `./engines`, reports to `./reports` (never into
-the bundle). The Fashion-MNIST test split comes from `--data-dir` / `$RESNET_DEPLOY_DATA`, or is
-downloaded and MD5-checked into `~/.cache/resnet-deploy`.
-
-## 4. Classify your photos and measure latency
-
-    resnet-deploy infer engines/{stem}.int8-*.engine ~/photos/ --top-k 3    # PNG/JPEG files or folders; table + reports/infer.json
-    sudo nvpmodel -m 0 && sudo jetson_clocks                                   # lock the clocks first
-    resnet-deploy bench engines/{stem}.int8-*.engine --batch-sizes 1,8 --cuda-graph
-
-`bench` records the L4T release, power mode and clocks, and warns when the clocks are not locked.
-
-## 5. DeepStream {manifest['deepstream_version']} (optional)
-
-`deepstream/config_infer_{stem}_<fp32|fp16|int8>.txt` configure `nvinfer` as a primary classifier on
-the full frame (gray, net-scale-factor {ds['deepstream']['net-scale-factor']:.9g}, offsets {ds['deepstream']['offsets']:.9g}).
-nvinfer builds its own engine from `deepstream/{stem}.deepstream.onnx` (the FP32 graph with a Softmax,
-INT8 through the calibration cache) and saves it beside it; verification accepts those engine files.
-
-    gst-launch-1.0 uridecodebin uri=file:///path/to/video.mp4 ! m.sink_0 nvstreammux name=m batch-size=1 \\
-        width=1280 height=720 ! nvinfer config-file-path=deepstream/config_infer_{stem}_int8.txt ! \\
-        nvvideoconvert ! nvdsosd ! nv3dsink
-
-## Parity on the workstation ({manifest['parity']['images']} {manifest['parity']['split']} images, reference {manifest['parity']['reference']['name']} top-1 {manifest['parity']['reference']['top1'] * 100:.2f}%)
-
-| artifact | precision | top-1 | agreement |
-| --- | --- | --- | --- |
-{rows}
-"""
 
 
 def write_tarball(folder: Path, tar_path: Path) -> Path:
@@ -439,6 +417,7 @@ def make_bundle(options, out_dir: str | Path | None = None, *, tarball: bool = T
     folder (default `bundles/<model>`) and its `.tar.gz` beside it; the folder is verified before it is moved
     into place, so a failure leaves no partial bundle."""
     from resnet_deploy.deepstream import DeepStreamSettings
+    from resnet_deploy.device_readme import device_readme
 
     deepstream_settings = deepstream_settings or DeepStreamSettings()
     stages, artifacts, summary, source = portable_artifacts(options, log)
@@ -449,7 +428,9 @@ def make_bundle(options, out_dir: str | Path | None = None, *, tarball: bool = T
     try:
         roles = _stage_files(staging, artifacts, stem, deepstream_settings)
         manifest = _manifest(staging, roles, artifacts, summary, source, deepstream_settings)
-        atomic_write_text(staging / "DEVICE.md", device_readme(out_dir.name, manifest))
+        wheel = next(r for r, role in roles.items() if role == WHEEL)
+        readme = device_readme(out_dir.name, manifest, wheel, manifest["files"][wheel]["sha256"])
+        atomic_write_text(staging / "DEVICE.md", readme)
         manifest["files"] = dict(sorted({**manifest["files"],
                                          "DEVICE.md": _file_entry(staging, "DEVICE.md", DEVICE_README)}.items()))
         atomic_write_json(staging / MANIFEST, manifest)

@@ -283,3 +283,30 @@ def warnings(fingerprint_dict: dict[str, Any]) -> list[str]:
     if board["l4t"] is None:
         notes.append("L4T release unknown (/etc/nv_tegra_release missing or unreadable)")
     return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m resnet_deploy.jetson check`: one line on the installed TensorRT (exit 3 when unsupported or
+    missing); `fastest-mode`: the nvpmodel id of the fastest mode, for `sudo nvpmodel -m`."""
+    import sys
+
+    command = (argv if argv is not None else sys.argv[1:]) or ["check"]
+    try:
+        if command[0] == "fastest-mode":
+            print(fastest_power_mode()["id"])
+            return 0
+        try:
+            import tensorrt
+        except ImportError:
+            raise EnvironmentFailure("tensorrt is not importable: sudo apt-get install python3-libnvinfer, and a venv "
+                                     "made with --system-site-packages") from None
+        require_supported_tensorrt(tensorrt.__version__)
+        print(f"TensorRT {tensorrt.__version__}: supported")
+        return 0
+    except EnvironmentFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,9 @@ from resnet_deploy.quantize.cache import read_calibration_cache
 pytestmark = pytest.mark.runtime
 
 ROLES = {"fp32_onnx", "fp16_onnx", "int8_onnx", "calibration_cache", "labels", "parity_report", "device_readme",
-         "deepstream_onnx", "deepstream_config_fp32", "deepstream_config_fp16", "deepstream_config_int8"}
+         "deepstream_onnx", "deepstream_config_fp32", "deepstream_config_fp16", "deepstream_config_int8",
+         "deepstream_app_fp32", "deepstream_app_fp16", "deepstream_app_int8", "wheel"}
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*args) -> int:
@@ -75,9 +78,25 @@ def test_bundle_holds_what_the_device_needs_and_nothing_else(made):
     assert {"resnet-deploy", "python", "onnx", "onnxruntime", "numpy"} <= set(bundle.manifest["versions"])
     assert bundle.manifest["parity"]["passed"] and bundle.manifest["parity"]["images"] == 10000
     readme = bundle.path("device_readme").read_text()
+    wheel = bundle.path("wheel")
     for command in ("python3 -m venv --system-site-packages", "verify-bundle ~/tiny.tar.gz --parity",
-                    "build --bundle ~/tiny --precision int8", "python3-libnvinfer", "config_infer_tiny_int8.txt"):
+                    "build --bundle ~/tiny --precision int8", "python3-libnvinfer", "deepstream_app_tiny_int8.txt",
+                    f'pip install "$HOME/resnet-deploy-wheel/{wheel.name}[images]"', files[f"wheel/{wheel.name}"]["sha256"],
+                    "--stronglyTyped", "--noTF32", "JetPack 6.1 and 6.2"):
         assert command in readme
+
+
+def test_the_bundle_carries_a_torch_free_wheel_of_the_project(made):
+    from resnet_deploy.wheel import required_dependencies
+
+    wheel = verify_bundle(made).path("wheel")
+    assert wheel.name.startswith("resnet_deploy-") and wheel.name.endswith("-py3-none-any.whl")
+    required = required_dependencies(wheel)
+    assert {"numpy", "onnx", "onnxruntime", "click"} <= set(required) and "torch" not in required
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert "resnet_deploy/cli/__init__.py" in names and "resnet_deploy/bundle.py" in names
+    assert not any(n.startswith("tests/") for n in names)
 
 
 def test_tarball_unpacks_to_the_same_verified_bundle(made, tmp_path):
@@ -277,3 +296,80 @@ def test_build_from_the_bundle_builds_and_checks_the_engine_on_fake_tensorrt(mad
     assert parity["reference"]["name"] == source.split("/")[1]
     assert not [c for c in rec.calls if c[:2] == ("Builder", "calibration cache ignored")]
     assert verify_bundle(copy).folder == copy, "engines and reports stay out of the bundle"
+
+
+def test_verify_bundle_never_deletes_files_it_did_not_write(made, tmp_path, capsys):
+    """An older unpacked folder beside the tarball with the user's notes in it: exit 2 naming them, nothing
+    changed; the same folder holding only the bundle's own files is replaced or kept."""
+    tarball = shutil.copyfile(made.with_name("tiny.tar.gz"), tmp_path / "tiny.tar.gz")
+    older = Path(shutil.copytree(made, tmp_path / "tiny"))
+    (older / "notes.txt").write_text("my notes")
+    (older / "photos").mkdir()
+    (older / "photos" / "cat.png").write_bytes(b"png")
+    (older / "labels.txt").write_text("edited\n")
+    before = {p: p.read_bytes() for p in older.rglob("*") if p.is_file()}
+    assert run_cli("verify-bundle", tarball) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "notes.txt" in err and "photos/" in err and "labels.txt" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in older.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tiny")] == []
+    for extra in ("notes.txt", "photos/cat.png", "photos"):
+        (older / extra).unlink() if (older / extra).is_file() else (older / extra).rmdir()
+    (older / "labels.txt").write_bytes((made / "labels.txt").read_bytes())
+    assert run_cli("verify-bundle", tarball) == 0
+    assert verify_bundle(older).manifest == verify_bundle(made).manifest
+
+
+def test_an_older_bundle_with_only_its_own_files_is_replaced(made, copy, tmp_path):
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["created"] = "2000-01-01T00:00:00Z"  # another bundle of the same name
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    target = Path(shutil.move(copy, tmp_path / "out" / "tiny"))
+    unpacked = extract_bundle(made.with_name("tiny.tar.gz"), tmp_path / "out")
+    assert unpacked.folder == target and unpacked.manifest["created"] != "2000-01-01T00:00:00Z"
+
+
+def _tarball_with_device_md(made: Path, tmp_path: Path, edit) -> Path:
+    from resnet_deploy.bundle import _file_entry, write_tarball
+
+    folder = Path(shutil.copytree(made, tmp_path / "src" / "tiny"))
+    readme = folder / "DEVICE.md"
+    readme.write_text(edit(readme.read_text()))
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["files"]["DEVICE.md"] = _file_entry(folder, "DEVICE.md", "device_readme")
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    return write_tarball(folder, tmp_path / "tiny.tar.gz")
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda text: text.replace("deepstream/deepstream_app_tiny_int8.txt", "deepstream/deepstream_app_tiny_int4.txt"),
+     "tiny/deepstream/deepstream_app_tiny_int4.txt"),
+    (lambda text: text.replace("tiny/wheel/resnet_deploy-", "tiny/wheel/resnet-deploy-"), "tiny/wheel/resnet-deploy-"),
+])
+def test_the_device_rehearsal_fails_when_device_md_names_a_file_the_bundle_lacks(made, tmp_path, edit, named):
+    """.ci/rehearsal follows DEVICE.md from the tarball alone; a line naming a missing bundle file fails it
+    before any line runs (here: a device-only DeepStream line, and the wheel the install step unpacks)."""
+    if not shutil.which("bash"):
+        pytest.skip("needs bash")
+    tarball = _tarball_with_device_md(made, tmp_path, edit)
+    result = subprocess.run(["bash", str(CHECKOUT / ".ci" / "rehearsal"), str(tarball)], capture_output=True,
+                            text=True, timeout=300)
+    if "SKIPPED, no Python 3.10" in result.stdout:
+        pytest.skip("no Python 3.10 for the rehearsal")
+    assert result.returncode != 0
+    assert named in result.stderr and "which the bundle does not have" in result.stderr
+
+
+def test_device_md_blocks_become_one_script_with_device_only_lines_checked(made, tmp_path):
+    """The rehearsal's reading of DEVICE.md: every ```sh line in order, device-only lines behind device_line."""
+    script = tmp_path / "device.sh"
+    subprocess.run([sys.executable, str(CHECKOUT / ".ci" / "device_md.py"), str(made.with_name("tiny.tar.gz")),
+                    str(script)], check=True)
+    text = script.read_text()
+    runs = [line for line in text.splitlines() if not line.startswith(("current=", "echo ", "device_line "))]
+    device = [line for line in text.splitlines() if line.startswith("device_line ")]
+    assert runs[:2] == ["cd ~", "mkdir -p ~/resnet-deploy-wheel"] and runs[-1].startswith("cd ~")
+    assert any("verify-bundle ~/tiny.tar.gz --parity" in line for line in runs)
+    assert any("trtexec" in line for line in device) and any("nvpmodel" in line for line in device)
+    assert not any("sudo" in line or "trtexec" in line for line in runs)
+    subprocess.run(["bash", "-n", str(script)], check=True)

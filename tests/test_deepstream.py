@@ -25,6 +25,21 @@ NVINFER_KEYS = {
     "classifier-type", "classifier-threshold", "classifier-async-mode", "custom-lib-path",
     "parse-classifier-func-name",
 }
+# The values nvinfer's parser accepts (gstnvinfer_property_parser.cpp: NvBufSurfTransformCompute 0..2,
+# NvBufSurfTransform_Inter 0..6).
+SCALING_VALUES = {"scaling-compute-hw": {"0", "1", "2"}, "scaling-filter": {str(v) for v in range(7)}}
+# deepstream-app's groups and the keys of each we may write (DeepStream Reference Application, "Configuration
+# Groups"): a misspelt group or key is ignored or refused.
+APP_KEYS = {
+    "application": {"enable-perf-measurement", "perf-measurement-interval-sec", "gie-kitti-output-dir"},
+    "source0": {"enable", "type", "uri", "num-sources", "gpu-id", "cudadec-memtype", "drop-frame-interval"},
+    "streammux": {"gpu-id", "live-source", "batch-size", "batched-push-timeout", "width", "height",
+                  "enable-padding", "nvbuf-memory-type"},
+    "primary-gie": {"enable", "gpu-id", "batch-size", "gie-unique-id", "config-file", "model-engine-file"},
+    "osd": {"enable"},
+    "tiled-display": {"enable"},
+    "sink0": {"enable", "type", "sync", "source-id", "gpu-id"},
+}
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -101,6 +116,48 @@ def test_each_config_has_the_documented_keys_and_values(deepstream_folder, preci
     if precision == "int8":
         assert (deepstream_folder / config["int8-calib-file"]).read_text().startswith("TRT-100300-")
     assert config["enable-dla"] == "0" and ("use-dla-core" in config) == (precision != "fp32")
+
+
+def read_ini(path) -> dict[str, dict[str, str]]:
+    parser = configparser.ConfigParser(delimiters=("=",), comment_prefixes=("#",), interpolation=None)
+    parser.optionxform = str
+    parser.read_string(path.read_text())
+    return {name: dict(parser[name]) for name in parser.sections()}
+
+
+def test_every_generated_config_uses_only_known_keys_and_scales_on_the_gpu(deepstream_folder):
+    """Every nvinfer config scales on the GPU with a documented filter (the VIC refuses >16x); every
+    deepstream-app config has only known groups and keys, a headless sink and our nvinfer config."""
+    configs = sorted(deepstream_folder.glob("config_infer_*.txt"))
+    apps = sorted(deepstream_folder.glob("deepstream_app_*.txt"))
+    assert len(configs) == len(apps) == len(PRECISIONS)
+    for path in configs:
+        config = read_property_group(path)
+        assert set(config) <= NVINFER_KEYS, path
+        for key, allowed in SCALING_VALUES.items():
+            assert config[key] in allowed, (path, key)
+        assert config["scaling-compute-hw"] == "1" and config["scaling-filter"] not in ("0", "6")
+    for path in apps:
+        groups = read_ini(path)
+        assert set(groups) == set(APP_KEYS), path
+        for group, keys in groups.items():
+            assert set(keys) <= APP_KEYS[group], (path, group)
+        assert groups["sink0"]["type"] == "1" and groups["source0"]["type"] == "3"
+        assert groups["primary-gie"]["batch-size"] == groups["streammux"]["batch-size"] == "4"
+        gie = deepstream_folder / groups["primary-gie"]["config-file"]
+        assert gie.is_file() and gie.name == path.name.replace("deepstream_app_", "config_infer_")
+
+
+def test_limited_range_video_maps_16_and_235_onto_black_and_white(tmp_path, trained_onnx):
+    settings = DeepStreamSettings(video_range="limited")
+    text = config_text("m", "fp32", onnx_file="m.onnx", labels_file="l.txt", mean=data.MEAN, std=data.STD,
+                       input_shape=(1, 28, 28), settings=settings)
+    config = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    scale, offset = float(config["net-scale-factor"]), float(config["offsets"])
+    for luma, full in ((16, 0), (235, 255), (125.5, 127.5)):
+        assert scale * (luma - offset) == pytest.approx((full / 255 - data.MEAN) / data.STD, abs=1e-6)
+    with pytest.raises(ValueError, match="video range"):
+        DeepStreamSettings(video_range="studio")
 
 
 def test_labels_and_int8_inputs_are_checked():

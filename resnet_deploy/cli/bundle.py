@@ -28,11 +28,15 @@ from resnet_deploy.cli.options import (OUTPUT_PATH, calibration_count_option, ca
               help="nvinfer batch-size (frames or objects per batch).")
 @click.option("--classifier-threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="nvinfer classifier-threshold: softmax probability the best class must reach.")
+@click.option("--deepstream-video-range", type=click.Choice(["full", "limited"]), default="full", show_default=True,
+              help="Luma range nvinfer sees: full (0-255, images) or limited (16-235, most decoded video); "
+                   "sets net-scale-factor and offsets.")
 @data_dir_option
 def bundle(checkpoint, onnx, out_dir, no_tar, calibration_method, calibration_count, max_drop_pp,
-           deepstream_batch_size, classifier_threshold, data_dir) -> None:
+           deepstream_batch_size, classifier_threshold, deepstream_video_range, data_dir) -> None:
     """Write the device bundle: FP32, FP16 and INT8 Q/DQ graphs, calibration cache, labels, parity report,
-    DeepStream configs, DEVICE.md and a manifest with the SHA-256 of every file; a folder and a .tar.gz.
+    DeepStream configs, the project's torch-free wheel, DEVICE.md and a manifest with the SHA-256 of every
+    file; a folder and a .tar.gz. The wheel is built offline from this checkout.
 
     Stages already built are reused; a failed parity gate exits 1 and writes no bundle.
 
@@ -51,7 +55,8 @@ def bundle(checkpoint, onnx, out_dir, no_tar, calibration_method, calibration_co
     options = BuildOptions(checkpoint=checkpoint, onnx=onnx, calibration_method=calibration_method,
                            calibration_count=calibration_count, max_drop_pp=max_drop_pp, data_dir=data_dir)
     result = make_bundle(options, out_dir, tarball=not no_tar, log=console.print,
-                         deepstream_settings=DeepStreamSettings(deepstream_batch_size, classifier_threshold))
+                         deepstream_settings=DeepStreamSettings(deepstream_batch_size, classifier_threshold,
+                                                                    video_range=deepstream_video_range))
     made = result.bundle
     table = Table(title=f"bundle {made.folder} ({len(made.manifest['files'])} files + manifest.json)")
     for column in ("file", "role", "bytes", "sha256"):
@@ -76,7 +81,9 @@ def bundle(checkpoint, onnx, out_dir, no_tar, calibration_method, calibration_co
 def verify_bundle(path, run_parity, max_drop_pp, parity_limit, json_path, data_dir) -> None:
     """Check a bundle folder (or unpack a bundle .tar.gz safely) against its manifest; needs no torch.
 
-    A changed, missing or unlisted file exits 2 naming it; with --parity a failed gate exits 1.
+    A changed, missing or unlisted file exits 2 naming it; with --parity a failed gate exits 1. A tarball
+    unpacks beside it; an existing folder of that name is replaced only when it holds nothing but an
+    older bundle's own files, else exit 2 naming the others (nothing is deleted).
 
     \b
     Examples:
