@@ -128,6 +128,76 @@ def test_plan_of_a_tensorrt_no_release_carries(engine, tmp_path):
     assert json.loads((tmp_path / "tiny" / "provenance.json").read_text())["ngc_releases"] == []
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--preferred-batch-sizes", "128"], "exceed the max batch size (64 for ONNX by default) 64"),
+    (["--max-batch-size", "8", "--preferred-batch-sizes", "16"], "exceed --max-batch-size 8"),
+])
+def test_preferred_sizes_above_the_effective_max_exit_2(untrained_onnx, tmp_path, capsys, args, message):
+    assert triton_repo(untrained_onnx, "--out", tmp_path / "repo", *args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "repo" / "tiny").exists()
+
+
+def test_preferred_sizes_above_the_engine_profile_exit_2(engine, tmp_path, capsys):
+    sidecar = json.loads(engine.with_suffix(".json").read_text())
+    engine.with_suffix(".json").write_text(json.dumps({**sidecar, "profile": {**sidecar["profile"], "max": [16, 1, 28, 28]}}))
+    assert triton_repo(engine, "--out", tmp_path / "repo", "--preferred-batch-sizes", "32") == 2
+    assert "exceed the engine profile's max 16" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda text: text.replace("preferred_batch_size: 8", "preferred_batch_size: 128"), "must lie in 1..max_batch_size 64"),
+    (lambda text: text.replace("max_batch_size: 64", "max_batch_size: 0"), "dynamic batching needs max_batch_size > 0"),
+    (lambda text: text.replace("count: 1", "count: 0"), "count 0 must be >= 1"),
+    (lambda text: text.replace("KIND_CPU", "KIND_GPU\n  secondary_devices { kind: KIND_NVDLA device_id: 0 }"),
+     "secondary_devices (KIND_NVDLA) apply to tensorrt_plan models only"),
+])
+def test_the_check_applies_tritons_own_rules(untrained_onnx, tmp_path, capsys, breakage, message):
+    """Configs that parse as protobuf but that Triton refuses to load: --check exits 2 naming the rule."""
+    assert triton_repo(untrained_onnx, "--out", tmp_path, "--preferred-batch-sizes", "8") == 0
+    config_path = tmp_path / "tiny" / "config.pbtxt"
+    config_path.write_text(breakage(config_path.read_text()))
+    read_config(config_path)  # still valid protobuf
+    assert triton_repo("--check", tmp_path) == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+
+
+def test_onnx_on_gpu_refuses_the_cpu_int8_graph(tmp_path, capsys, monkeypatch):
+    from resnet_deploy.serve import repository
+
+    monkeypatch.setattr(repository, "_onnx_precision", lambda artifact: "int8-cpu")
+    onnx = Path(__file__).parent  # any path: the precision is what is checked
+    from resnet_deploy.serve.artifact import ServedArtifact
+
+    artifact = ServedArtifact(onnx / "m.int8-cpu.onnx", "m", 1, "onnxruntime", "input", "float32", (1, 28, 28),
+                              "logits", (10,))
+    from resnet_deploy.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="--onnx-on-gpu .* cannot take this int8-cpu graph"):
+        repository.build_config(artifact, repository.RepositorySettings(onnx_on_gpu=True))
+
+
+def test_dla_and_version_compatible_plans(engine, tmp_path):
+    """A DLA plan names its core as a KIND_NVDLA secondary device; a version-compatible plan puts Triton's
+    backend flag into the repository's README."""
+    sidecar = json.loads(engine.with_suffix(".json").read_text())
+    engine.with_suffix(".json").write_text(json.dumps({**sidecar, "dla_core": 1, "version_compatible": True}))
+    out = tmp_path / "repo"
+    assert triton_repo(engine, "--out", out, "--name", "tiny-dla") == 0
+    (group,) = read_config(out / "tiny-dla" / "config.pbtxt").instance_group
+    assert group.kind == pb.ModelInstanceGroup.KIND_GPU
+    assert [(d.kind, d.device_id) for d in group.secondary_devices] == [
+        (pb.ModelInstanceGroup.SecondaryDevice.KIND_NVDLA, 1)]
+    readme = (out / "README.md").read_text()
+    assert "--backend-config=tensorrt,version-compatible=true" in readme and "tiny-dla" in readme
+    assert triton_repo("--check", out) == 0
+    engine.with_suffix(".json").write_text(json.dumps(sidecar))
+    assert triton_repo(engine, "--out", out, "--name", "tiny-dla", "--force") == 0
+    assert "version-compatible" not in (out / "README.md").read_text()
+    assert not read_config(out / "tiny-dla" / "config.pbtxt").instance_group[0].secondary_devices
+
+
 def _run_tritonserver(repository: Path, tmp_path: Path) -> str:
     """Start the PyTriton wheel's tritonserver on `repository` (it exits: the wheel has no onnxruntime backend)."""
     pytriton = pytest.importorskip("pytriton", reason="serve extra not installed")
