@@ -288,7 +288,10 @@ def triton_repo(artifacts, out_dir, check_dir, name, version, max_batch_size, dy
     ONNX models run on ONNX Runtime (KIND_CPU, or KIND_GPU with the TensorRT accelerator); engines
     become `tensorrt_plan` models (KIND_GPU, max_batch_size from the profile) with their sidecar
     beside them. Every config is parsed back with Triton's protobuf and checked against its files;
-    a plan is checked against the target container's TensorRT and GPU when given. Inputs and outputs
+    a plan is checked against the target container's TensorRT and GPU when given, and every config against
+    Triton's own rules (preferred batch sizes within the effective max, dims, types, instance kinds).
+    DLA plans get a KIND_NVDLA secondary device; the repository's README.md gives the `docker run`, with
+    --backend-config=tensorrt,version-compatible=true when a plan is version-compatible. Inputs and outputs
     keep the artifact's own names (`input`, `logits`); the classification extension gives labels.
 
     \b
