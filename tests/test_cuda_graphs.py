@@ -241,3 +241,72 @@ def test_graph_api_signatures_are_the_fake_prototypes():
     assert set(cudagraph.SIGNATURES) == set(fake_pycuda.PROTOTYPES)
     for name, parameters in cudagraph.SIGNATURES.items():
         assert tuple(cudagraph.CTYPES[p] for p in parameters) == fake_pycuda.PROTOTYPES[name], name
+
+
+# ---- CUDA graphs that fit a Jetson ---------------------------------------------------------------------------
+
+def test_a_second_batch_shape_does_not_double_the_context_memory(gpu, engine, images):
+    """Every execution context (the main one and one per captured shape) shares one user-managed activation block."""
+    rec, trt = gpu
+    with load_runner(engine, cuda_graph=True) as runner:
+        runner.infer({"input": images[:8]})
+        with_one_shape = rec.device_bytes_in_use()
+        runner.infer({"input": images[:3]})
+        runner.infer({"input": images[:1]})
+        assert rec.device_bytes_in_use() == with_one_shape and len(runner.cuda_graphs["captured"]) == 3
+        size = runner._engine.device_memory_size_v2
+        assert runner.activation_bytes == size > 0
+    strategies = [c[2] for c in rec.calls if c[:2] == ("ICudaEngine", "create_execution_context")]
+    assert strategies == ["USER_MANAGED"] * 4
+    blocks = {c[2:] for c in rec.calls if c[:2] == ("IExecutionContext", "set_device_memory")}
+    assert len(blocks) == 1 and next(iter(blocks))[1] == size
+    assert set(rec.memory) == rec.freed
+
+
+def test_captured_shapes_are_capped_with_one_notice(engine, images):
+    notices = []
+    outputs, status = run_all(engine, images, notices, max_graph_shapes=2)
+    assert status["captured"] == [[8, 1, 28, 28], [3, 1, 28, 28]] and status["fallback"] is None
+    assert notices == [f"{engine.name}: 2 batch shapes have CUDA graphs (the cap, max_graph_shapes); batch shape "
+                       "(1, 1, 28, 28) and other new shapes run without a graph"]
+    with load_runner(engine) as plain:
+        for got, batch in zip(outputs, batches(images)):
+            np.testing.assert_array_equal(got, plain.infer({"input": batch})["logits"])
+
+
+def test_the_runner_captures_on_a_non_blocking_stream(gpu, engine, images):
+    rec, _ = gpu
+    with load_runner(engine, cuda_graph=True) as runner:
+        runner.infer({"input": images[:2]})
+        handle = runner._loop.stream.handle
+    assert ("stream", handle, 1) in rec.calls
+
+
+@pytest.mark.parametrize("flags, survives", [(0, False), (1, True)])
+def test_legacy_stream_work_from_another_thread_breaks_only_a_blocking_capture(monkeypatch, flags, survives):
+    """CUDA: the legacy default stream synchronizes with blocking streams, so its use during their capture is an
+    error (CUDA_ERROR_STREAM_CAPTURE_IMPLICIT) that invalidates the capture; a non-blocking stream is unaffected."""
+    rec = fake_pycuda.install(monkeypatch)
+    errors = []
+
+    def other_thread():
+        with cuda.pushed(0):
+            driver = cuda.driver()
+            host = driver.pagelocked_empty((4,), np.float32)
+            try:
+                driver.memcpy_htod_async(driver.mem_alloc(16), host)
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+    with cuda.pushed(0):
+        api, stream = cudagraph.load_graph_api(), cuda.driver().Stream(flags=flags)
+        api.begin_capture(stream.handle)
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        worker.join()
+        if survives:
+            api.destroy_graph(api.end_capture(stream.handle))
+        else:
+            with pytest.raises(cudagraph.CudaGraphError, match="INVALIDATED"):
+                api.end_capture(stream.handle)
+    assert bool(errors) != survives and all("CAPTURE_IMPLICIT" in e for e in errors)

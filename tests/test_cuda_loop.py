@@ -19,7 +19,9 @@ from resnet_deploy.runners import RunnerStateError, load_runner
 from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
 from resnet_deploy.trt import cuda
 from resnet_deploy.trt.compat import TensorRTMissing
+from resnet_deploy.trt.builder import build_engine
 from resnet_deploy.trt.runner import TensorRTRunner
+from resnet_deploy.trt.settings import EngineSettings
 from resnet_deploy.trt.sidecar import sidecar_path
 from tests import fakes
 from tests.fakes import fake_pycuda
@@ -362,3 +364,261 @@ def test_gpu_tests_fail_rather_than_skip_when_tensorrt_imports_but_the_gpu_does_
     summary = result.stdout.strip().splitlines()[-1]
     assert result.returncode == 1 and "error" in summary and "skipped" not in summary, result.stdout[-2000:]
     assert "no CUDA-capable device" in result.stdout
+
+
+# ---- strictness of the fakes: each rule, and a runner that breaks it failing -----------------------------
+
+def reads_before_synchronize(self, inputs, output_shapes, enqueue):
+    """StreamLoop.run with the bug the async fake must catch: outputs copied out before the stream is synchronized."""
+    driver = cuda.driver()
+    for name, array in inputs.items():
+        host = self.buffers[name].host_view(array.shape)
+        np.copyto(host, array)
+        driver.memcpy_htod_async(self.buffers[name].device, host, self.stream)
+    enqueue(self.stream)
+    outputs = {name: self.buffers[name].host_view(shape) for name, shape in output_shapes.items()}
+    for name, host in outputs.items():
+        driver.memcpy_dtoh_async(host, self.buffers[name].device, self.stream)
+    early = {name: host.copy() for name, host in outputs.items()}
+    self.stream.synchronize()
+    return early
+
+
+def test_a_device_to_host_copy_holds_stale_bytes_until_the_stream_or_an_event_is_synchronized(monkeypatch):
+    rec = fake_pycuda.install(monkeypatch)
+    with cuda.pushed(0):
+        driver = cuda.driver()
+        stream, device = driver.Stream(), driver.mem_alloc(16)
+        source, dest = driver.pagelocked_empty((4,), np.float32), driver.pagelocked_empty((4,), np.float32)
+        source[:], dest[:] = [1, 2, 3, 4], -1
+        driver.memcpy_htod_async(device, source, stream)
+        driver.memcpy_dtoh_async(dest, device, stream)
+        assert dest.tolist() == [-1] * 4, "the copy has not run: the stream was not synchronized"
+        stream.synchronize()
+        assert dest.tolist() == [1, 2, 3, 4]
+        source[:] = 7
+        driver.memcpy_htod_async(device, source, stream)
+        driver.memcpy_dtoh_async(dest, device, stream)
+        event = driver.Event()
+        event.record(stream)
+        assert dest.tolist() == [1, 2, 3, 4] and not event.query()
+        event.synchronize()
+        assert dest.tolist() == [7] * 4 and event.query()
+        device.free()
+    assert rec.memory[int(device)].view(np.float32).tolist() == [7] * 4
+
+
+def test_a_runner_that_reads_outputs_before_synchronize_gets_stale_logits(gpu, engine, monkeypatch):
+    rec, _ = gpu
+    images = np.random.default_rng(0).normal(size=(2, 4, 1, 28, 28)).astype(np.float32)
+    with load_runner(engine) as runner:
+        right = [runner.infer({"input": batch})["logits"] for batch in images]
+    monkeypatch.setattr(cuda.StreamLoop, "run", reads_before_synchronize)
+    with load_runner(engine) as runner:
+        early = [runner.infer({"input": batch})["logits"] for batch in images]
+    assert not np.allclose(early[0], right[0]) and not np.allclose(early[1], right[1])
+    assert np.count_nonzero(early[0]) == 0, "the first read sees the buffer's bytes before any copy ran"
+
+
+def test_set_tensor_address_refuses_null_misaligned_and_unknown_tensors(gpu, engine):
+    rec, _ = gpu
+    with load_runner(engine) as runner:
+        execution = runner._execution
+        address = int(runner._loop.buffers["input"].device)
+        assert address % 512 == 0 and execution.set_tensor_address("input", address) is True
+        assert execution.set_tensor_address("input", 0) is False
+        assert execution.set_tensor_address("input", address + 64) is False
+        assert execution.set_tensor_address("nope", address) is False
+    assert len([c for c in rec.calls if c[1:2] == ("error",) and "setTensorAddress" in c[2]]) == 3
+
+
+def test_the_runner_checks_set_tensor_address(gpu, engine):
+    """A buffer TensorRT refuses (here misaligned) is a one-line error naming the tensor, not a failed enqueue."""
+    rec, _ = gpu
+    rec.misalign = 64
+    with load_runner(engine) as runner:
+        with pytest.raises(ResnetDeployError) as refused:
+            runner.infer({"input": np.zeros((2, 1, 28, 28), np.float32)})
+    message = str(refused.value)
+    assert re_match(r"^tiny_fp32_b16_.*\.engine: TensorRT refused address 0x[0-9a-f]+ for tensor 'input' \(null or "
+                    r"not 256-byte aligned; see the TensorRT log\)$", message)
+    assert not [c for c in rec.calls if c[1:2] == ("execute_async_v3",)], "nothing was enqueued"
+
+
+def re_match(pattern, text):
+    import re
+
+    return re.match(pattern, text) is not None
+
+
+@pytest.mark.parametrize("version", ["10.3", "11.4"])
+def test_execution_contexts_account_device_memory_with_the_names_of_each_version(monkeypatch, tmp_path, graphs,
+                                                                                 version):
+    rec, trt = fakes.install(monkeypatch, version)
+    engine_path = build(graphs, tmp_path)
+    with cuda.pushed(0):
+        runtime = trt.Runtime(trt.Logger())
+        engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        size, before = engine.device_memory_size_v2, rec.device_bytes_in_use()
+        static = engine.create_execution_context()
+        assert size > 0 and rec.device_bytes_in_use() == before + size, "a STATIC context allocates its memory"
+        del static
+        assert rec.device_bytes_in_use() == before, "and frees it when destroyed"
+        user = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        assert rec.device_bytes_in_use() == before, "a USER_MANAGED context allocates nothing"
+        user.set_input_shape("input", (1, 1, 28, 28))
+        buffers = [cuda.driver().mem_alloc(4 * 28 * 28), cuda.driver().mem_alloc(40)]
+        for name, buffer in zip(("input", "logits"), buffers):
+            assert user.set_tensor_address(name, int(buffer))
+        stream = cuda.driver().Stream()
+        assert user.execute_async_v3(stream.handle) is False, "no device memory given yet"
+        block = cuda.driver().mem_alloc(size)
+        user.set_device_memory(int(block), size - 1)
+        assert user.execute_async_v3(stream.handle) is False, "too small a block is refused"
+        user.set_device_memory(int(block), size)
+        assert user.execute_async_v3(stream.handle) is True
+        stream.synchronize()
+        for allocation in [*buffers, block]:
+            allocation.free()
+    assert hasattr(engine, "device_memory_size") == (version == "10.3")  # gone in TensorRT 11
+
+
+def test_a_failed_allocation_while_loading_frees_everything_taken_so_far(gpu, engine):
+    """Each device allocation of an activation fails in turn (input, output, activation block): nothing leaks."""
+    rec, _ = gpu
+    failures = 0
+    for index in range(10):
+        rec.fail_allocation_after = index
+        runner = load_runner(engine)
+        try:
+            runner.activate()
+        except Exception as exc:  # noqa: BLE001 - pycuda's error, passed on
+            assert "CUDA_ERROR_OUT_OF_MEMORY" in str(exc)
+            failures += 1
+            assert set(rec.memory) == rec.freed and rec.pinned_alive() == 0 and rec.context_depth == 0, index
+            continue
+        runner.deactivate()
+        break
+    assert failures == 3 and rec.fail_allocation_after is not None
+
+
+# ---- DLA: fixed-shape engines, no CUDA graphs ----------------------------------------------------------------
+
+@pytest.fixture
+def dla_engine(monkeypatch, tmp_path, graphs):
+    rec, _ = fakes.install(monkeypatch, "10.3")
+    path = build(graphs, tmp_path, graph="fp16", precision="fp16", min_batch=48, opt_batch=48, max_batch=48, dla_core=0)
+    return rec, path
+
+
+def test_a_fixed_shape_engine_answers_10000_images_in_parity(dla_engine, graphs, data_dir):
+    """DLA needs min = opt = max: 10,000 = 208 x 48 + 16, the last chunk is padded to 48 (the fake refuses 16)."""
+    from resnet_deploy.parity import run_parity
+
+    rec, path = dla_engine
+    dataset = data.load_fashion_mnist(data_dir)
+    images, labels = data.normalize(dataset.test_images), dataset.test_labels
+    report = run_parity(OnnxRuntimeRunner(graphs["fp32"]), {"dla": load_runner(path)}, images, labels,
+                        precisions={"dla": "fp16"})
+    (entry,) = report["artifacts"]
+    assert report["dataset"]["count"] == 10_000 and entry["agreement"] > 0.99
+    shapes = {c[3] for c in rec.calls if c[1:2] == ("set_input_shape",)}
+    assert shapes == {(48, 1, 28, 28)}
+    with load_runner(path) as runner:
+        one = runner.infer({"input": images[:100]})["logits"]
+        assert one.shape == (100, 10)
+        np.testing.assert_array_equal(one[96:], runner.infer({"input": images[96:100]})["logits"])
+
+
+def test_a_dla_engine_runs_without_cuda_graphs_with_one_notice(dla_engine):
+    from resnet_deploy.trt.runner import DLA_NO_GRAPHS
+
+    rec, path = dla_engine
+    batch = np.random.default_rng(1).normal(size=(48, 1, 28, 28)).astype(np.float32)
+    with load_runner(path) as plain:
+        expected = plain.infer({"input": batch})["logits"]
+    notices = []
+    with load_runner(path, cuda_graph=True, notice=notices.append) as runner:
+        outputs = [runner.infer({"input": batch})["logits"] for _ in range(3)]
+        assert runner.cuda_graphs == {"requested": True, "captured": [], "fallback": DLA_NO_GRAPHS}
+    assert notices == [f"{path.name}: {DLA_NO_GRAPHS}"]
+    assert not [c for c in rec.calls if c[0] == "begin_capture"]
+    for got in outputs:
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_the_fake_refuses_to_capture_a_dla_engine(dla_engine):
+    from resnet_deploy.trt import cudagraph
+
+    rec, path = dla_engine
+    with load_runner(path) as runner, cuda.pushed(0):
+        runner.infer({"input": np.zeros((48, 1, 28, 28), np.float32)})  # the warm-up enqueue
+        api, stream = cudagraph.load_graph_api(), runner._loop.stream
+        api.begin_capture(stream.handle)
+        assert runner._execution.execute_async_v3(stream.handle) is False
+        with pytest.raises(cudagraph.CudaGraphError, match="INVALIDATED"):
+            api.end_capture(stream.handle)
+    assert "a DLA engine cannot be captured" in [c for c in rec.calls if c[1:2] == ("error",)][-1][2]
+
+
+# ---- the fake engine computes in the precision it was built with ---------------------------------------------
+
+def test_tf32_rounding_keeps_ten_mantissa_bits():
+    from tests.fakes.precision import per_channel_int8, tf32_round
+
+    values = np.array([1 + 2 ** -10, 1 + 2 ** -11 - 2 ** -20, 1 + 2 ** -11 + 2 ** -20, -3.0], np.float32)
+    assert tf32_round(values).tolist() == [1 + 2 ** -10, 1.0, 1 + 2 ** -10, -3.0]
+    weights = np.array([[0.5, -1.0, 0.25], [2.0, 0.01, -0.02]], np.float32)
+    np.testing.assert_allclose(per_channel_int8(weights), [[64 / 127, -1.0, 32 / 127], [2.0, 2 / 127, -2 / 127]],
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("settings", [{"precision": "fp16", "legacy_calibrator": True},
+                                      {"precision": "fp32", "tf32": True}])
+def test_fp16_and_tf32_engines_do_not_compute_in_fp32(monkeypatch, tmp_path, graphs, data_dir, settings):
+    """An FP16 (FP16 flag) or TF32 engine's logits differ from FP32 by rounding-sized amounts; an FP32 one does not."""
+    fakes.install(monkeypatch, "10.3")
+    images = data.normalize(data.load_fashion_mnist(data_dir).test_images[:16])
+    with OnnxRuntimeRunner(graphs["fp32"]) as reference:
+        expected = reference.infer({"input": images})["logits"]
+    diffs = {}
+    for name, options in [("fp32", {"precision": "fp32"}), ("reduced", settings)]:
+        with load_runner(build(graphs, tmp_path / name, **options)) as runner:
+            diffs[name] = float(np.abs(runner.infer({"input": images})["logits"] - expected).max())
+    scale = float(np.abs(expected).max())
+    assert diffs["fp32"] < 1e-5 * scale < 1e-4 * scale < diffs["reduced"] < 1e-2 * scale, diffs
+
+
+def calibrated_cache(graphs, path, data_dir, factor=1.0):
+    from resnet_deploy.quantize.cache import write_calibration_cache
+    from resnet_deploy.quantize.calibrate import calibrate_onnx
+
+    amax = calibrate_onnx(graphs["fp32"], data.calibration_images(256, data_dir=data_dir), "max")
+    return write_calibration_cache(path, {name: value * factor for name, value in amax.items()})
+
+
+def test_legacy_int8_engine_parity_sees_a_cache_with_wrong_scales(monkeypatch, tmp_path, graphs, data_dir):
+    """The scales of the calibration cache quantize the fake engine: ranges 50x too small wreck its logits."""
+    from resnet_deploy.parity import run_parity
+
+    fakes.install(monkeypatch, "10.3")
+    dataset = data.load_fashion_mnist(data_dir)
+    images, labels = data.normalize(dataset.test_images[:1000]), dataset.test_labels[:1000]
+    engines = {}
+    for label, factor in [("right", 1.0), ("wrong", 1 / 50)]:
+        cache = calibrated_cache(graphs, tmp_path / f"{label}.cache", data_dir, factor)
+        engines[label] = load_runner(build_engine(graphs["fp32"], EngineSettings(
+            precision="int8", legacy_calibrator=True, opt_batch=8, max_batch=256), tmp_path / label,
+            calibration_cache=cache, log=lambda _: None).engine_path)
+    report = run_parity(OnnxRuntimeRunner(graphs["fp32"]), engines, images, labels,
+                        precisions={"right": "int8", "wrong": "int8"})
+    right, wrong = report["artifacts"]
+    assert right["agreement"] > 0.97 and wrong["agreement"] < 0.5
+    assert 0 < right["logit_abs_diff"]["mean"] * 10 < wrong["logit_abs_diff"]["mean"]
+    # The INT8 gate (top-1 drop) on labels this untrained model gets right: the FP32 graph's own predictions.
+    with OnnxRuntimeRunner(graphs["fp32"]) as reference:
+        predicted = reference.infer({"input": images})["logits"].argmax(1)
+    gated = run_parity(OnnxRuntimeRunner(graphs["fp32"]), engines, images, predicted,
+                       precisions={"right": "int8", "wrong": "int8"})
+    assert [gate["passed"] for entry in gated["artifacts"] for gate in entry["gates"]] == [True, False]
+    assert gated["passed"] is False

@@ -70,7 +70,7 @@ class _Rewriter:
     def rounded(self, tensor: str, precision: str, weight: bool) -> str:
         if self.types.get(tensor) != FLOAT or precision == "fp32":
             return tensor
-        key = (tensor, precision, weight)
+        key = (tensor, precision, weight and tensor in self.initializers)
         if key not in self.done:
             if tensor in self.initializers:
                 self.done[key] = self._initializer(tensor, precision, weight)
@@ -88,7 +88,7 @@ class _Rewriter:
             values = per_channel_int8(values)
         else:
             values = values.astype(np.float16).astype(np.float32) if precision == "fp16" else tf32_round(values)
-        name = f"{tensor}__{precision}"
+        name = f"{tensor}__{precision}{'_w' if weight else ''}"
         self.model.graph.initializer.append(numpy_helper.from_array(values, name))
         return name
 
@@ -105,9 +105,9 @@ class _Rewriter:
                            helper.make_node("Sub", [out + "_t", tensor], [out + "_d"]),
                            helper.make_node("Sub", [out + "_t", out + "_d"], [out])]
         else:
-            self.model.graph.initializer += [
+            self.model.graph.initializer.extend([
                 numpy_helper.from_array(np.array(self.scales[tensor], np.float32), out + "_s"),
-                numpy_helper.from_array(np.array(0, np.int8), out + "_z")]
+                numpy_helper.from_array(np.array(0, np.int8), out + "_z")])
             self.nodes += [helper.make_node("QuantizeLinear", [tensor, out + "_s", out + "_z"], [out + "_q"]),
                            helper.make_node("DequantizeLinear", [out + "_q", out + "_s", out + "_z"], [out])]
         return out
