@@ -1,0 +1,141 @@
+"""The INT8 stage on a tiny ONNX classifier and real Fashion-MNIST, written to kill the mutants
+tools/mutation.sh found surviving in resnet_deploy/quantize/int8.py: every artifact path, the summary's
+fields, the best method picked on validation (ties to entropy) and read_amax's refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from resnet_deploy import data
+from resnet_deploy.errors import ArtifactError
+from resnet_deploy.fileio import sha256_file
+from resnet_deploy.quantize import int8
+from resnet_deploy.quantize.cache import read_calibration_cache
+from resnet_deploy.quantize.int8 import Int8Paths, make_int8_artifacts, read_amax, validation_top1
+from tests.classifier_graphs import write_classifier
+
+
+def test_paths_of_every_artifact(tmp_path):
+    paths = Int8Paths(tmp_path, "m")
+    assert paths.qdq("max") == tmp_path / "m.int8-max.qdq.onnx"
+    assert paths.cache("max") == tmp_path / "m.max.cache"
+    assert paths.amax("max") == tmp_path / "m.max.amax.json"
+    assert paths.fallback_qdq("max") == tmp_path / "m.int8-max.fallback.qdq.onnx"
+    assert paths.layer_precisions("max") == tmp_path / "m.int8-max.layer-precisions.json"
+    assert paths.fallback_report("max") == tmp_path / "m.int8-max.fallback.json"
+    assert paths.qat_fp32 == tmp_path / "m.qat.onnx"
+    assert paths.qat_report == tmp_path / "m.qat.json"
+    assert paths.cpu_int8 == tmp_path / "m.int8-cpu.onnx"
+    assert paths.summary == tmp_path / "m.calibration.json"
+    paths.summary.write_text('{"best_method": "percentile"}')
+    assert paths.best_method() == "percentile"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return write_classifier(tmp_path_factory.mktemp("int8") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def validation(data_dir):
+    dataset = data.load_fashion_mnist(data_dir)
+    return data.normalize(dataset.val_images[:700]), dataset.val_labels[:700]
+
+
+def test_validation_top1_is_the_graphs_accuracy(tiny, validation):
+    images, labels = validation
+    logits = ort.InferenceSession(str(tiny), providers=["CPUExecutionProvider"]).run(None, {"input": images})[0]
+    assert validation_top1(tiny, images, labels) == pytest.approx(float((logits.argmax(1) == labels).mean()))
+
+
+@pytest.fixture(scope="module")
+def summary(tiny, data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8-out")
+    return out, make_int8_artifacts(tiny, out, methods=("max", "percentile"), count=16, seed=3,
+                                    trt_version="8.6.1", data_dir=data_dir)
+
+
+def test_summary_fields_and_files(tiny, summary, data_dir):
+    out, result = summary
+    assert result["source_onnx"] == str(tiny) and result["source_onnx_sha256"] == sha256_file(tiny)
+    assert result["calibration"] == {"split": "train", "count": 16, "seed": 3}
+    assert result["weights"] == "per-channel" and result["trt_cache_version"] == "8.6.1"
+    assert list(result["methods"]) == ["fp32", "max", "percentile"]
+    assert set(result["timings"]) >= {"statistics_seconds", "total_seconds"} and result["timings"]["total_seconds"] >= 0
+    assert json.loads((out / "tiny.calibration.json").read_text()) == result
+    dataset = data.load_fashion_mnist(data_dir)
+    fp32_top1 = validation_top1(tiny, data.normalize(dataset.val_images), dataset.val_labels)
+    assert result["methods"]["fp32"] == {"onnx": str(tiny), "val_top1": fp32_top1}
+    for method in ("max", "percentile"):
+        entry = result["methods"][method]
+        amax = json.loads((out / f"tiny.{method}.amax.json").read_text())
+        assert entry["onnx"] == str(out / f"tiny.int8-{method}.qdq.onnx")
+        assert entry["cache"] == str(out / f"tiny.{method}.cache")
+        assert entry["amax"] == str(out / f"tiny.{method}.amax.json")
+        assert entry["quantized_activations"] > 0
+        header, scales = read_calibration_cache(entry["cache"])
+        assert header.version_code == 8601 and set(scales) == set(amax)
+        qdq_top1 = validation_top1(Path(entry["onnx"]), data.normalize(dataset.val_images), dataset.val_labels)
+        assert entry["val_top1"] == qdq_top1
+    images = data.calibration_images(16, seed=3, data_dir=data_dir)
+    assert json.loads((out / "tiny.max.amax.json").read_text())["input"] == pytest.approx(float(np.abs(images).max()))
+    best = max(("max", "percentile"), key=lambda m: (result["methods"][m]["val_top1"], m == "entropy"))
+    assert result["best_method"] == best
+
+
+def test_per_tensor_weights(tiny, data_dir, tmp_path):
+    result = make_int8_artifacts(tiny, tmp_path, methods=("max",), count=8, per_channel=False, data_dir=data_dir)
+    assert result["weights"] == "per-tensor"
+    model = onnx.load(str(tmp_path / "tiny.int8-max.qdq.onnx"))
+    scales = [i for i in model.graph.initializer if "weight" in i.name and "scale" in i.name]
+    assert scales and all(len(s.dims) == 0 for s in scales)
+
+
+@pytest.mark.parametrize("scores, best", [
+    ({"entropy": 0.8, "max": 0.9, "percentile": 0.7}, "max"),
+    ({"entropy": 0.8, "max": 0.8, "percentile": 0.8}, "entropy"),
+    ({"entropy": 0.7, "max": 0.8, "percentile": 0.8}, "max"),
+    ({"entropy": 0.7, "max": 0.6, "percentile": 0.8}, "percentile"),
+])
+def test_best_method_is_the_best_on_validation_ties_to_entropy(tiny, data_dir, tmp_path, monkeypatch, scores, best):
+    seen = []
+
+    def scored(onnx_path, images, labels):
+        seen.append(len(labels))
+        return next((v for m, v in scores.items() if f"int8-{m}." in Path(onnx_path).name), 0.5)
+
+    monkeypatch.setattr(int8, "validation_top1", scored)
+    result = make_int8_artifacts(tiny, tmp_path, count=8, data_dir=data_dir)
+    assert result["best_method"] == best
+    assert Int8Paths(tmp_path, "tiny").best_method() == best
+    assert seen == [len(data.load_fashion_mnist(data_dir).val_labels)] * 4
+
+
+def test_cpu_int8_artifact(tiny, data_dir, tmp_path):
+    result = make_int8_artifacts(tiny, tmp_path, methods=("max",), count=8, cpu_int8=True, data_dir=data_dir)
+    assert result["methods"]["cpu"]["onnx"] == str(tmp_path / "tiny.int8-cpu.onnx")
+    assert 0 <= result["methods"]["cpu"]["val_top1"] <= 1 and (tmp_path / "tiny.int8-cpu.onnx").is_file()
+    assert "cpu" not in make_int8_artifacts(tiny, tmp_path, methods=("max",), count=8, data_dir=data_dir)["methods"]
+
+
+@pytest.mark.parametrize("content", ["", "[1, 2]", '{"a": "x"}', '{"a": null}'])
+def test_read_amax_refuses(tmp_path, content):
+    path = tmp_path / "m.max.amax.json"
+    path.write_text(content)
+    with pytest.raises(ArtifactError, match=r"m\.max\.amax\.json: cannot read activation ranges \(.+\); "
+                                            r"run `resnet-deploy calibrate` first$"):
+        read_amax(path)
+
+
+def test_read_amax_missing_and_values(tmp_path):
+    with pytest.raises(ArtifactError, match="cannot read activation ranges"):
+        read_amax(tmp_path / "absent.json")
+    (tmp_path / "a.json").write_text('{"x": 2, "y": 0.5}')
+    amax = read_amax(tmp_path / "a.json")
+    assert amax == {"x": 2.0, "y": 0.5} and isinstance(amax["x"], float)
