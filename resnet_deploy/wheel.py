@@ -1,23 +1,24 @@
-"""The project's own wheel for the device bundle: built offline from the source checkout, checked torch-free.
+"""The project's own wheel for the device bundle: written offline from the source checkout, checked torch-free.
 
-`pip wheel --no-deps --no-build-isolation --no-index` on a clean copy of `pyproject.toml`, `README.md`
-and the `resnet_deploy` package (so the build never writes into the checkout and never reaches a
-registry). The wheel's required dependencies must not name torch: `torch` is the `[torch]` extra only,
-so `pip install resnet_deploy-*.whl[images]` on a Jetson pulls numpy, onnx, onnxruntime, click, rich,
+The wheel is written here (PEP 427: the package's `.py` files, `<name>.dist-info/{METADATA, WHEEL,
+entry_points.txt, top_level.txt, RECORD}`), with METADATA (core metadata 2.1) made from `pyproject.toml`:
+no build backend, no `wheel` package and no registry are needed, so Python 3.10 venvs with their stock
+setuptools make the same wheel. Entries carry a fixed timestamp, so the same source gives the same bytes.
+The wheel's required dependencies must not name torch: `torch` is the `[torch]` extra only, so
+`pip install resnet_deploy-*.whl[images]` on a Jetson pulls numpy, onnx, onnxruntime, click, rich,
 filelock, onnxconverter-common and Pillow, never torch.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
-from resnet_deploy.errors import ArtifactError, EnvironmentFailure
+from resnet_deploy.errors import ArtifactError
 
 PROJECT = "resnet-deploy"
 FORBIDDEN = ("torch", "onnxscript", "tensorrt", "pycuda")  # never required by the runtime wheel
@@ -50,23 +51,56 @@ def check_torch_free(wheel: Path) -> None:
         raise ArtifactError(f"{wheel}: requires {', '.join(bad)} outside an extra; the device wheel must not")
 
 
+def _pyproject(root: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the TOML reader pip vendors
+        from pip._vendor import tomli as tomllib
+    return tomllib.loads((root / "pyproject.toml").read_text())["project"]
+
+
+def core_metadata(project: dict[str, Any]) -> str:
+    """METADATA (core metadata 2.1) of `[project]`: name, version, Python, dependencies and extras."""
+    lines = ["Metadata-Version: 2.1", f"Name: {project['name']}", f"Version: {project['version']}",
+             f"Summary: {project.get('description', '')}", f"Requires-Python: {project.get('requires-python', '')}"]
+    if isinstance(project.get("license"), dict) and "text" in project["license"]:
+        lines.append(f"License: {project['license']['text']}")
+    lines += [f"Requires-Dist: {requirement}" for requirement in project.get("dependencies", [])]
+    for extra, requirements in project.get("optional-dependencies", {}).items():
+        lines.append(f"Provides-Extra: {extra}")
+        lines += [f'Requires-Dist: {requirement}; extra == "{extra}"' for requirement in requirements]
+    return "\n".join(lines) + "\n"
+
+
+def _record_line(name: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{name},sha256={digest},{len(data)}"
+
+
 def build_wheel(out_dir: Path) -> Path:
-    """`out_dir/resnet_deploy-<version>-py3-none-any.whl`, built offline from a copy of the checkout."""
+    """`out_dir/resnet_deploy-<version>-py3-none-any.whl`, written from the checkout's package and pyproject."""
+    from resnet_deploy.fileio import atomic_path
+
     root = source_root()
+    project = _pyproject(root)
+    dist = f"{project['name'].replace('-', '_')}-{project['version']}"
+    scripts = "".join(f"{name} = {target}\n" for name, target in project.get("scripts", {}).items())
+    entries = {path.relative_to(root).as_posix(): path.read_bytes()
+               for path in sorted((root / "resnet_deploy").rglob("*.py")) if "__pycache__" not in path.parts}
+    entries.update({
+        f"{dist}.dist-info/METADATA": core_metadata(project).encode(),
+        f"{dist}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: resnet-deploy\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist}.dist-info/entry_points.txt": f"[console_scripts]\n{scripts}".encode(),
+        f"{dist}.dist-info/top_level.txt": b"resnet_deploy\n",
+    })
+    record = "\n".join([*(_record_line(n, d) for n, d in entries.items()), f"{dist}.dist-info/RECORD,,"]) + "\n"
+    entries[f"{dist}.dist-info/RECORD"] = record.encode()
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="resnet-deploy-wheel-") as tmp:
-        source = Path(tmp) / "source"
-        shutil.copytree(root / "resnet_deploy", source / "resnet_deploy",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copyfile(root / name, source / name)
-        built = Path(tmp) / "wheel"
-        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                                 "--no-index", "--wheel-dir", str(built), str(source)],
-                                capture_output=True, text=True, cwd=tmp)
-        wheels = sorted(built.glob("resnet_deploy-*.whl"))
-        if result.returncode != 0 or len(wheels) != 1:
-            reason = (result.stderr.strip().splitlines() or ["no wheel written"])[-1]
-            raise EnvironmentFailure(f"{root}: pip wheel failed: {reason}")
-        check_torch_free(wheels[0])
-        return Path(shutil.copyfile(wheels[0], out_dir / wheels[0].name))
+    wheel = out_dir / f"{dist}-py3-none-any.whl"
+    with atomic_path(wheel) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data, zipfile.ZIP_DEFLATED)
+    check_torch_free(wheel)
+    return wheel
