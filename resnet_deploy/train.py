@@ -1,8 +1,9 @@
 """Training: SGD with momentum, one-cycle or cosine schedule, label smoothing, augmentation.
 
 The default recipe (`TrainConfig()`) is sized for a 2-core CPU: ResNet-18 with the small stem at
-width 0.25, channels-last, 15 epochs. Each epoch is validated on the fixed 5k validation split; the
-best epoch is kept as `best.pt`, the latest as `last.pt` (with optimizer state, for `--resume`).
+width 0.25, channels-last (contiguous below `CHANNELS_LAST_MIN_CHANNELS`), 15 epochs. Each epoch is
+validated on the fixed 5k validation split; the best epoch is kept as `best.pt`, the latest as
+`last.pt` (with optimizer state, for `--resume`).
 """
 
 from __future__ import annotations
@@ -84,18 +85,46 @@ def random_erase(images: torch.Tensor, probability: float, generator: torch.Gene
     return images.masked_fill((inside & selected).unsqueeze(1), 0.0)
 
 
-def to_input(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> normalized float32 (N, 1, 28, 28) (`data.normalize`), channels-last."""
+# torch 2.13's oneDNN corrupts memory in the channels-last weight gradient of a 1x1 convolution with
+# fewer than 8 input channels on AVX2 CPUs without AVX-512 (jit_avx2_1x1_convolution_bwd_weights):
+# SIGSEGV, SIGBUS or abort at 1 thread; a hang or gradients off by 10x+ at 2. Measured with
+# ONEDNN_MAX_CPU_ISA=AVX2: 4 to 7 channels fail, 8 and more never did (tests/test_onednn_safety.py).
+CHANNELS_LAST_MIN_CHANNELS = 8
+
+
+def smallest_conv_channels(model: torch.nn.Module) -> int:
+    """The fewest output channels of any convolution of `model` (the next one's input channels)."""
+    return min(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def memory_format(model: torch.nn.Module) -> torch.memory_format:
+    """Channels-last (1.2-1.3x faster) unless the smallest convolution is below `CHANNELS_LAST_MIN_CHANNELS`."""
+    if smallest_conv_channels(model) >= CHANNELS_LAST_MIN_CHANNELS:
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def memory_format_note(model: torch.nn.Module) -> str:
+    """One line saying which memory format training uses and why."""
+    channels = smallest_conv_channels(model)
+    if memory_format(model) == torch.channels_last:
+        return f"memory format: channels-last (smallest convolution has {channels} channels)"
+    return (f"memory format: contiguous, not channels-last: smallest convolution has {channels} channels "
+            f"(< {CHANNELS_LAST_MIN_CHANNELS}, unsafe in oneDNN on AVX2 CPUs)")
+
+
+def to_input(images_uint8: torch.Tensor, layout: torch.memory_format = torch.channels_last) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> normalized float32 (N, 1, 28, 28) (`data.normalize`) in `layout`."""
     normalized = torch.from_numpy(data.normalize(images_uint8.numpy()))
-    return normalized.contiguous(memory_format=torch.channels_last)
+    return normalized.contiguous(memory_format=layout)
 
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Logits for uint8 images (N, 28, 28), in eval mode."""
+    """Logits for uint8 images (N, 28, 28), in eval mode, in the model's `memory_format`."""
     model.eval()
-    tensor = torch.tensor(images)
-    chunks = [model(to_input(tensor[i: i + batch_size])) for i in range(0, len(tensor), batch_size)]
+    tensor, layout = torch.tensor(images), memory_format(model)
+    chunks = [model(to_input(tensor[i: i + batch_size], layout)) for i in range(0, len(tensor), batch_size)]
     return torch.cat(chunks).numpy()
 
 
@@ -163,7 +192,9 @@ def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, report: P
         raise ResnetDeployError(f"batch size {config.batch_size} exceeds the {len(train_images)} training images")
 
     torch.manual_seed(config.seed)
-    model = create_model(config.model, **config.model_kwargs()).to(memory_format=torch.channels_last)
+    model = create_model(config.model, **config.model_kwargs())
+    model = model.to(memory_format=memory_format(model))
+    report("memory_format", {"note": memory_format_note(model)})
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch)
     generator = torch.Generator().manual_seed(config.seed)
@@ -213,10 +244,11 @@ def _train_epoch(model, optimizer, scheduler, images, labels, config, generator,
     started = time.perf_counter()
     order = torch.randperm(len(images), generator=generator)
     steps = len(images) // config.batch_size
+    layout = memory_format(model)
     total_loss, correct, seen = 0.0, 0, 0
     for step in range(steps):
         index = order[step * config.batch_size: (step + 1) * config.batch_size]
-        inputs = augment(to_input(images[index]), config, generator).contiguous(memory_format=torch.channels_last)
+        inputs = augment(to_input(images[index], layout), config, generator).contiguous(memory_format=layout)
         targets = labels[index]
         logits = model(inputs)
         loss = F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)

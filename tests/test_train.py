@@ -96,12 +96,14 @@ def test_best_checkpoint_sidecar_has_what_later_stages_need(trained_checkpoint):
 
 
 @pytest.mark.slow
-def test_cli_train_then_evaluate_writes_reports(tmp_path, data_dir):
+def test_cli_train_then_evaluate_writes_reports(tmp_path, data_dir, capsys):
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--width", "0.0625", "--epochs", "1", "--train-limit", "256", "--batch-size", "64",
               "--out-dir", str(run_dir), "--data-dir", str(data_dir)])
     assert exit_info.value.code == 0
+    assert ("memory format: contiguous, not channels-last: smallest convolution has 4 channels (< 8, unsafe in "
+            "oneDNN on AVX2 CPUs)\n") in capsys.readouterr().out
     report_path = tmp_path / "eval.json"
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", "--checkpoint", str(run_dir / "best.pt"), "--data-dir", str(data_dir),

@@ -72,7 +72,9 @@ def _progress() -> Progress:
 
 
 def _on_progress(progress: Progress, task, event: str, values: dict) -> None:
-    if event == "step":
+    if event == "memory_format":
+        console.print(values["note"])
+    elif event == "step":
         progress.update(task, description=f"epoch {values['epoch']}", completed=values["step"],
                         total=values["steps"],
                         stats=f"loss {values['loss']:.3f} acc {values['accuracy'] * 100:.1f}%")
