@@ -43,9 +43,9 @@ which round-trip any float32; the two float32 evaluations then differ by a few u
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from resnet_deploy.fileio import atomic_path, atomic_write_text
 

@@ -243,7 +243,7 @@ def test_build_from_the_bundle_without_tensorrt_verifies_checks_parity_and_says_
     tarball = shutil.copyfile(made.with_name("tiny.tar.gz"), tmp_path / "tiny.tar.gz")
     assert run_cli("build", "--bundle", tarball, "--precision", "int8", "--limit", "500") == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert f"{tmp_path / 'tiny'}: 11 files match manifest.json" in out
+    assert f"{tmp_path / 'tiny'}: {len(ROLES)} files match manifest.json" in out
     assert "the engine step was not run" in out and "Install TensorRT and pycuda here" in out
     assert f"resnet-deploy build --bundle {tmp_path / 'tiny'} --precision int8" in out
     report = json.loads((tmp_path / "reports" / "bundle-parity-tiny.json").read_text())
@@ -353,7 +353,7 @@ def test_the_device_rehearsal_fails_when_device_md_names_a_file_the_bundle_lacks
         pytest.skip("needs bash")
     tarball = _tarball_with_device_md(made, tmp_path, edit)
     result = subprocess.run(["bash", str(CHECKOUT / ".ci" / "rehearsal"), str(tarball)], capture_output=True,
-                            text=True, timeout=300)
+                            text=True, timeout=300, check=False)
     if "SKIPPED, no Python 3.10" in result.stdout:
         pytest.skip("no Python 3.10 for the rehearsal")
     assert result.returncode != 0

@@ -15,8 +15,8 @@ reference/command-line-programs.html; `--workspace` became `--memPoolSize=worksp
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from resnet_deploy.errors import ArtifactError
 from resnet_deploy.trt.settings import EngineSettings
