@@ -121,6 +121,25 @@ def _check_io(config: dict[str, Any], path: Path) -> None:
                               f"{expected[1]} classes, found {found[0]} and {found[1]}")
 
 
+def misfit(model: ResNet, state: dict[str, torch.Tensor]) -> str:
+    """What in `state` does not fit `model`: the first tensor of another shape (with the width it
+    implies), else the tensors missing from or unknown to the model (another depth)."""
+    expected = model.state_dict()
+    for name, tensor in expected.items():
+        found = state.get(name)
+        if found is not None and tuple(found.shape) != tuple(tensor.shape):
+            text = f"{name} is {list(found.shape)} in the file, {list(tensor.shape)} in the model"
+            width = model.config.get("width")
+            if width and found.dim() and tensor.shape[0]:
+                text += f" (width {width * found.shape[0] / tensor.shape[0]:g} in the file vs {width:g})"
+            return text
+    missing = [name for name in expected if name not in state]
+    unknown = [name for name in state if name not in expected]
+    parts = [f"{len(names)} tensors {what}, first {names[0]}" for names, what in
+             ((missing, "missing from the file"), (unknown, "in the file unknown to the model")) if names]
+    return "; ".join(parts) + " (another depth or block?)" if parts else "the tensors do not load"
+
+
 def load_checkpoint(path: str | Path, model_name: str | None = None, **model_kwargs) -> tuple[ResNet, dict[str, Any]]:
     """Rebuild the model from a checkpoint; returns it in eval mode with its metadata.
 
@@ -147,6 +166,8 @@ def load_checkpoint(path: str | Path, model_name: str | None = None, **model_kwa
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: does not fit model {model_name}: {str(exc).splitlines()[0]}") from exc
+        source = "its sidecar" if meta is not None else "the options"
+        raise CheckpointError(f"{path}: does not fit model {model_name} (as {source} describe it): "
+                              f"{misfit(model, state)}") from exc
     model.eval()
     return model, meta if meta is not None else {**base_meta(model), "source": "external state dict"}

@@ -28,6 +28,25 @@ DYNAMO_MIN_OPSET = 18
 MAX_BATCH = 4096
 
 
+def max_opset() -> int:
+    """The highest opset both torch's exporter and the installed `onnx` support."""
+    import onnx
+
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET
+    except ImportError:  # a torch that moved its private constant: what it is known to emit
+        ONNX_MAX_OPSET = DYNAMO_MIN_OPSET
+    return min(onnx.defs.onnx_opset_version(), ONNX_MAX_OPSET)
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an opset outside MIN_OPSET..`max_opset()` before any work."""
+    highest = max_opset()
+    if not MIN_OPSET <= opset <= highest:
+        raise ArtifactError(f"opset {opset} is outside {MIN_OPSET}..{highest}, the range this torch exporter and "
+                            "onnx support")
+
+
 def manifest_path(onnx_path: str | Path) -> Path:
     return Path(str(onnx_path) + ".json")
 
@@ -42,8 +61,7 @@ def export_onnx(model, onnx_path: str | Path, *, opset: int = DYNAMO_MIN_OPSET, 
     import onnx
     import torch
 
-    if opset < MIN_OPSET:
-        raise ArtifactError(f"opset {opset} is below the supported minimum {MIN_OPSET}")
+    check_opset(opset)
     onnx_path = Path(onnx_path)
     check_writable(onnx_path, manifest_path(onnx_path))
     model = model.eval()

@@ -5,16 +5,25 @@ complete, so no stage leaves a half-written file. The temporary file is created 
 the process umask (what `open()` would give the target), named after the writing process, and a
 temporary left by a killed process is removed by the next write of the same target. A failed read
 or write raises `EnvironmentFailure` naming the target and the OS reason.
+
+Special targets are never replaced: a symlink is written through (atomically, at its final target),
+a character device or FIFO is written directly once the content is complete, and a block device or
+socket is refused. While a command runs, its inputs are protected (`protected_inputs`): a write
+over one of them, by any name (same device and inode), is refused as bad input (exit 2).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
 import os
 import secrets
+import shutil
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -22,10 +31,87 @@ from resnet_deploy.errors import ArtifactError, EnvironmentFailure, ResnetDeploy
 
 TEMP_SUFFIX = ".tmp"
 LOCK_NAME = ".resnet-deploy.lock"
+# Most file systems allow 255 bytes per name; a temporary adds ".", ".<pid>-<8 hex>.tmp" to its target's.
+NAME_MAX = 255
+FITTED_NAME_BYTES = 200
+# (st_dev, st_ino) of the running command's inputs -> how to name them (`protected_inputs`).
+_protected: dict[tuple[int, int], str] = {}
 
 
 def _temp_prefix(path: Path) -> str:
+    if len(os.fsencode(path.name)) > FITTED_NAME_BYTES:
+        return f".{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]}."
     return f".{path.name}."
+
+
+def fit_name(path: str | os.PathLike, limit: int = FITTED_NAME_BYTES) -> Path:
+    """`path` with its file name shortened (stem cut, a hash of the full name appended) to at most
+    `limit` bytes, so it and its temporaries fit in a file system's 255-byte name limit."""
+    path = Path(path)
+    name = os.fsencode(path.name)
+    if len(name) <= limit:
+        return path
+    suffix = path.suffix if len(os.fsencode(path.suffix)) <= 16 else ""
+    tag = "-" + hashlib.sha256(name).hexdigest()[:12]
+    stem = name[:limit - len(os.fsencode(suffix)) - len(tag)].decode("utf-8", "ignore")
+    return path.with_name(stem + tag + suffix)
+
+
+def _file_key(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(device, inode) of what `path` names after symlinks, or None when nothing is there."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+@contextlib.contextmanager
+def protected_inputs(inputs: Iterable[tuple[str, str | os.PathLike]]) -> Iterator[None]:
+    """While the block runs, refuse every write over one of `inputs` ((label, path) pairs) under any name."""
+    added = {}
+    for label, path in inputs:
+        key = _file_key(path)
+        if key is not None and key not in _protected:
+            added[key] = f"{label} {path}" if label else str(path)
+    _protected.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            _protected.pop(key, None)
+
+
+def check_not_input(path: str | os.PathLike) -> None:
+    """Refuse (bad input, exit 2) to write `path` when it is one of the running command's inputs."""
+    key = _file_key(path)
+    if key is not None and key in _protected:
+        raise ResnetDeployError(f"{path}: refusing to write over an input of this command ({_protected[key]})")
+
+
+def write_target(path: str | os.PathLike) -> Path:
+    """Where a write of `path` lands: the final target of a symlink (its folders need not exist), else `path`."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _special_kind(path: Path) -> str | None:
+    """"character device" or "FIFO" for targets written directly; None for a regular or absent file.
+    A block device or socket raises `ResnetDeployError`: nothing is written to them."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise EnvironmentFailure.from_os_error(exc, "write", path) from exc
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+        kind = "block device" if stat.S_ISBLK(mode) else "socket"
+        raise ResnetDeployError(f"{path}: is a {kind}; refusing to write a file to it")
+    return None
 
 
 def _process_alive(pid: int) -> bool:
@@ -80,13 +166,23 @@ def require_file(path: str | os.PathLike, what: str = "file",
 
 
 def check_writable(*paths: str | os.PathLike) -> None:
-    """Refuse, before any work, output files that cannot be written: a folder in the place of one, a
-    file where one of their folders should be, or a folder this process may not write."""
+    """Refuse, before any work, output files that cannot be written: an input of the running command
+    or a block device or socket (exit 2), a folder in the place of one, a file where one of their
+    folders should be, or a folder this process may not write (exit 3). Symlinks are checked at
+    their final target; a character device or FIFO needs only write permission."""
     for path in map(Path, paths):
-        _check_writable(path)
+        check_not_input(path)
+        _check_writable(write_target(path))
 
 
 def _check_writable(path: Path) -> None:
+    if len(os.fsencode(path.name)) > NAME_MAX:
+        raise ResnetDeployError(f"{path}: cannot write: the file name is {len(os.fsencode(path.name))} bytes, "
+                                f"more than the {NAME_MAX} a file system allows")
+    if _special_kind(path) is not None:
+        if not os.access(path, os.W_OK):
+            raise EnvironmentFailure(f"{path}: cannot write: permission denied")
+        return
     if path.is_dir():
         raise EnvironmentFailure(f"{path}: cannot write: it is a folder, not a file")
     blocker = _blocking_file(path.parent)
@@ -110,9 +206,17 @@ def _create_temp(path: Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    A symlink is written through to its final target; a character device or FIFO receives the
+    temporary's content directly once the block succeeds (never replaced)."""
     path = Path(path)
     check_writable(path)
+    path = write_target(path)
+    if _special_kind(path) is not None:
+        with _streamed_path(path) as tmp:
+            yield tmp
+        return
     ensure_folder(path.parent, path)
     try:
         remove_stale_temporaries(path)
@@ -128,6 +232,37 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                                                path if about_target else None) from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _streamed_path(path: Path) -> Iterator[Path]:
+    """A private temporary whose content is copied into the device or FIFO `path` if the block succeeds."""
+    handle, name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        _copy_into(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _copy_into(source: Path, special: Path) -> None:
+    """Write `source`'s bytes into `special`; a FIFO nobody reads is refused instead of waiting forever."""
+    try:
+        fd = os.open(special, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise ResnetDeployError(f"{special}: is a FIFO that no process reads; nothing was written") from exc
+        raise EnvironmentFailure.from_os_error(exc, "write", special) from exc
+    try:
+        os.set_blocking(fd, True)
+        with open(source, "rb") as reader, os.fdopen(fd, "wb", closefd=False) as writer:
+            shutil.copyfileobj(reader, writer)
+    except OSError as exc:
+        raise EnvironmentFailure.from_os_error(exc, "write", special) from exc
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -73,12 +73,24 @@ def read_gray(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image = ImageOps.exif_transpose(image)
+            if image.mode.startswith("I"):  # 16-bit grayscale: Pillow's own conversion clips at 255
+                return _scaled_to_8_bits(image)
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 rgba = image.convert("RGBA")
                 image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
             return np.asarray(image.convert("L"), dtype=np.uint8)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: cannot read image: {exc}") from exc
+
+
+def _scaled_to_8_bits(image) -> np.ndarray:
+    """A 16-bit (or 32-bit integer) grayscale image scaled, not clipped, to uint8; a transparent value on white."""
+    pixels = np.asarray(image).astype(np.float64)
+    scaled = np.clip(np.rint(pixels / 257.0), 0, 255).astype(np.uint8)
+    transparent = image.info.get("transparency")
+    if isinstance(transparent, int):
+        scaled[pixels == transparent] = 255
+    return scaled
 
 
 def to_fashion_mnist(gray: np.ndarray) -> tuple[np.ndarray, bool, str]:

@@ -38,7 +38,7 @@ class Bound:
 
 
 BOUNDS = {
-    "width": Bound(0, None, open_min=True),
+    "width": Bound(0, 4, open_min=True),  # wider nets of the zoo need tens of GB (resnet152 at 4: 930M parameters)
     "epochs": Bound(1),
     "batch_size": Bound(1),
     "lr": Bound(0, None, open_min=True),

@@ -2,9 +2,9 @@
 
 Exit codes (`resnet_deploy.errors`): 0 success, 1 a gate failed, 2 bad usage or input, 3 the
 environment failed (a file cannot be read or written, a package is missing), 4 an internal error,
-130 interrupted.
+130 interrupted, 141 (128 + SIGPIPE) the reader of stdout went away, quietly.
 Every failure prints one line; an internal error's traceback goes to a file (or, with --debug,
-to stderr).
+to stderr). Every command checks its paths first (`options.input_paths`): none writes over its inputs.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import traceback
 import click
 
 from resnet_deploy import __version__
-from resnet_deploy.cli.console import print_error
+from resnet_deploy.cli.console import StdoutClosed, discard_stdout, print_error, stdout_broken
+from resnet_deploy.cli.options import guarded
 from resnet_deploy.errors import (EXIT_ENVIRONMENT, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EnvironmentFailure,
                                   GateFailed, ResnetDeployError)
 
@@ -39,6 +40,7 @@ COMMAND_MODULES = (
     "serve",
 )
 _settings = {"debug": False}
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -63,7 +65,7 @@ def cli(debug: bool) -> None:
 def _register_commands() -> None:
     for name in COMMAND_MODULES:
         for command in importlib.import_module(f"resnet_deploy.cli.{name}").COMMANDS:
-            cli.add_command(command)
+            cli.add_command(guarded(command))
 
 
 _register_commands()
@@ -90,6 +92,14 @@ def run(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.ClickException as exc:
         print_error("error", exc.format_message())
+        return EXIT_ENVIRONMENT
+    except StdoutClosed:
+        return EXIT_BROKEN_PIPE
+    except BrokenPipeError as exc:
+        if stdout_broken():
+            discard_stdout()
+            return EXIT_BROKEN_PIPE
+        print_error("error", str(EnvironmentFailure.from_os_error(exc, "use")))
         return EXIT_ENVIRONMENT
     except (click.exceptions.Abort, KeyboardInterrupt):
         print_error("aborted", "interrupted; outputs are written atomically, so none is half-written")

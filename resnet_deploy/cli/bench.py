@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.options import (NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, OUTPUT_PATH, PERCENT, POSITIVE_INT,
+from resnet_deploy.cli.options import (FOLDER, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, PERCENT, POSITIVE_INT, OutputPath,
                                        artifacts_argument, backend_option, baseline_options, data_dir_option,
                                        json_option, threads_option)
 
@@ -38,7 +38,7 @@ def _batch_sizes(ctx, param, value: str) -> list[int]:
               help="TensorRT engines: capture each batch size's enqueue in a CUDA graph and replay it (trtexec "
                    "--useCudaGraph); falls back with a notice where capture is not possible.")
 @json_option(Path("reports/bench.json"))
-@click.option("--plots", "plots_dir", type=OUTPUT_PATH, metavar="DIR", default=None,
+@click.option("--plots", "plots_dir", type=OutputPath(FOLDER), metavar="DIR", default=None,
               help="Write latency.png and throughput.png here (needs matplotlib).")
 @baseline_options(click.option("--max-regression", type=PERCENT, default=10.0, show_default=True,
                                help="Allowed regression vs the baseline, %."))

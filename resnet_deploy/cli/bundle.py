@@ -9,8 +9,9 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.options import (OUTPUT_PATH, calibration_count_option, calibration_method_option,
-                                       data_dir_option, json_option, max_drop_option, parity_limit_option)
+from resnet_deploy.cli.options import (OUTPUT_PATH, FiniteFloatRange, calibration_count_option,
+                                       calibration_method_option, data_dir_option, json_option, max_drop_option,
+                                       parity_limit_option)
 
 
 @click.command()
@@ -26,7 +27,7 @@ from resnet_deploy.cli.options import (OUTPUT_PATH, calibration_count_option, ca
 @max_drop_option()
 @click.option("--deepstream-batch-size", default=1, show_default=True, type=click.IntRange(1, 1024),
               help="nvinfer batch-size (frames or objects per batch).")
-@click.option("--classifier-threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--classifier-threshold", default=0.5, show_default=True, type=FiniteFloatRange(0, 1),
               help="nvinfer classifier-threshold: softmax probability the best class must reach.")
 @click.option("--deepstream-video-range", type=click.Choice(["full", "limited"]), default="full", show_default=True,
               help="Luma range nvinfer sees: full (0-255, images) or limited (16-235, most decoded video); "

@@ -8,13 +8,13 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.options import OUTPUT_PATH, checkpoint_options, data_dir_option, json_option
+from resnet_deploy.cli.options import IMAGE, OutputPath, checkpoint_options, data_dir_option, json_option
 
 
 @click.command()
 @checkpoint_options
 @json_option(None, "Report JSON (default: reports/evaluate-<checkpoint name>.json).")
-@click.option("--png", "png_path", type=OUTPUT_PATH, metavar="FILE", default=None,
+@click.option("--png", "png_path", type=OutputPath(IMAGE), metavar="FILE", default=None,
               help="Confusion matrix PNG (default: beside the JSON).")
 @data_dir_option
 def evaluate(checkpoint_path, model_name, width, json_path, png_path, data_dir) -> None:
@@ -27,10 +27,11 @@ def evaluate(checkpoint_path, model_name, width, json_path, png_path, data_dir) 
     from resnet_deploy import data
     from resnet_deploy.checkpoint import load_checkpoint
     from resnet_deploy.evaluate import classification_report, plot_confusion
-    from resnet_deploy.fileio import atomic_write_json, check_writable
+    from resnet_deploy.fileio import atomic_write_json, check_writable, fit_name
     from resnet_deploy.train import predict
 
-    json_path = json_path or Path("reports") / f"evaluate-{checkpoint_path.parent.name}-{checkpoint_path.stem}.json"
+    default_name = f"evaluate-{checkpoint_path.parent.name}-{checkpoint_path.stem}.json"
+    json_path = json_path or fit_name(Path("reports") / default_name)
     png_path = png_path or json_path.with_suffix(".png")
     check_writable(json_path, png_path)
     model, meta = load_checkpoint(checkpoint_path, model_name, width=width)

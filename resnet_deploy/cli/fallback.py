@@ -8,13 +8,14 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console
+from resnet_deploy.cli.options import FiniteFloatRange
 from resnet_deploy.quantize.qdq import FALLBACKS
 
 _OPTIONS = [
-    click.option("--accuracy-budget", "accuracy_budget_pp", type=click.FloatRange(min=0), default=None,
+    click.option("--accuracy-budget", "accuracy_budget_pp", type=FiniteFloatRange(min=0), default=None,
                  help="Keep the fewest layers out of INT8 so that validation top-1 is at most PP below FP32 "
                       "(per-layer sensitivity measured on the validation split)."),
-    click.option("--min-agreement", "min_agreement_pct", type=click.FloatRange(0, 100, min_open=True), default=None,
+    click.option("--min-agreement", "min_agreement_pct", type=FiniteFloatRange(0, 100, min_open=True), default=None,
                  help="Likewise, until top-1 agreement with FP32 on validation is at least PCT %."),
     click.option("--fallback", "fallback_precision", type=click.Choice(FALLBACKS), default="fp16", show_default=True,
                  help="Precision of the layers kept out of INT8."),

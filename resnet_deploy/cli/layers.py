@@ -9,7 +9,8 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.options import data_dir_option, json_option, threads_option
+from resnet_deploy.cli.options import (IMAGE, FiniteFloatRange, OutputPath, data_dir_option, json_option,
+                                       threads_option)
 from resnet_deploy.data import VAL_SIZE
 
 
@@ -20,13 +21,15 @@ from resnet_deploy.data import VAL_SIZE
               help="Validation images to run (the first N of the split).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096),
               help="Images per run (lowered automatically when one tensor would exceed --max-memory-mib).")
-@click.option("--max-memory-mib", default=512.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--max-memory-mib", default=512.0, show_default=True, type=FiniteFloatRange(min=0, min_open=True),
               help="Bound on the exposed intermediate tensors of one run, both graphs together.")
-@click.option("--min-snr", "min_snr_db", default=15.0, show_default=True, help="Flag layers below this SNR (dB).")
-@click.option("--min-cosine", default=0.98, show_default=True, help="Flag layers below this cosine similarity.")
+@click.option("--min-snr", "min_snr_db", type=FiniteFloatRange(), default=15.0, show_default=True,
+              help="Flag layers below this SNR (dB).")
+@click.option("--min-cosine", type=FiniteFloatRange(-1, 1), default=0.98, show_default=True,
+              help="Flag layers below this cosine similarity.")
 @threads_option
 @json_option(None, help="Write the comparison as JSON, one row per layer.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--plot", "plot_path", type=OutputPath(IMAGE), default=None,
               help="Write a PNG of SNR by depth (needs matplotlib).")
 @click.option("--only-below", is_flag=True, help="Print only the flagged layers (the JSON keeps all).")
 @data_dir_option

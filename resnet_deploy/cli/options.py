@@ -3,12 +3,16 @@ and help text is written once, here, in groups. Numeric bounds are click range t
 value is refused as bad usage (exit 2) naming the option before anything runs.
 `engine_options` is the TensorRT build group (after Polygraphy's `TrtConfigArgs`): its defaults are
 `EngineSettings`' own, and `engine_settings` turns the parsed values into one `EngineSettings`.
+Every path parameter is either an input or an `OutputPath`; `input_paths` checks them all before a
+command runs (no output over an input or over a file of another kind) and names the inputs to protect.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -30,10 +34,10 @@ class FiniteFloatRange(click.FloatRange):
     """`click.FloatRange` that also refuses nan and inf (nan passes every bound comparison)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        number = super().convert(value, param, ctx)
+        number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return number
+        return super().convert(number, param, ctx)
 
 
 def bounded(bound: Bound, integer: bool) -> click.ParamType:
@@ -44,9 +48,27 @@ def bounded(bound: Bound, integer: bool) -> click.ParamType:
     return FiniteFloatRange(min=bound.minimum, max=bound.maximum, min_open=bound.open_min)
 
 
-# Output paths are checked by `fileio.check_writable` before any work (exit 3 for a folder in place of
-# a file or a file in place of a folder), so click only turns them into paths.
-OUTPUT_PATH = click.Path(path_type=Path)
+# ---- Paths ---------------------------------------------------------------------------------------------
+
+# What a file is, by its suffix (a folder with a manifest.json is a bundle): an output never replaces
+# an existing file of another kind.
+FILE_KINDS = {".pt": "PyTorch checkpoint", ".pth": "PyTorch checkpoint", ".onnx": "ONNX model",
+              ".engine": "TensorRT engine", ".plan": "TensorRT engine", ".cache": "cache", ".gz": "tarball",
+              ".tgz": "tarball", ".json": "JSON file", ".png": "image", ".jpg": "image", ".jpeg": "image"}
+JSON, IMAGE, FOLDER = "JSON file", "image", "folder"
+
+
+class OutputPath(click.Path):
+    """A path the command writes, of `kind` (a `FILE_KINDS` value, "folder", or None: not checked).
+    Whether it can be written is checked by `fileio.check_writable` before any work (exit 3 for a
+    folder in place of a file or a file in place of a folder), so click only turns it into a path."""
+
+    def __init__(self, kind: str | None = None):
+        super().__init__(path_type=Path)
+        self.kind = kind
+
+
+OUTPUT_PATH = OutputPath()
 POSITIVE_INT = click.IntRange(min=1)
 NON_NEGATIVE_INT = click.IntRange(min=0)
 NON_NEGATIVE_FLOAT = FiniteFloatRange(min=0)
@@ -74,8 +96,29 @@ def backend_option() -> Decorator:
                         help="Backend for every artifact but checkpoints, which run on PyTorch (auto: by suffix).")
 
 
-threads_option = click.option("--threads", type=NON_NEGATIVE_INT, default=0,
-                              help="CPU threads for PyTorch and ONNX Runtime (0: their default).")
+# More threads than this only thrash (and 100k of them exhaust the process limit): 4 per core.
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+
+
+class ThreadCount(click.IntRange):
+    """0..MAX_THREADS; above it, the message names the limit and where it comes from."""
+
+    def __init__(self):
+        super().__init__(0, MAX_THREADS)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        number = click.INT.convert(value, param, ctx)
+        if number > MAX_THREADS:
+            self.fail(f"{number} is more than {MAX_THREADS} (4 per CPU core, {os.cpu_count() or 1} cores here).",
+                      param, ctx)
+        return super().convert(number, param, ctx)
+
+
+def threads_option_for(help: str) -> Decorator:
+    return click.option("--threads", type=ThreadCount(), default=0, help=help)
+
+
+threads_option = threads_option_for("CPU threads for PyTorch and ONNX Runtime (0: their default).")
 
 
 def artifacts_argument(name: str = "artifacts") -> Decorator:
@@ -85,7 +128,7 @@ def artifacts_argument(name: str = "artifacts") -> Decorator:
 # ---- Reports and baselines ---------------------------------------------------------------------------
 
 def json_option(default: Path | None, help: str = "Report JSON.") -> Decorator:
-    return click.option("--json", "json_path", type=OUTPUT_PATH, metavar="FILE", default=default,
+    return click.option("--json", "json_path", type=OutputPath(JSON), metavar="FILE", default=default,
                         show_default=default is not None, help=help)
 
 
@@ -101,7 +144,7 @@ def baseline_options(max_option: Decorator) -> Decorator:
         for option in (
             click.option("--update-baseline", is_flag=True, help="Write this run as the new --baseline."),
             max_option,
-            click.option("--baseline", type=OUTPUT_PATH, metavar="FILE", default=None,
+            click.option("--baseline", type=OutputPath(JSON), metavar="FILE", default=None,
                          help="Baseline JSON to gate against (or to write with --update-baseline)."),
         ):
             checked = option(checked)
@@ -191,7 +234,7 @@ def calibration_count_option(flag: str) -> Decorator:
                         show_default=True, help=f"Calibration images from the train split (1..{TRAIN_SIZE}).")
 
 
-calibration_dir_option = click.option("--out-dir", type=OUTPUT_PATH, metavar="DIR", default=Path("calibration"),
+calibration_dir_option = click.option("--out-dir", type=OutputPath(FOLDER), metavar="DIR", default=Path("calibration"),
                                       show_default=True, help="Folder for the INT8 artifacts.")
 
 
@@ -248,7 +291,7 @@ ENGINE_OPTIONS = (
                  help="Largest batch; the runner's buffers are sized for it."),
     click.option("--workspace-mib", type=click.IntRange(1), default=_DEFAULT.workspace_mib, show_default=True,
                  help="Builder workspace pool limit."),
-    click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_TIMING_CACHE,
+    click.option("--timing-cache", type=OutputPath(FILE_KINDS[".cache"]), default=DEFAULT_TIMING_CACHE,
                  show_default=True, help="TensorRT timing cache, reused across builds (an unusable one is replaced)."),
     click.option("--dla-core", type=click.IntRange(0), default=_DEFAULT.dla_core,
                  help="Jetson DLA core (GPU fallback on); needs --min-batch = --opt-batch = --max-batch and fp16/int8."),
@@ -283,3 +326,102 @@ def engine_settings(precision: str, values: dict[str, Any]) -> EngineSettings:
 
         set_verbose(True)
     return EngineSettings(precision=precision, **{k: values[k] for k in ENGINE_OPTION_NAMES if k != "verbose"})
+
+
+# ---- Inputs and outputs ------------------------------------------------------------------------------------
+
+def _label(param: click.Parameter) -> str:
+    return param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+
+
+def _path_values(ctx: click.Context) -> Iterable[tuple[click.Parameter, Path]]:
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name) if isinstance(param.type, click.Path) else None
+        for path in (value if isinstance(value, (tuple, list)) else [value]):
+            if path is not None:
+                yield param, Path(path)
+
+
+def _check_name(label: str, path: Path) -> None:
+    from resnet_deploy.errors import ResnetDeployError
+
+    if not str(path) or str(path) == ".":
+        raise ResnetDeployError(f"{label}: the path is empty")
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ResnetDeployError(f"{label} {os.fsencode(path)!r}: the path is not UTF-8 (ONNX, ONNX Runtime and the "
+                                "JSON reports need UTF-8 file names); rename it") from exc
+
+
+def _check_input(label: str, path: Path) -> None:
+    """Refuse a device, FIFO or socket as an input: reading one could wait forever or never end."""
+    from resnet_deploy.errors import ResnetDeployError
+
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return  # absent or unreadable: the command says so in its own words
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ResnetDeployError(f"{label} {path}: is a {_special_name(mode)}, not a file or folder")
+
+
+def _special_name(mode: int) -> str:
+    return ("FIFO" if stat.S_ISFIFO(mode) else "character device" if stat.S_ISCHR(mode)
+            else "block device" if stat.S_ISBLK(mode) else "socket")
+
+
+def file_kind(path: Path) -> str | None:
+    """What an existing `path` is: a `FILE_KINDS` value, "bundle" (a folder with a manifest.json), or None."""
+    if path.is_dir():
+        return "bundle" if (path / "manifest.json").is_file() else None
+    return FILE_KINDS.get(path.suffix.lower()) if path.exists() else None
+
+
+def _check_output(label: str, path: Path, kind: str | None, inputs: list[tuple[str, Path]]) -> None:
+    from resnet_deploy.errors import ResnetDeployError
+
+    for input_label, input_path in inputs:
+        if os.path.exists(path) and os.path.exists(input_path) and os.path.samefile(path, input_path):
+            raise ResnetDeployError(f"{label} {path}: is also {input_label} {input_path}, an input of this command; "
+                                    "refusing to write over it")
+    existing = file_kind(path)
+    if kind is not None and existing is not None and existing != kind:
+        raise ResnetDeployError(f"{label} {path}: is an existing {existing}; {label} writes a {kind}: refusing to "
+                                "write over it (choose another path)")
+    if kind != FOLDER and file_kind(path.parent) == "bundle":
+        raise ResnetDeployError(f"{label} {path}: is inside the bundle {path.parent}; refusing to add to it")
+
+
+def input_paths(ctx: click.Context) -> list[tuple[str, Path]]:
+    """Check every path parameter of the command in `ctx` before it runs (an empty or non-UTF-8 path,
+    an output that is one of its inputs, by any name, or an existing file of another kind: bad input)
+    and return its inputs, checkpoint and engine sidecars included, as (label, path) pairs."""
+    inputs, outputs = [], []
+    for param, path in _path_values(ctx):
+        _check_name(_label(param), path)
+        if isinstance(param.type, OutputPath):
+            outputs.append((_label(param), path, param.type.kind))
+        else:
+            _check_input(_label(param), path)
+            inputs.append((_label(param), path))
+            if path.suffix in (".pt", ".pth", ".engine", ".plan"):
+                inputs.append((f"the sidecar of {_label(param)}", path.with_suffix(".json")))
+    for label, path, kind in outputs:
+        _check_output(label, path, kind, inputs)
+    return inputs
+
+
+def guarded(command: click.Command) -> click.Command:
+    """Make `command` check its paths first (`input_paths`) and refuse writes over its inputs while it runs."""
+    callback = command.callback
+
+    @functools.wraps(callback)
+    def run_guarded(*args, **kwargs):
+        from resnet_deploy.fileio import protected_inputs
+
+        with protected_inputs(input_paths(click.get_current_context())):
+            return callback(*args, **kwargs)
+
+    command.callback = run_guarded
+    return command

@@ -9,8 +9,8 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console, console_err
-from resnet_deploy.cli.options import (calibration_count_option, calibration_dir_option, calibration_method_option,
-                                       data_dir_option, threads_option, trt_version_option)
+from resnet_deploy.cli.options import (FiniteFloatRange, calibration_count_option, calibration_dir_option,
+                                       calibration_method_option, data_dir_option, threads_option, trt_version_option)
 from resnet_deploy.data import TRAIN_SIZE
 
 
@@ -20,7 +20,7 @@ from resnet_deploy.data import TRAIN_SIZE
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Or start from this FP32 ONNX.")
 @click.option("--epochs", default=1, show_default=True, type=click.IntRange(0, 1000))
-@click.option("--lr", default=0.005, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--lr", default=0.005, show_default=True, type=FiniteFloatRange(min=0, min_open=True),
               help="Peak learning rate (cosine decay); a few percent of the training rate.")
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--train-limit", default=0, show_default=True, type=click.IntRange(0, TRAIN_SIZE),

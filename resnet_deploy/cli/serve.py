@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.options import data_dir_option, json_option
+from resnet_deploy.cli.options import (IMAGE, NON_NEGATIVE_INT, POSITIVE_INT, FiniteFloatRange, OutputPath,
+                                       data_dir_option, json_option, threads_option_for)
+
+PORT = click.IntRange(1, 65535)
 
 
 def _int_list(ctx, param, value: str) -> tuple[int, ...]:
@@ -36,15 +40,16 @@ name_option = click.option("--name", default=None, help="Model name (one artifac
                            "without its suffix).")
 version_option = click.option("--model-version", "version", type=int, default=None,
                               help="Model version (default: the ONNX model_version field, else 1).")
-max_batch_option = click.option("--max-batch-size", type=int, default=None,
+max_batch_option = click.option("--max-batch-size", type=POSITIVE_INT, default=None,
                                 help="Largest batch Triton forms or accepts (default: an engine's profile max; 64 for ONNX).")
 dynamic_option = click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True,
                               help="Merge concurrent requests into batches on the server.")
 preferred_option = click.option("--preferred-batch-sizes", default="", callback=_int_list,
                                 help="Batch sizes the dynamic batcher aims for, e.g. 8,16 (default: as large as possible).")
-delay_option = click.option("--max-queue-delay-us", default=100, show_default=True,
+delay_option = click.option("--max-queue-delay-us", type=NON_NEGATIVE_INT, default=100, show_default=True,
                             help="How long a request may wait for others to batch with.")
-instances_option = click.option("--instances", default=1, show_default=True, help="Model instances (copies) per model.")
+instances_option = click.option("--instances", type=click.IntRange(1, 64), default=1, show_default=True,
+                                help="Model instances (copies) per model.")
 
 
 def model_options(command):
@@ -58,16 +63,17 @@ def model_options(command):
 @click.command()
 @artifacts_argument
 @model_options
-@click.option("--threads", default=0, help="ONNX Runtime intra-op threads per instance (0: its default).")
+@threads_option_for("ONNX Runtime intra-op threads per instance (0: its default).")
 @click.option("--raw-model/--no-raw-model", default=True, show_default=True,
               help="Also serve NAME-raw: uint8 pixels [-1,28,28] in, normalized on the server.")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to bind HTTP, gRPC and metrics to.")
-@click.option("--http-port", default=8000, show_default=True)
-@click.option("--grpc-port", default=8001, show_default=True)
-@click.option("--metrics-port", default=8002, show_default=True)
-@click.option("--drain-timeout", default=20, show_default=True,
+@click.option("--http-port", type=PORT, default=8000, show_default=True)
+@click.option("--grpc-port", type=PORT, default=8001, show_default=True)
+@click.option("--metrics-port", type=PORT, default=8002, show_default=True)
+@click.option("--drain-timeout", type=click.IntRange(0, 25), default=20, show_default=True,
               help="Seconds to let in-flight requests finish after SIGTERM/SIGINT (at most 25).")
-@click.option("--log-verbose", default=0, show_default=True, help="Triton's own verbose log level.")
+@click.option("--log-verbose", type=NON_NEGATIVE_INT, default=0, show_default=True,
+              help="Triton's own verbose log level.")
 @click.option("--workspace", type=click.Path(file_okay=False), default=None,
               help="Folder for PyTriton's workspace (server copy, sockets); default ~/.cache/pytriton.")
 def serve(artifacts, name, version, max_batch_size, dynamic_batching, preferred_batch_sizes, max_queue_delay_us,
@@ -98,6 +104,7 @@ def serve(artifacts, name, version, max_batch_size, dynamic_batching, preferred_
 
     served = _describe(artifacts, name, version)
     batching = BatchingSettings(max_batch_size, dynamic_batching, preferred_batch_sizes, max_queue_delay_us, instances)
+    _check_memory(served, max_batch_size, instances * (2 if raw_model else 1))
     server = ServerSettings(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                             drain_timeout_s=drain_timeout, log_verbose=log_verbose, workspace=workspace)
     stop = threading.Event()
@@ -118,6 +125,26 @@ def serve(artifacts, name, version, max_batch_size, dynamic_batching, preferred_
     summary = ", ".join(f"{model} {requests} requests / {images} images"
                         for model, (requests, images) in served_counts.items())
     console.print(f"stopped after a {service.drain_seconds:.1f} s drain; served {summary}", highlight=False)
+
+
+def _check_memory(served, max_batch_size: int | None, copies: int) -> None:
+    """Refuse a --max-batch-size whose batches would not fit in memory (as `bench --batch-sizes`): each copy of
+    an ONNX model holds one batch of inputs and its three largest activations; an engine's batch is on the GPU."""
+    from resnet_deploy.bench import available_memory_bytes
+    from resnet_deploy.errors import ResnetDeployError
+    from resnet_deploy.onnx_io import activation_bytes_per_image, load_onnx
+
+    available = available_memory_bytes()
+    if max_batch_size is None or available is None:
+        return
+    per_image = sum(4 * math.prod(artifact.input_dims)
+                    + sum(sorted(activation_bytes_per_image(load_onnx(artifact.path)))[-3:])
+                    for artifact in served if artifact.backend != "tensorrt")
+    needed = max_batch_size * per_image * copies
+    if needed > available:
+        raise ResnetDeployError(f"--max-batch-size {max_batch_size}: batches need about {needed / 2**30:.1f} GiB of "
+                                f"memory ({per_image / 1024:.0f} KiB per image, {copies} model copies); "
+                                f"{available / 2**30:.1f} GiB is available; use a smaller --max-batch-size")
 
 
 def _print_models(service) -> None:
@@ -143,17 +170,20 @@ def _print_models(service) -> None:
 @click.option("--protocols", type=click.Choice(["http", "grpc", "both"]), default="both", show_default=True)
 @click.option("--concurrency", "concurrencies", default="1,4,16", show_default=True, callback=_int_list,
               help="Concurrent closed-loop clients, one run each.")
-@click.option("--duration-s", default=5.0, show_default=True, help="Measured seconds per run.")
-@click.option("--warmup-s", default=1.0, show_default=True, help="Unmeasured seconds before each run.")
-@click.option("--batch-size", default=1, show_default=True, help="Images per request.")
-@click.option("--timeout-s", default=30.0, show_default=True, help="Per-request timeout (a timeout counts as failed).")
+@click.option("--duration-s", type=FiniteFloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              help="Measured seconds per run.")
+@click.option("--warmup-s", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
+              help="Unmeasured seconds before each run.")
+@click.option("--batch-size", type=POSITIVE_INT, default=1, show_default=True, help="Images per request.")
+@click.option("--timeout-s", type=FiniteFloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Per-request timeout (a timeout counts as failed).")
 @click.option("--accuracy/--no-accuracy", default=True, show_default=True,
               help="Also send the 10k test split and score the server's class ids.")
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Artifact to run locally on the same images: the server's predictions must equal its own (exit 1 if not).")
 @click.option("--fail-on-errors", is_flag=True, help="Exit 1 if any request of the load failed.")
 @json_option(Path("reports/loadtest.json"))
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--plot", "plot_path", type=OutputPath(IMAGE),
               default=Path("reports/loadtest.png"), show_default=True, help="Throughput vs p99 latency (needs matplotlib).")
 @data_dir_option
 def loadtest(url, model, grpc_url, protocols, concurrencies, duration_s, warmup_s, batch_size, timeout_s, accuracy,

@@ -10,8 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.options import (OUTPUT_PATH, TRAINING_SETTINGS, data_dir_option, given_params, threads_option,
-                                       training_options)
+from resnet_deploy.cli.options import (FOLDER, TRAINING_SETTINGS, OutputPath, data_dir_option, given_params,
+                                       threads_option, training_options)
 
 DEFAULT_CHECKPOINT_DIR = Path("checkpoints")
 
@@ -23,7 +23,7 @@ def default_run_dir(tag: str) -> Path:
 @click.command()
 @training_options
 @threads_option
-@click.option("--out-dir", type=OUTPUT_PATH, metavar="DIR", default=None,
+@click.option("--out-dir", type=OutputPath(FOLDER), metavar="DIR", default=None,
               help="Run folder (default: checkpoints/<model>-w<width>).")
 @click.option("--resume", is_flag=True,
               help="Continue the interrupted run in --out-dir from last.pt, with its settings (only --threads may "

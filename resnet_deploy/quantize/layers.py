@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from resnet_deploy.errors import ArtifactError
 from resnet_deploy.quantize.calibrate import ACTIVATION_OPS
 from resnet_deploy.quantize.qdq import quantizable_layers
 from resnet_deploy.runners.onnxrt import cpu_session
@@ -121,6 +122,33 @@ def match_tensors(reference_model, candidate_model) -> tuple[list[TensorMatch], 
     return matches, unmatched
 
 
+def check_same_model(matches: list[TensorMatch], reference_sizes: dict[str, int | None],
+                     candidate_sizes: dict[str, int | None], reference: Path, candidate: Path) -> None:
+    """Refuse two graphs of different models (another width, depth or input): the first matched
+    tensor whose size per image differs, or no matched tensor at all, raises `ArtifactError`."""
+    if not matches:
+        raise ArtifactError(f"{reference} and {candidate}: no layer of one matches a layer of the other "
+                            "(different models?); compare a graph with one derived from it")
+    for match in matches:
+        ours, theirs = reference_sizes.get(match.reference), candidate_sizes.get(match.candidate)
+        if ours and theirs and ours != theirs:
+            raise ArtifactError(f"{reference} and {candidate} are different models: {match.reference} ({match.op_type}"
+                                f"{', ' + match.layer if match.layer else ''}) has {ours} values per image in "
+                                f"{reference.name} and {theirs} in {candidate.name} (another width, depth or input)")
+
+
+def _convolutions(model) -> int:
+    return sum("Conv" in node.op_type for node in model.graph.node)
+
+
+def check_same_depth(reference_model, candidate_model, reference: Path, candidate: Path) -> None:
+    """Refuse two graphs with different numbers of convolutions (FP16, Q/DQ and fallback graphs keep them all)."""
+    ours, theirs = _convolutions(reference_model), _convolutions(candidate_model)
+    if ours != theirs:
+        raise ArtifactError(f"{reference} and {candidate} are different models: {ours} convolutions in "
+                            f"{reference.name}, {theirs} in {candidate.name} (another depth)")
+
+
 def plan_chunks(matches: list[TensorMatch], batch_size: int, max_bytes: int) -> tuple[int, list[list[TensorMatch]]]:
     """A batch size and groups of tensors such that one batch of one group, in both graphs, fits `max_bytes`.
 
@@ -199,7 +227,10 @@ def compare_layers(reference_onnx: str | Path, candidate_onnx: str | Path, image
     stats = {m.reference: ErrorStats() for m in matches}
     input_name = next(v.name for v in reference_model.graph.input
                       if v.name not in {i.name for i in reference_model.graph.initializer})
-    reference_types, candidate_types = (value_types_and_sizes(m)[0] for m in (reference_model, candidate_model))
+    (reference_types, reference_sizes), (candidate_types, candidate_sizes) = (
+        value_types_and_sizes(m) for m in (reference_model, candidate_model))
+    check_same_depth(reference_model, candidate_model, Path(reference_onnx), Path(candidate_onnx))
+    check_same_model(matches, reference_sizes, candidate_sizes, Path(reference_onnx), Path(candidate_onnx))
     peak = 0
     for done, chunk in enumerate(chunks):
         reference = session_with_outputs(reference_model, [m.reference for m in chunk], reference_types, threads)

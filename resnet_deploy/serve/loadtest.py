@@ -8,6 +8,7 @@ from Triton's statistics extension, read before and after the measured window.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from resnet_deploy.errors import ResnetDeployError
 from resnet_deploy.serve.client import STAT_PHASES, Endpoint, ModelClient, ModelIO, error_message
 
 PERCENTILES = (50, 90, 95, 99)
@@ -31,6 +33,15 @@ class LoadSettings:
     batch_size: int = 1
     warmup_s: float = 1.0
     timeout_s: float = 30.0
+
+    def __post_init__(self):
+        for option, value, valid, rule in (("--concurrency", self.concurrency, self.concurrency >= 1, ">= 1"),
+                                           ("--batch-size", self.batch_size, self.batch_size >= 1, ">= 1"),
+                                           ("--duration-s", self.duration_s, self.duration_s > 0, "> 0"),
+                                           ("--warmup-s", self.warmup_s, self.warmup_s >= 0, ">= 0"),
+                                           ("--timeout-s", self.timeout_s, self.timeout_s > 0, "> 0")):
+            if not (valid and math.isfinite(value)):
+                raise ResnetDeployError(f"{option} {value}: must be a finite number {rule}")
 
 
 @dataclass
