@@ -171,14 +171,14 @@ def check_writable(*paths: str | os.PathLike) -> None:
     folders should be, or a folder this process may not write (exit 3). Symlinks are checked at
     their final target; a character device or FIFO needs only write permission."""
     for path in map(Path, paths):
+        if len(os.fsencode(path.name)) > NAME_MAX:
+            raise ResnetDeployError(f"{path}: cannot write: the file name is {len(os.fsencode(path.name))} bytes, "
+                                    f"more than the {NAME_MAX} a file system allows")
         check_not_input(path)
         _check_writable(write_target(path))
 
 
 def _check_writable(path: Path) -> None:
-    if len(os.fsencode(path.name)) > NAME_MAX:
-        raise ResnetDeployError(f"{path}: cannot write: the file name is {len(os.fsencode(path.name))} bytes, "
-                                f"more than the {NAME_MAX} a file system allows")
     if _special_kind(path) is not None:
         if not os.access(path, os.W_OK):
             raise EnvironmentFailure(f"{path}: cannot write: permission denied")

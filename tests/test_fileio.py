@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from resnet_deploy import fileio
-from resnet_deploy.errors import ArtifactError, EnvironmentFailure
+from resnet_deploy.errors import ArtifactError, EnvironmentFailure, ResnetDeployError
 
 
 def dead_pid() -> int:
@@ -107,3 +108,93 @@ def test_folder_lock_makes_a_second_holder_wait(tmp_path):
         events.append("first done")
     thread.join(10)
     assert events == ["waiting", "first done", "second"]
+
+
+# ---- Issue 18: special targets are never replaced; inputs are protected; long names fit ------------------------
+
+def test_symlink_is_written_through_at_its_target(tmp_path):
+    target = tmp_path / "real" / "report.json"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    fileio.atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["report.json"]
+
+
+def test_dangling_symlink_creates_its_target(tmp_path):
+    link = tmp_path / "link.json"
+    link.symlink_to(tmp_path / "later" / "made.json")
+    fileio.atomic_write_text(link, "x")
+    assert link.is_symlink() and (tmp_path / "later" / "made.json").read_text() == "x"
+
+
+def test_character_device_is_written_into_not_replaced():
+    before = os.lstat("/dev/null")
+    fileio.atomic_write_text("/dev/null", "discarded")
+    after = os.lstat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
+
+
+def test_fifo_gets_the_content_once_complete_and_stays_a_fifo(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ResnetDeployError, match="no process reads"):
+        fileio.atomic_write_text(fifo, "nobody listens")
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    for _ in range(200):  # wait until the reader has opened its end
+        try:
+            fileio.atomic_write_text(fifo, "hello")
+            break
+        except ResnetDeployError:
+            time.sleep(0.05)
+    reader.join(timeout=30)
+    assert received == ["hello"] and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_socket_is_refused(tmp_path):
+    import socket
+
+    path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        with pytest.raises(ResnetDeployError, match="is a socket"):
+            fileio.atomic_write_text(path, "x")
+    assert stat.S_ISSOCK(os.lstat(path).st_mode)
+
+
+def test_protected_inputs_refuse_writes_by_any_name(tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"model")
+    other = tmp_path / "other-name"
+    os.link(model, other)
+    with fileio.protected_inputs([("--onnx", model)]):
+        for target in (model, other):
+            with pytest.raises(ResnetDeployError, match=r"input of this command \(--onnx"):
+                fileio.atomic_write_text(target, "report")
+            with pytest.raises(ResnetDeployError, match="input of this command"):
+                fileio.check_writable(target)
+        fileio.atomic_write_text(tmp_path / "fine.json", "{}")
+    assert model.read_bytes() == b"model"
+    fileio.atomic_write_text(other, "allowed after the command")
+
+
+def test_fit_name_keeps_short_names_and_shortens_long_ones(tmp_path):
+    assert fileio.fit_name(tmp_path / "a.json") == tmp_path / "a.json"
+    long = tmp_path / ("é" * 150 + ".json")
+    fitted = fileio.fit_name(long)
+    assert len(os.fsencode(fitted.name)) <= fileio.FITTED_NAME_BYTES and fitted.suffix == ".json"
+    assert fitted != fileio.fit_name(tmp_path / ("é" * 151 + ".json"))
+    fileio.atomic_write_text(fitted, "x")
+    assert fitted.read_text() == "x"
+
+
+def test_names_near_the_limit_get_short_temporaries_and_too_long_ones_exit_2(tmp_path):
+    near = tmp_path / ("n" * 250 + ".json")
+    fileio.atomic_write_text(near, "x")
+    assert near.read_text() == "x"
+    with pytest.raises(ResnetDeployError, match="more than the 255"):
+        fileio.atomic_write_text(tmp_path / ("n" * 260 + ".json"), "x")

@@ -87,6 +87,21 @@ def test_conversion_keeps_the_aspect_ratio_and_centres():
     assert 3 <= len(columns) <= 5 and abs((columns.min() + columns.max()) / 2 - 13.5) <= 1
 
 
+@pytest.mark.parametrize("dark_on_light", [False, True])
+def test_16_bit_png_is_scaled_not_clipped(tmp_path, test_split, dark_on_light):
+    """A 16-bit grayscale PNG converts exactly as the same picture at 8 bits (issue 18: it was clipped at 255,
+    so a dark background a little above 0 read as light and the picture was inverted)."""
+    images = np.clip(test_split[0][:8].astype(np.int32) + 3, 0, 255)  # background 3, not 0
+    for i, image in enumerate(255 - images if dark_on_light else images):
+        Image.fromarray(image.astype(np.uint8)).save(tmp_path / f"{i}-8.png")
+        Image.fromarray((image * 257).astype(np.uint16)).save(tmp_path / f"{i}-16.png")
+        assert Image.open(tmp_path / f"{i}-16.png").mode.startswith("I;16")
+    eight = load_images(sorted(tmp_path.glob("*-8.png")))
+    sixteen = load_images(sorted(tmp_path.glob("*-16.png")))
+    assert sixteen.inverted == eight.inverted == [dark_on_light] * 8
+    assert np.array_equal(sixteen.images, eight.images)
+
+
 def test_bad_inputs_name_the_file(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
