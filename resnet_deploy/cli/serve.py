@@ -116,7 +116,7 @@ def serve(artifacts, name, version, max_batch_size, dynamic_batching, preferred_
         console.print(f"ready: {', '.join(service.model_names)} loaded and warmed up (probe each: "
                       f"{service.readiness_probe}); HTTP {service.http_url}, gRPC {service.grpc_url}, metrics "
                       f"http://{server.client_host}:{metrics_port}/metrics (SIGTERM or Ctrl-C drains and stops)",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
         sys.stdout.flush()
         service.wait(stop)
         console.print(f"draining in-flight requests (up to {drain_timeout} s)", highlight=False)
