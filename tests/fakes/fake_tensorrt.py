@@ -23,7 +23,8 @@ on it:
 - runtime: a plan of another TensorRT release (unless version-compatible across an allowed step,
   with `engine_host_code_allowed`), platform or compute capability is refused; a DLA engine needs
   `runtime.DLA_core` set before deserializing or it runs on the GPU;
-- engine: real I/O dtypes; an execution context used by two threads at once raises; `execute_async_v3` on
+- engine: real I/O dtypes; an execution context is in use from `set_input_shape` until the work it enqueued has
+  run (its stream synchronized), and a second thread using it then raises; `execute_async_v3` on
   a capturing stream (fake_pycuda) is recorded, and fails the capture when it is the first enqueue after
   an input shape change, or when the plan says a plugin synchronizes its stream (`plugin_synchronizes`).
 The fake "engine" runs its ONNX graph with ONNX Runtime on the fake pycuda memory, so runner tests
@@ -36,7 +37,6 @@ import json
 import platform
 import sys
 import threading
-import time
 import types
 from pathlib import Path
 
@@ -860,13 +860,32 @@ def make_fake_tensorrt(version: str, gpu=None):
                     except RuntimeError as exc:
                         return self._fail(f"Cuda Runtime ({exc})")
                 shapes, addresses = dict(self._shapes), dict(self._addresses)
-                machine().run_or_record(stream, lambda _: self._execute(shapes, addresses), "execute_async_v3")
-                if capture is None:
-                    self._enqueued_shapes = shapes
-                    time.sleep(0.002)  # a window in which a second thread would collide, as on a real GPU
+                if capture is not None:
+                    machine().run_or_record(stream, lambda _: self._execute(shapes, addresses), "execute_async_v3")
+                    return True
+                self._enqueued_shapes, thread = shapes, threading.get_ident()
+
+                def work(_):
+                    self._run_and_release(shapes, addresses, thread)
+
+                work.context = self
+                machine().run_or_record(stream, work, "execute_async_v3")
                 return True
             finally:
-                self._user = None
+                if self._user == threading.get_ident() and not self._pending(stream_handle):
+                    self._user = None
+
+        def _pending(self, stream_handle):
+            """Whether this thread's enqueue is still queued: the context stays in use until its work ran."""
+            stream = machine().streams.get(stream_handle)
+            return stream is not None and any(getattr(op, "context", None) is self for op in stream.queue)
+
+        def _run_and_release(self, shapes, addresses, thread):
+            try:
+                self._execute(shapes, addresses)
+            finally:
+                if self._user == thread:
+                    self._user = None
 
         def _memory_problem(self):
             """Activation memory must be set (user-managed contexts) and still allocated."""
