@@ -169,3 +169,74 @@ def test_calibrate_all_and_onnx_agree_with_timings(tiny):
     assert calibrate_onnx(tiny, x, "max") == results["max"]
     assert calibrate_onnx(tiny, x) == calibrate_all(tiny, x, methods=("entropy",))[0]["entropy"]
     assert results["percentile"]["input"] < results["max"]["input"]
+
+
+def test_percentile_of_a_single_value():
+    assert percentile_amax(np.array([0.0, 1.0, 0.0, 0.0]), 4.0) == 2.0
+    assert percentile_amax(np.array([0.0, 1.0, 0.0, 0.0]), 4.0, 50.0) == 2.0
+
+
+def test_spikes_at_the_edges_and_fractional_counts():
+    assert spike_fraction(np.array([5.0, 0.0, 0.0])) == 1.0
+    assert spike_fraction(np.array([0.0, 0.0, 5.0])) == 1.0
+    assert spike_fraction(np.array([0.5, 0.0, 0.0])) == 1.0
+
+
+def test_a_spike_of_exactly_ten_percent_keeps_the_kl_search():
+    histogram = np.maximum(1, np.round(22 * np.exp(-np.arange(64) / 8)))
+    histogram[0] = histogram[1]
+    histogram[22] = 28  # excess 28 - 2 * 2 = 24 of 240 values: exactly SPIKE_FRACTION
+    assert spike_fraction(histogram) == calibrate.SPIKE_FRACTION == 0.1
+    assert entropy_amax(histogram, 64.0, levels=8) == loop_entropy_amax(list(histogram), 64.0, levels=8)
+    assert entropy_amax(histogram, 64.0, levels=8) != percentile_amax(histogram, 64.0)
+
+
+@pytest.mark.parametrize("histogram", [
+    [0.0, 0.5] + [0.0] * 14,
+    [3.0, 4, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    [9.0, 8, 6, 5, 4, 3, 3, 2, 2, 1, 1, 1, 0, 1, 0, 0],
+    [0.0] * 8 + [1.0] * 8,  # nothing below the first clip points: their quantized histogram is empty
+])
+def test_entropy_of_sparse_histograms_matches_the_plain_loop_rule(histogram):
+    top = float(len(histogram))
+    assert entropy_amax(np.array(histogram), top, levels=4) == loop_entropy_amax(histogram, top, levels=4)
+
+
+def test_smoothing_moves_eps_onto_empty_bins():
+    assert np.allclose(calibrate._smooth(np.array([0.0, 1.0, 3.0])), [1e-4, 0.25 - 0.5e-4, 0.75 - 0.5e-4],
+                       rtol=0, atol=1e-15)
+    assert calibrate._smooth(np.array([0.0, 3.0])) is not None
+    assert calibrate._smooth(np.zeros(3)) is None
+    assert calibrate._smooth(np.r_[1.0, np.zeros(10000)]) is None  # eps * 10000 / 1 = 1: no mass left
+    assert calibrate._smooth(np.r_[1.0, np.zeros(9999)]) is not None
+
+
+def test_kl_to_quantized_of_a_small_case():
+    reference = np.array([1.0, 2.0, 0.0, 3.0])
+    clipped = np.array([1.0, 2.0, 0.0, 1.0])
+    quantized = np.array([1.5, 1.5, 0.0, 1.0])  # two groups: (1+2)/2 on both nonzero bins; 1 over one bin
+    p, q = calibrate._smooth(reference), calibrate._smooth(quantized)
+    expected = float(np.sum(p * np.log(p / q)))
+    assert calibrate._kl_to_quantized(reference, clipped, 2) == pytest.approx(expected, rel=1e-12)
+    assert calibrate._kl_to_quantized(np.zeros(4), np.zeros(4), 2) == np.inf
+
+
+def test_entropy_and_percentile_differ_by_method():
+    stats = ActivationStats(["a", "small"])
+    stats.amax = {"a": 10.0, "small": 0.5}
+    histogram = np.maximum(0, 2000 - np.arange(2048)).astype(float)
+    stats.histograms = {"a": histogram, "small": histogram}
+    entropy = amax_from_stats(stats, "entropy")
+    percentile = amax_from_stats(stats, "percentile")
+    assert entropy == {"a": entropy_amax(histogram, 10.0), "small": entropy_amax(histogram, 0.5)}
+    assert percentile == {"a": percentile_amax(histogram, 10.0), "small": percentile_amax(histogram, 0.5)}
+    assert entropy["a"] != percentile["a"] and percentile["small"] > 0
+
+
+def test_default_percentile_stays_within_the_maximum(tiny):
+    x = images(4)
+    results, timings = calibrate_all(tiny, x, methods=("max", "percentile"))
+    assert all(results["percentile"][n] <= results["max"][n] for n in results["max"])
+    assert calibrate_onnx(tiny, x, "percentile") == results["percentile"]
+    for seconds in timings.values():
+        assert isinstance(seconds, float) and 0 <= seconds < 100 and seconds == round(seconds, 3)

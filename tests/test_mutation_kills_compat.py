@@ -36,7 +36,8 @@ def test_same_release(built, runtime, same):
     ("8.5.3", "8.6.1", False), ("8.5.3", "10.0.0", False), ("9.2.0", "10.1.0", True), ("9.2.0", "8.6.1", False),
     ("10.3.0", "10.2.0", False), ("10.3.0", "10.3.0", True), ("10.3.0", "11.0.0", True), ("10.3.0", "12.0.0", False),
     ("11.0.0", "11.1.0", True), ("12.0.0", "12.1.0", True), ("12.0.0", "13.0.0", False),
-    ("10", "10.3.0", False), ("10.3.0", "11", False), ("x", "10.3.0", False),
+    ("10", "10.3.0", False), ("10.3.0", "11", False), ("x", "10.3.0", False), ("10.3", "10.4.0", True),
+    ("10.3.0", "10.4", True),
 ])
 def test_version_compatible_runs(built, runtime, runs):
     assert version_compatible_runs(built, runtime) is runs
@@ -55,7 +56,7 @@ def test_version_compatible_rule_in_words():
 
 
 @pytest.mark.parametrize("version, dla", [
-    ("8.6.1", True), ("9.9.0", True), ("10.0.0", True), ("10.7.0", True), ("10.7.9.1", True), ("10.8.0", False),
+    ("8.6.1", True), ("9.9.0", True), ("10", True), ("10.0.0", True), ("10.7.0", True), ("10.7.9.1", True), ("10.8.0", False),
     ("11.0.0", False), ("11.4.0", False), ("11.4.1", True), ("11.5.0", True), ("12.0", True),
 ])
 def test_dla_supported(version, dla):

@@ -98,6 +98,8 @@ def test_missing_package_is_3_and_a_missing_own_module_a_bug(raising, capsys):
     assert raising(ModuleNotFoundError("No module named 'tensorrt.foo'", name="tensorrt.foo")) == 3
     assert stderr_line(capsys) == ("error: this needs the Python package 'tensorrt', which is not installed here "
                                    "(README: extras)")
+    assert raising(ModuleNotFoundError("No module named 'pycuda.gl.x'", name="pycuda.gl.x")) == 3
+    assert "the Python package 'pycuda', which" in stderr_line(capsys)
     assert raising(ModuleNotFoundError("No module named 'resnet_deploy.gone'", name="resnet_deploy.gone"), "--debug") == 4
     assert "ModuleNotFoundError: No module named 'resnet_deploy.gone'" in capsys.readouterr().err
     assert raising(ModuleNotFoundError("nameless"), "--debug") == 4
@@ -149,7 +151,7 @@ def test_internal_error_writes_the_traceback_to_a_file(raising, capsys, tmp_path
     assert log.startswith(str(tmp_path / "resnet-deploy-traceback-")) and log.endswith(".txt")
     text = open(log).read()
     assert text.startswith(f"resnet-deploy {__version__}: resnet-deploy boom\nTraceback")
-    assert "ValueError: wrong" in text
+    assert "ValueError: wrong" in text and "Traceback (most recent call last):\n  File " in text
 
 
 def test_internal_error_summary_is_cut_at_300(raising, capsys, tmp_path, monkeypatch):

@@ -139,3 +139,38 @@ def test_read_amax_missing_and_values(tmp_path):
     (tmp_path / "a.json").write_text('{"x": 2, "y": 0.5}')
     amax = read_amax(tmp_path / "a.json")
     assert amax == {"x": 2.0, "y": 0.5} and isinstance(amax["x"], float)
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_fallback_artifacts_of_a_tiny_graph(tiny, data_dir, tmp_path, per_channel):
+    from resnet_deploy.quantize.fallback import FallbackSettings
+    from resnet_deploy.quantize.int8 import make_fallback_artifacts
+
+    make_int8_artifacts(tiny, tmp_path, methods=("max",), count=8, data_dir=data_dir)
+    lines = []
+    report = make_fallback_artifacts(tiny, tmp_path, FallbackSettings(accuracy_budget_pp=0.0, fallback="fp32"),
+                                     method="max", per_channel=per_channel, data_dir=data_dir, log=lines.append)
+    sha = sha256_file(tiny)
+    assert report["source_onnx"] == str(tiny) and report["source_onnx_sha256"] == sha and report["method"] == "max"
+    assert report["weights"] == ("per-channel" if per_channel else "per-tensor")
+    assert report["onnx"] == str(tmp_path / "tiny.int8-max.fallback.qdq.onnx")
+    assert report["layer_precisions"] == str(tmp_path / "tiny.int8-max.layer-precisions.json")
+    assert report["excluded"][0]["op_type"] == "Gemm" and report["excluded"][0]["precision"] == "fp32"
+    assert report["accuracy"]["validation"]["images"] == 5000 and report["accuracy"]["test"]["images"] == 10000
+    assert 0 <= report["seconds"] < 600 and lines
+    assert json.loads((tmp_path / "tiny.int8-max.fallback.json").read_text()) == json.loads(json.dumps(report))
+    precisions = json.loads((tmp_path / "tiny.int8-max.layer-precisions.json").read_text())
+    assert precisions["source_onnx"] == str(tiny) and precisions["source_onnx_sha256"] == sha
+    assert precisions["calibration_cache"] == str(tmp_path / "tiny.max.cache")
+    assert [layer["precision"] for layer in precisions["layers"]] == ["fp32"]
+    model = onnx.load(report["onnx"])
+    weight_scales = [i for i in model.graph.initializer if "weight" in i.name and "scale" in i.name]
+    assert all(len(s.dims) == (1 if per_channel else 0) for s in weight_scales)
+
+
+def test_fallback_without_ranges_is_refused(tiny, tmp_path):
+    from resnet_deploy.quantize.fallback import FallbackSettings
+    from resnet_deploy.quantize.int8 import make_fallback_artifacts
+
+    with pytest.raises(ArtifactError, match=r"tiny\.max\.amax\.json: cannot read activation ranges"):
+        make_fallback_artifacts(tiny, tmp_path, FallbackSettings(accuracy_budget_pp=0.0), method="max")

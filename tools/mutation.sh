@@ -4,6 +4,7 @@
 # benchmarks/results/mutation.md. Slow (see that file for the times): not run in CI.
 #   bash tools/mutation.sh                      # every module in tools/mutation.py's MODULES
 #   bash tools/mutation.sh quantize.cache parity   # chosen modules (slugs or paths)
+#   bash tools/mutation.sh --recheck parity     # the last run's survivors against the current tests
 #   bash tools/mutation.sh --report-only        # rebuild mutation.md from benchmarks/results/mutation/*.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
