@@ -184,25 +184,32 @@ def _argv(command: str, cwd: Path) -> list[str]:
     return [w for word in words for w in (sorted(glob.glob(word, root_dir=cwd)) or [word] if "*" in word else [word])]
 
 
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, trained_checkpoint, data_dir) -> Path:
+    """One folder for every page: later pages use what earlier ones built, as a reader would."""
+    root = tmp_path_factory.mktemp("docs")
+    _workspace(root, trained_checkpoint, data_dir)
+    return root
+
+
 @pytest.mark.slow
-def test_documented_examples_run(tmp_path, trained_checkpoint, data_dir, no_tensorrt, monkeypatch, capfd):
+@pytest.mark.parametrize("page", [page for page in pages() if any(not e.device_only for e in examples(page))],
+                         ids=lambda page: str(page.relative_to(REPO)))
+def test_documented_examples_run(page, workspace, no_tensorrt, monkeypatch, capfd):
+    """The page's examples, after those of the pages before it (run the module, not one page alone)."""
     from resnet_deploy.cli import run
 
     pytest.importorskip("PIL")
-    _workspace(tmp_path, trained_checkpoint, data_dir)
-    monkeypatch.chdir(tmp_path)
-    ran, failures = 0, []
-    for example in all_examples():
+    monkeypatch.chdir(workspace)
+    failures = []
+    for example in examples(page):
         if example.device_only or skip_reason(example.command):
             continue
         if not example.command.startswith("resnet-deploy "):
             failures.append(f"{example}: not a resnet-deploy command; mark the block device-only or add it to SKIPPED")
             continue
-        code = run(_argv(example.command, tmp_path))
+        code = run(_argv(example.command, workspace))
         output = capfd.readouterr()
-        ran += 1
         if code != 0:
             failures.append(f"{example}: exit {code}\n{(output.out + output.err)[-2000:]}")
-    sys.stdout.write(f"{ran} documented commands ran\n")
     assert not failures, "\n".join(failures)
-    assert ran >= 15
