@@ -38,7 +38,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from resnet_deploy.errors import EnvironmentFailure
+from resnet_deploy.errors import EnvironmentFailure, ResnetDeployError
 
 L4T_RELEASE = "etc/nv_tegra_release"
 DEVICE_TREE_MODEL = "proc/device-tree/model"
@@ -61,8 +61,6 @@ JETPACK_FOR_L4T = {
 }
 TENSORRT_FOR_JETPACK_MINOR = {"5.0": "8.4", "5.1": "8.5", "6.0": "8.6", "6.1": "10.3", "6.2": "10.3"}
 DEEPSTREAM_FOR_JETPACK_MINOR = {"5.1": "6.3", "6.0": "7.0", "6.1": "7.1", "6.2": "7.1"}
-REQUIRED_TENSORRT = (10, 3)
-FIRST_SUPPORTED_JETPACK = "6.1 (L4T 36.4)"
 JETPACK_MAJOR_FOR_L4T = {"32": "4", "35": "5", "36": "6", "38": "7"}
 _L4T_LINE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*(\d+(?:\.\d+)*)")
 _POWER_MODEL = re.compile(r"^\s*<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)\s*>", re.MULTILINE)
@@ -103,15 +101,16 @@ def versions_for_jetpack(jetpack: str | None) -> dict[str, str | None]:
 
 
 def require_supported_tensorrt(version: str, root: str | Path | None = None) -> None:
-    """Refuse, in one line, a TensorRT older than 10.3 (JetPack 6.0's 8.6 skips a `TRT-100300` cache and has
-    no strongly typed networks), naming it, the board's JetPack when known, and the JetPack needed."""
-    numbers = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
-    if len(numbers) == 2 and numbers >= REQUIRED_TENSORRT:
-        return
+    """`trt.compat.require_supported_version`, naming the board's JetPack and L4T when known."""
+    from resnet_deploy.trt.compat import require_supported_version
+
+    require_supported_version(version, board_words(root))
+
+
+def board_words(root: str | Path | None = None) -> str:
+    """' (JetPack 6.0, L4T 36.3.0)' on a Jetson whose release is known, else ''."""
     board = fingerprint(root).get("jetson") or {}
-    on = f" (JetPack {board['jetpack']}, L4T {board['l4t']})" if board.get("jetpack") else ""
-    raise EnvironmentFailure(f"TensorRT {version} is installed{on}; resnet-deploy needs TensorRT 10.3 or later: "
-                             f"JetPack {FIRST_SUPPORTED_JETPACK} or later on a Jetson")
+    return f" (JetPack {board['jetpack']}, L4T {board['l4t']})" if board.get("jetpack") else ""
 
 
 def power_modes(root: Path) -> dict[int, str]:
@@ -295,15 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         if command[0] == "fastest-mode":
             print(fastest_power_mode()["id"])
             return 0
-        try:
-            import tensorrt
-        except ImportError:
-            raise EnvironmentFailure("tensorrt is not importable: sudo apt-get install python3-libnvinfer, and a venv "
-                                     "made with --system-site-packages") from None
-        require_supported_tensorrt(tensorrt.__version__)
-        print(f"TensorRT {tensorrt.__version__}: supported")
+        from resnet_deploy.trt.compat import import_tensorrt
+
+        trt = import_tensorrt("the Jetson check", where=board_words())
+        print(f"TensorRT {trt.__version__}: supported")
         return 0
-    except EnvironmentFailure as exc:
+    except ResnetDeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
 

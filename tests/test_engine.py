@@ -8,6 +8,7 @@ and they refuse what TensorRT refuses (see tests/fakes/fake_tensorrt.py).
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 
@@ -64,6 +65,8 @@ def test_strongly_typed_build_sequence(monkeypatch, tmp_path, graphs, version, p
     assert sidecar["tensorrt_version"] == trt.__version__ and sidecar["precision"] == precision
     assert sidecar["calibration"]["method"] == ("qdq-graph" if precision == "int8" else None)
     assert sidecar["build_settings"] == EngineSettings(precision=precision).as_dict()
+    trtexec = shlex.split(sidecar["trtexec"])
+    assert "--stronglyTyped" in trtexec and "--noTF32" in trtexec and "--optShapes=input:32x1x28x28" in trtexec
 
 
 def test_network_flag_values_differ_between_10_and_11(monkeypatch, tmp_path, graphs):
@@ -361,6 +364,10 @@ def test_dla_build_on_jetson_follows_nvidias_tensorrt_10_flow(monkeypatch, tmp_p
     assert sidecar["dla_core"] == 1 and sidecar["version_compatible"] is True and sidecar["integrated_gpu"] is True
     assert sidecar["strongly_typed"] is False and any("weakly typed" in n for n in notes)
     assert not [n for n in notes if n.startswith("warning:")]
+    trtexec = shlex.split(sidecar["trtexec"])  # the same build by hand: weak FP16 flag, DLA with GPU fallback
+    assert "--fp16" in trtexec and "--stronglyTyped" not in trtexec
+    assert {"--useDLACore=1", "--allowGPUFallback", "--versionCompatible", "--minShapes=input:8x1x28x28",
+            "--maxShapes=input:8x1x28x28", f"--onnx={graphs[graph]}", f"--saveEngine={info.engine_path}"} <= set(trtexec)
 
 
 def test_dla_build_records_where_the_layers_landed_from_the_engine_inspector(monkeypatch, tmp_path, graphs):

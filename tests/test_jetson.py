@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,19 @@ def test_fastest_mode_needs_an_nvpmodel_conf(tmp_path):
 
     with pytest.raises(EnvironmentFailure, match="nvpmodel.conf"):
         jetson.fastest_power_mode(tmp_path)
+
+
+def test_every_tensorrt_import_refuses_8_6_before_building_or_loading(monkeypatch, capsys):
+    """build, infer and the Jetson check all import TensorRT through compat.import_tensorrt."""
+    import types
+
+    from resnet_deploy.errors import EnvironmentFailure
+    from resnet_deploy.trt.compat import import_tensorrt
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.6.2.3"))
+    with pytest.raises(EnvironmentFailure, match=r"TensorRT 8\.6\.2\.3 is installed; .*JetPack 6\.1"):
+        import_tensorrt("building an engine")
+    assert jetson.main(["check"]) == 3
+    assert "TensorRT 8.6.2.3 is installed" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0.30"))
+    assert import_tensorrt("building an engine").__version__ == "10.3.0.30"

@@ -11,6 +11,7 @@ builder says so instead of failing on a missing attribute. The configuration fol
 
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from resnet_deploy.trt.compat import (CALIBRATOR_CLASSES, DLA_RELEASES, Capabili
 from resnet_deploy.trt.cuda import DeviceInfo, device_info, pushed
 from resnet_deploy.trt.settings import EngineSettings
 from resnet_deploy.trt.sidecar import engine_file_name, write_sidecar
+from resnet_deploy.trt.trtexec import trtexec_args
 
 Log = Callable[[str], None]
 
@@ -460,6 +462,9 @@ def _sidecar(trt_version: str, onnx_path: Path, engine_path: Path, info: DeviceI
                                                "layers": layer_precisions.layers}
     else:
         calibration = {"method": "qdq-graph" if settings.precision == "int8" else None}
+    trtexec = trtexec_args(settings, onnx_path, engine_path, input_name=built.inputs[0]["name"],
+                           input_shape=built.inputs[0]["shape"][1:], strongly_typed=built.strongly_typed,
+                           calibration_cache=legacy_cache.path if legacy_cache is not None else None)
     return {
         "engine": engine_path.name, "tensorrt_version": trt_version, "gpu_name": info.name,
         "compute_capability": info.compute_capability, "integrated_gpu": info.integrated, "platform": info.platform,
@@ -470,7 +475,7 @@ def _sidecar(trt_version: str, onnx_path: Path, engine_path: Path, info: DeviceI
         "profile": {k: [b, *built.inputs[0]["shape"][1:]] for k, b in settings.batches.items()},
         "inputs": built.inputs, "outputs": built.outputs,
         "source_onnx": str(onnx_path), "source_onnx_sha256": sha256_file(onnx_path),
-        "calibration": calibration, "build_settings": settings.as_dict(),
+        "calibration": calibration, "build_settings": settings.as_dict(), "trtexec": shlex.join(trtexec),
         "normalization": {"mean": MEAN, "std": STD}, "class_names": list(CLASS_NAMES),
     }
 

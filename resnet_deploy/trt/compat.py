@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from resnet_deploy.errors import ResnetDeployError
+from resnet_deploy.errors import EnvironmentFailure, ResnetDeployError
 
 # The TensorRT a calibration cache is headed for when nobody says otherwise: JetPack 6's (Jetson Orin),
 # the main user of the legacy calibrator path.
@@ -65,10 +65,23 @@ def require(what: str, modules: tuple[str, ...] = ("tensorrt", "pycuda")) -> Non
                               + "; ".join(f"{name}: {INSTALL[name]}" for name in missing))
 
 
-def import_tensorrt(what: str = "this command"):
-    """The `tensorrt` module, or `TensorRTMissing`."""
+MIN_TENSORRT = (10, 3)  # JetPack 6.0's 8.6 skips a TRT-100300 cache and has no strongly typed networks
+
+
+def require_supported_version(version: str, where: str = "") -> None:
+    """Refuse, in one line (exit 3), a TensorRT older than 10.3; `where` names the board when known."""
+    if version_numbers(version, 2) >= MIN_TENSORRT:
+        return
+    raise EnvironmentFailure(f"TensorRT {version} is installed{where}; resnet-deploy needs TensorRT 10.3 or later: "
+                             "JetPack 6.1 (L4T 36.4) or later on a Jetson")
+
+
+def import_tensorrt(what: str = "this command", where: str = ""):
+    """The `tensorrt` module (10.3 or later), or `TensorRTMissing` / `EnvironmentFailure` (`where`: the board)."""
     require(what, ("tensorrt",))
-    return importlib.import_module("tensorrt")
+    trt = importlib.import_module("tensorrt")
+    require_supported_version(trt.__version__, where)
+    return trt
 
 
 def import_cuda_driver(what: str = "this command"):

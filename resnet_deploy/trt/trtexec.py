@@ -29,8 +29,8 @@ def _shape(batch: int, input_shape: Sequence[int]) -> str:
     return "x".join(str(d) for d in (batch, *input_shape))
 
 
-def _precision_args(settings: EngineSettings, calibration_cache: str | Path | None) -> list[str]:
-    if settings.network_strongly_typed:
+def _precision_args(settings: EngineSettings, calibration_cache: str | Path | None, strongly_typed: bool) -> list[str]:
+    if strongly_typed:
         return ["--stronglyTyped"]
     if settings.precision == "fp16":
         return ["--fp16"]
@@ -54,9 +54,13 @@ def _precision_args(settings: EngineSettings, calibration_cache: str | Path | No
 
 def trtexec_args(settings: EngineSettings, onnx: str | Path, engine: str | Path, *, input_name: str = "input",
                  input_shape: Sequence[int] = (1, 28, 28), calibration_cache: str | Path | None = None,
-                 trtexec: str = TRTEXEC) -> list[str]:
-    """argv of the trtexec build of `onnx` into `engine` under `settings` (the graph `build` would use)."""
-    args = [trtexec, f"--onnx={onnx}", f"--saveEngine={engine}", *_precision_args(settings, calibration_cache)]
+                 strongly_typed: bool | None = None, trtexec: str = TRTEXEC) -> list[str]:
+    """argv of the trtexec build of `onnx` into `engine` under `settings` (the graph `build` would use).
+
+    `strongly_typed` is the typing the builder actually used (`builder.strongly_typed_network`: DLA on
+    TensorRT 10 is weakly typed); without it, the settings' own."""
+    typed = settings.network_strongly_typed if strongly_typed is None else strongly_typed
+    args = [trtexec, f"--onnx={onnx}", f"--saveEngine={engine}", *_precision_args(settings, calibration_cache, typed)]
     args += [f"--{kind}Shapes={input_name}:{_shape(batch, input_shape)}" for kind, batch in settings.batches.items()]
     args.append(f"--memPoolSize=workspace:{settings.workspace_mib}M")
     if settings.timing_cache is not None:
