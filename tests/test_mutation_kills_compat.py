@@ -86,7 +86,9 @@ def test_require_names_what_is_missing_and_how_to_get_it(monkeypatch):
         compat.import_tensorrt()
     with pytest.raises(TensorRTMissing, match=r"^this command needs pycuda, "):
         compat.import_cuda_driver()
-    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.3.0"
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
     compat.require("build", ("tensorrt",))
     assert compat.import_tensorrt() is sys.modules["tensorrt"]
 

@@ -124,3 +124,9 @@ def test_check_runs_here(monkeypatch, tmp_path):
         check_runs_here("dir/m.engine", SIDECAR)
     assert sidecar.REQUIRED_FIELDS == ("tensorrt_version", "compute_capability", "precision", "platform",
                                        "integrated_gpu")
+
+
+def test_jetson_engine_on_a_jetson_and_capabilities_by_major_minor():
+    jetson = {**SIDECAR, "platform": "aarch64", "integrated_gpu": True, "compute_capability": "8.7"}
+    assert check_compatible(jetson, "10.3.0", here("8.7", integrated=True, platform="aarch64")) == []
+    assert check_compatible(SIDECAR, "10.3.0", here("8.6.0")) == []
