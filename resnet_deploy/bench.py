@@ -206,7 +206,7 @@ def _gpu() -> str | None:
 def fingerprint() -> dict[str, Any]:
     """What the numbers depend on: CPU, cores, GPU, OS, Python and runtime versions; on a Jetson also the
     L4T release (JetPack), nvpmodel power mode and clocks (`jetson.fingerprint`)."""
-    from resnet_deploy import jetson
+    from resnet_deploy.device import jetson
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -232,7 +232,7 @@ def machine_difference(here: Mapping[str, Any], recorded: Mapping[str, Any]) -> 
     They can only with the same CPU, core count, GPU and runtime versions; on a Jetson also the same
     board, L4T and power mode, with the clocks locked in both runs (unlocked clocks follow the load,
     so their times vary run to run)."""
-    from resnet_deploy import jetson
+    from resnet_deploy.device import jetson
 
     boards = jetson.comparable(here), jetson.comparable(recorded)
     if any(board is not None and not board["clocks_locked"] for board in boards):

@@ -54,7 +54,7 @@ def _from_fp16_record(graph: Path) -> Iterator[Candidate]:
 
 
 def _from_bundle(graph: Path, graph_sha: str) -> Iterator[Candidate]:
-    from resnet_deploy.bundle import FP32, MANIFEST
+    from resnet_deploy.device.bundle import FP32, MANIFEST
 
     for folder in (graph.parent, graph.parent.parent):
         manifest = _read(folder / MANIFEST) if (folder / MANIFEST).is_file() else None

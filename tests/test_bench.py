@@ -252,7 +252,7 @@ JETSON_FIXTURES = Path(__file__).parent / "fixtures" / "jetson-orin-jp6"
 
 
 def jetson_machine(monkeypatch, board: str) -> dict:
-    from resnet_deploy import jetson
+    from resnet_deploy.device import jetson
 
     monkeypatch.setattr(jetson, "ROOT", JETSON_FIXTURES / board)
     return fingerprint()
@@ -275,7 +275,7 @@ def test_a_jetson_fingerprint_compares_board_l4t_power_mode_and_locked_clocks(mo
 @pytest.mark.slow
 def test_bench_on_an_unlocked_jetson_warns_and_records_the_board(tmp_path, data_dir, untrained_onnx, monkeypatch,
                                                                  capsys):
-    from resnet_deploy import jetson
+    from resnet_deploy.device import jetson
 
     monkeypatch.setattr(jetson, "ROOT", JETSON_FIXTURES / "unlocked")
     assert _bench([untrained_onnx, "--batch-sizes", "2", "--duration-s", "0", "--warmup-ms", "0", "--rounds", "1",

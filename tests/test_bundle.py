@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from resnet_deploy.bundle import MANIFEST, extract_bundle, make_bundle, open_bundle, verify_bundle
+from resnet_deploy.device.bundle import MANIFEST, extract_bundle, open_bundle, verify_bundle
+from resnet_deploy.device.make import make_bundle
 from resnet_deploy.cli import main
 from resnet_deploy.errors import ArtifactError
 from resnet_deploy.onnx_info import describe_onnx
@@ -87,7 +88,7 @@ def test_bundle_holds_what_the_device_needs_and_nothing_else(made):
 
 
 def test_the_bundle_carries_a_torch_free_wheel_of_the_project(made):
-    from resnet_deploy.wheel import required_dependencies
+    from resnet_deploy.device.wheel import required_dependencies
 
     wheel = verify_bundle(made).path("wheel")
     assert wheel.name.startswith("resnet_deploy-") and wheel.name.endswith("-py3-none-any.whl")
@@ -95,7 +96,7 @@ def test_the_bundle_carries_a_torch_free_wheel_of_the_project(made):
     assert {"numpy", "onnx", "onnxruntime", "click"} <= set(required) and "torch" not in required
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
-    assert "resnet_deploy/cli/__init__.py" in names and "resnet_deploy/bundle.py" in names
+    assert "resnet_deploy/cli/__init__.py" in names and "resnet_deploy/device/bundle.py" in names
     assert not any(n.startswith("tests/") for n in names)
 
 
@@ -185,7 +186,7 @@ def test_unsafe_tarballs_are_refused_before_anything_is_written(tmp_path, member
 
 def test_a_tarball_of_a_tampered_bundle_leaves_nothing_behind(copy, tmp_path):
     (copy / "labels.txt").write_text("changed\n")
-    from resnet_deploy.bundle import write_tarball
+    from resnet_deploy.device.make import write_tarball
 
     tarball = write_tarball(copy, tmp_path / "tiny.tar.gz")
     with pytest.raises(ArtifactError, match="labels.txt changed"):
@@ -330,7 +331,7 @@ def test_an_older_bundle_with_only_its_own_files_is_replaced(made, copy, tmp_pat
 
 
 def _tarball_with_device_md(made: Path, tmp_path: Path, edit) -> Path:
-    from resnet_deploy.bundle import _file_entry, write_tarball
+    from resnet_deploy.device.make import _file_entry, write_tarball
 
     folder = Path(shutil.copytree(made, tmp_path / "src" / "tiny"))
     readme = folder / "DEVICE.md"

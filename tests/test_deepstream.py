@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from resnet_deploy import data
-from resnet_deploy.deepstream import DeepStreamSettings, config_text, labels_text, write_deepstream_files
+from resnet_deploy.device.deepstream import DeepStreamSettings, config_text, labels_text, write_deepstream_files
 from resnet_deploy.quantize.cache import write_calibration_cache
 from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
 

@@ -163,7 +163,7 @@ def test_infer_on_a_folder_of_photos_gives_top_k_with_class_names_as_table_and_j
 
 def test_infer_uses_the_class_names_of_the_bundle_the_artifact_lies_in(tmp_path, trained_onnx, test_split,
                                                                        monkeypatch):
-    from resnet_deploy.bundle import MANIFEST
+    from resnet_deploy.device.bundle import MANIFEST
 
     bundle = tmp_path / "bundle"
     (bundle / "model").mkdir(parents=True)

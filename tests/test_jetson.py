@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from resnet_deploy import jetson
+from resnet_deploy.device import jetson
 
 pytestmark = pytest.mark.runtime
 

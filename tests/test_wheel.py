@@ -8,7 +8,7 @@ import zipfile
 import pytest
 
 from resnet_deploy.errors import ArtifactError
-from resnet_deploy.wheel import build_wheel, check_torch_free, required_dependencies
+from resnet_deploy.device.wheel import build_wheel, check_torch_free, required_dependencies
 
 pytestmark = pytest.mark.runtime
 

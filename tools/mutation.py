@@ -43,7 +43,7 @@ MODULES: dict[str, list[str]] = {
     "resnet_deploy/bench.py": ["tests/test_bench.py", "-m", "not slow"],
     "resnet_deploy/trt/builder.py": ["tests/test_engine.py", "-m", "not slow"],
     "resnet_deploy/trt/runner.py": ["tests/test_engine.py", "-m", "not slow"],
-    "resnet_deploy/bundle.py": ["tests/test_bundle.py", "-m", "not slow"],
+    "resnet_deploy/device/bundle.py": ["tests/test_bundle.py", "-m", "not slow"],
 }
 STATUSES = ("killed", "survived", "timeout", "no tests", "suspicious", "segfault", "skipped", "not checked")
 

@@ -63,7 +63,8 @@ def bench(artifacts, backend, batch_sizes, warmup_ms, duration_s, iterations, ro
     """
     from contextlib import ExitStack
 
-    from resnet_deploy import data, jetson
+    from resnet_deploy import data
+    from resnet_deploy.device import jetson
     from resnet_deploy.bench import apply_baseline_gate, check_memory, compare, fingerprint, read_baseline
     from resnet_deploy.errors import GateFailed
     from resnet_deploy.fileio import atomic_write_json, check_writable

@@ -15,7 +15,8 @@ from resnet_deploy.cli.options import (ENGINE_OPTION_NAMES, calibration_count_op
                                        max_drop_option, parity_limit_option)
 from resnet_deploy.errors import GateFailed
 from resnet_deploy.onnx_io import PRECISIONS
-from resnet_deploy.pipeline import BuildOptions, build as run_build, build_from_bundle
+from resnet_deploy.device.build import build_from_bundle
+from resnet_deploy.pipeline import BuildOptions, build as run_build
 
 # What a bundle fixes: its graphs and calibration come from the workstation.
 NOT_WITH_BUNDLE = ("checkpoint", "onnx", "reference", "calibration_method", "calibration_count",

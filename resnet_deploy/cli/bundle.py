@@ -46,9 +46,9 @@ def bundle(checkpoint, onnx, out_dir, no_tar, calibration_method, calibration_co
       resnet-deploy bundle --checkpoint checkpoints/resnet18-w0.25/best.pt
       resnet-deploy bundle --onnx artifacts/resnet18-w0.25.onnx --out /media/usb/resnet18-w0.25
     """
-    from resnet_deploy.bundle import make_bundle
+    from resnet_deploy.device.make import make_bundle
     from resnet_deploy.cli.parity import print_parity_table
-    from resnet_deploy.deepstream import DeepStreamSettings
+    from resnet_deploy.device.deepstream import DeepStreamSettings
     from resnet_deploy.pipeline import BuildOptions
 
     if checkpoint and onnx:
@@ -91,7 +91,7 @@ def verify_bundle(path, run_parity, max_drop_pp, parity_limit, json_path, data_d
       resnet-deploy verify-bundle bundles/resnet18-w0.25
       resnet-deploy verify-bundle resnet18-w0.25.tar.gz --parity
     """
-    from resnet_deploy.bundle import bundle_parity, open_bundle
+    from resnet_deploy.device.bundle import bundle_parity, open_bundle
 
     checked = open_bundle(path)
     manifest = checked.manifest

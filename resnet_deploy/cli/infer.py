@@ -40,7 +40,7 @@ def infer(ctx, artifact, images, backend, top_k, count, split, offset, threads, 
       resnet-deploy infer calibration/resnet18-w0.25.int8-entropy.qdq.onnx shoe.jpg shirt.png --top-k 5
       resnet-deploy infer artifacts/resnet18-w0.25.onnx --count 8 --split val
     """
-    from resnet_deploy.bundle import class_names_for
+    from resnet_deploy.device.bundle import class_names_for
     from resnet_deploy.fileio import atomic_write_json, check_writable
     from resnet_deploy.runners import load_runner
 

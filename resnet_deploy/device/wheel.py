@@ -27,7 +27,7 @@ _REQUIRES = re.compile(r"^Requires-Dist:\s*([A-Za-z0-9_.\-]+)(.*)$", re.MULTILIN
 
 def source_root() -> Path:
     """The checkout this package runs from (`pyproject.toml` of resnet-deploy beside the package)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # resnet_deploy/device/wheel.py -> the checkout
     pyproject = root / "pyproject.toml"
     if not pyproject.is_file() or f'name = "{PROJECT}"' not in pyproject.read_text():
         raise ArtifactError(f"{root}: no resnet-deploy pyproject.toml; the bundle's wheel is built from the source "

@@ -285,7 +285,7 @@ def warnings(fingerprint_dict: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m resnet_deploy.jetson check`: one line on the installed TensorRT (exit 3 when unsupported or
+    """`python -m resnet_deploy.device.jetson check`: one line on the installed TensorRT (exit 3 when unsupported or
     missing); `fastest-mode`: the nvpmodel id of the fastest mode, for `sudo nvpmodel -m`."""
     import sys
 

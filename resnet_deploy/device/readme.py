@@ -51,7 +51,7 @@ def device_readme(name: str, manifest: dict[str, Any], wheel: str, wheel_sha256:
     trtexec = "\n".join(_device(line) for line in trtexec_lines(manifest))
     measure = _block(
         _device(f"resnet-deploy infer engines/{stem}.int8-*.engine ~/photos/ --top-k 3"),
-        _device('sudo nvpmodel -m "$(python -m resnet_deploy.jetson fastest-mode)"'),
+        _device('sudo nvpmodel -m "$(python -m resnet_deploy.device.jetson fastest-mode)"'),
         _device("sudo jetson_clocks"),
         _device(f"resnet-deploy bench engines/{stem}.int8-*.engine --batch-sizes 1,8 --cuda-graph"))
     return f"""# {name}: {stem} for a Jetson
@@ -64,7 +64,7 @@ classes (`labels.txt`). INT8 calibration: {manifest['calibration']['method']} on
 train-split images, cache `{manifest['calibration']['cache_header']}`.
 
 **Supported: {SUPPORTED_JETPACK}.** JetPack 6.0 (L4T 36.3) ships TensorRT 8.6 and DeepStream 7.0,
-which skip this `TRT-100300` calibration cache: step 2's `python -m resnet_deploy.jetson check` refuses
+which skip this `TRT-100300` calibration cache: step 2's `python -m resnet_deploy.device.jetson check` refuses
 TensorRT 8.6 with one line naming it and JetPack 6.1 (exit 3); upgrade the board. JetPack 5 (TensorRT 8.5, Python 3.8) is not supported.
 What was checked where: CI runs every line below not marked `{DEVICE_ONLY}` from this tarball alone on
 Python 3.10 without TensorRT; TensorRT, DLA, nvpmodel and DeepStream lines are checked on fakes and for
@@ -91,7 +91,7 @@ onnxruntime, click, rich and filelock from its usual index; JetPack brings Tenso
     ". ~/resnet-deploy-venv/bin/activate",
     f'pip install "$HOME/{WHEEL_FOLDER}/{wheel_name}[images]"',
     _device("PATH=/usr/local/cuda/bin:$PATH pip install pycuda"),
-    _device('python -c "import pycuda.driver" && python -m resnet_deploy.jetson check'),
+    _device('python -c "import pycuda.driver" && python -m resnet_deploy.device.jetson check'),
     "resnet-deploy --version")}
 
 ## 3. Check the bundle and build the engine on the board
