@@ -15,8 +15,14 @@ import torch
 
 from resnet_deploy import data, schema, train_config
 from resnet_deploy.errors import CheckpointError, EnvironmentFailure
-from resnet_deploy.fileio import (atomic_write_bytes, atomic_write_json, read_json, require_file, sha256_bytes,
-                                  sha256_file)
+from resnet_deploy.fileio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+    require_file,
+    sha256_bytes,
+    sha256_file,
+)
 from resnet_deploy.models import ResNet, create_model
 from resnet_deploy.onnx_io import IMAGE_SHAPE
 

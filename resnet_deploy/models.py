@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from resnet_deploy.model_options import SHORTCUTS, STEMS
 

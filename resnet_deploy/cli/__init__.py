@@ -19,8 +19,14 @@ import click
 from resnet_deploy import __version__
 from resnet_deploy.cli.console import StdoutClosed, discard_stdout, print_error, stdout_broken
 from resnet_deploy.cli.options import guarded
-from resnet_deploy.errors import (EXIT_ENVIRONMENT, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EnvironmentFailure,
-                                  GateFailed, ResnetDeployError)
+from resnet_deploy.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_INTERNAL_ERROR,
+    EXIT_INTERRUPTED,
+    EnvironmentFailure,
+    GateFailed,
+    ResnetDeployError,
+)
 
 # One command module per line, so adding a command is a one-line change.
 COMMAND_MODULES = (

@@ -8,16 +8,27 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.options import (FOLDER, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, PERCENT, POSITIVE_INT, OutputPath,
-                                       artifacts_argument, backend_option, baseline_options, data_dir_option,
-                                       json_option, threads_option)
+from resnet_deploy.cli.options import (
+    FOLDER,
+    NON_NEGATIVE_FLOAT,
+    NON_NEGATIVE_INT,
+    PERCENT,
+    POSITIVE_INT,
+    OutputPath,
+    artifacts_argument,
+    backend_option,
+    baseline_options,
+    data_dir_option,
+    json_option,
+    threads_option,
+)
 
 
 def _batch_sizes(ctx, param, value: str) -> list[int]:
     try:
         sizes = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {value!r}")
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
     if not sizes or min(sizes) < 1:
         raise click.BadParameter("batch sizes must be positive")
     return sizes
@@ -64,8 +75,8 @@ def bench(artifacts, backend, batch_sizes, warmup_ms, duration_s, iterations, ro
     from contextlib import ExitStack
 
     from resnet_deploy import data
-    from resnet_deploy.device import jetson
     from resnet_deploy.bench import apply_baseline_gate, check_memory, compare, fingerprint, read_baseline
+    from resnet_deploy.device import jetson
     from resnet_deploy.errors import GateFailed
     from resnet_deploy.fileio import atomic_write_json, check_writable
     from resnet_deploy.runners import artifact_labels, backend_for, load_runner

@@ -9,14 +9,25 @@ from rich.table import Table
 from rich.text import Text
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.fallback import OPTION_NAMES as FALLBACK_OPTION_NAMES, fallback_options, print_fallback_report
-from resnet_deploy.cli.options import (ENGINE_OPTION_NAMES, calibration_count_option, calibration_method_option,
-                                       data_dir_option, engine_options, engine_settings, given_flags, given_params,
-                                       max_drop_option, parity_limit_option)
+from resnet_deploy.cli.fallback import OPTION_NAMES as FALLBACK_OPTION_NAMES
+from resnet_deploy.cli.fallback import fallback_options, print_fallback_report
+from resnet_deploy.cli.options import (
+    ENGINE_OPTION_NAMES,
+    calibration_count_option,
+    calibration_method_option,
+    data_dir_option,
+    engine_options,
+    engine_settings,
+    given_flags,
+    given_params,
+    max_drop_option,
+    parity_limit_option,
+)
+from resnet_deploy.device.build import build_from_bundle
 from resnet_deploy.errors import GateFailed
 from resnet_deploy.onnx_io import PRECISIONS
-from resnet_deploy.device.build import build_from_bundle
-from resnet_deploy.pipeline import BuildOptions, build as run_build
+from resnet_deploy.pipeline import BuildOptions
+from resnet_deploy.pipeline import build as run_build
 
 # What a bundle fixes: its graphs and calibration come from the workstation.
 NOT_WITH_BUNDLE = ("checkpoint", "onnx", "reference", "calibration_method", "calibration_count",

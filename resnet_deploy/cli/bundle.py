@@ -9,9 +9,16 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.options import (OUTPUT_PATH, FiniteFloatRange, calibration_count_option,
-                                       calibration_method_option, data_dir_option, json_option, max_drop_option,
-                                       parity_limit_option)
+from resnet_deploy.cli.options import (
+    OUTPUT_PATH,
+    FiniteFloatRange,
+    calibration_count_option,
+    calibration_method_option,
+    data_dir_option,
+    json_option,
+    max_drop_option,
+    parity_limit_option,
+)
 
 
 @click.command()
@@ -46,9 +53,9 @@ def bundle(checkpoint, onnx, out_dir, no_tar, calibration_method, calibration_co
       resnet-deploy bundle --checkpoint checkpoints/resnet18-w0.25/best.pt
       resnet-deploy bundle --onnx artifacts/resnet18-w0.25.onnx --out /media/usb/resnet18-w0.25
     """
-    from resnet_deploy.device.make import make_bundle
     from resnet_deploy.cli.parity import print_parity_table
     from resnet_deploy.device.deepstream import DeepStreamSettings
+    from resnet_deploy.device.make import make_bundle
     from resnet_deploy.pipeline import BuildOptions
 
     if checkpoint and onnx:

@@ -9,8 +9,13 @@ from rich.table import Table
 
 from resnet_deploy.cli.console import console, console_err
 from resnet_deploy.cli.fallback import fallback_options, print_fallback_report
-from resnet_deploy.cli.options import (calibration_count_option, calibration_dir_option, calibration_method_option,
-                                       data_dir_option, trt_version_option)
+from resnet_deploy.cli.options import (
+    calibration_count_option,
+    calibration_dir_option,
+    calibration_method_option,
+    data_dir_option,
+    trt_version_option,
+)
 
 
 @click.command()

@@ -8,8 +8,15 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.options import (NON_NEGATIVE_INT, POSITIVE_INT, backend_option, data_dir_option, given_params,
-                                       json_option, threads_option)
+from resnet_deploy.cli.options import (
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    backend_option,
+    data_dir_option,
+    given_params,
+    json_option,
+    threads_option,
+)
 
 DATASET_OPTIONS = ("count", "split", "offset")
 

@@ -9,8 +9,7 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.options import (IMAGE, FiniteFloatRange, OutputPath, data_dir_option, json_option,
-                                       threads_option)
+from resnet_deploy.cli.options import IMAGE, FiniteFloatRange, OutputPath, data_dir_option, json_option, threads_option
 from resnet_deploy.data import VAL_SIZE
 
 

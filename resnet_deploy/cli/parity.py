@@ -8,9 +8,18 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.options import (NON_NEGATIVE_FLOAT, POSITIVE_INT, artifacts_argument, backend_option,
-                                       baseline_options, data_dir_option, json_option, max_drop_option,
-                                       parity_limit_option, threads_option)
+from resnet_deploy.cli.options import (
+    NON_NEGATIVE_FLOAT,
+    POSITIVE_INT,
+    artifacts_argument,
+    backend_option,
+    baseline_options,
+    data_dir_option,
+    json_option,
+    max_drop_option,
+    parity_limit_option,
+    threads_option,
+)
 
 
 @click.command()

@@ -9,8 +9,15 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console, console_err
-from resnet_deploy.cli.options import (FiniteFloatRange, calibration_count_option, calibration_dir_option,
-                                       calibration_method_option, data_dir_option, threads_option, trt_version_option)
+from resnet_deploy.cli.options import (
+    FiniteFloatRange,
+    calibration_count_option,
+    calibration_dir_option,
+    calibration_method_option,
+    data_dir_option,
+    threads_option,
+    trt_version_option,
+)
 from resnet_deploy.data import TRAIN_SIZE
 
 

@@ -9,8 +9,16 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.options import (IMAGE, NON_NEGATIVE_INT, POSITIVE_INT, FiniteFloatRange, OutputPath,
-                                       data_dir_option, json_option, threads_option_for)
+from resnet_deploy.cli.options import (
+    IMAGE,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    FiniteFloatRange,
+    OutputPath,
+    data_dir_option,
+    json_option,
+    threads_option_for,
+)
 
 PORT = click.IntRange(1, 65535)
 
@@ -19,7 +27,7 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
     try:
         numbers = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {value!r}")
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
     if any(n < 1 for n in numbers):
         raise click.BadParameter("values must be positive")
     return numbers

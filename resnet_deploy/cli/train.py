@@ -10,8 +10,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.options import (FOLDER, TRAINING_SETTINGS, OutputPath, data_dir_option, given_params,
-                                       threads_option, training_options)
+from resnet_deploy.cli.options import (
+    FOLDER,
+    TRAINING_SETTINGS,
+    OutputPath,
+    data_dir_option,
+    given_params,
+    threads_option,
+    training_options,
+)
 
 DEFAULT_CHECKPOINT_DIR = Path("checkpoints")
 
@@ -42,7 +49,8 @@ def train(ctx: click.Context, out_dir, resume, data_dir, threads, **settings) ->
       resnet-deploy train --width 0.5 --epochs 30 --random-erasing 0.25
       resnet-deploy train --out-dir checkpoints/resnet18-w0.25 --resume
     """
-    from resnet_deploy.train import TrainConfig, resume_config, train as run_training
+    from resnet_deploy.train import TrainConfig, resume_config
+    from resnet_deploy.train import train as run_training
 
     config = TrainConfig(**settings, threads=threads)
     out_dir = out_dir or default_run_dir(config.tag)

@@ -13,9 +13,25 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy import __version__
-from resnet_deploy.device.bundle import (CACHE, DEVICE_README, FORMAT, FORMAT_VERSION, FP16, FP32, INT8, LABELS,
-                                         MANIFEST, PARITY, VERSIONED_PACKAGES, WHEEL, PRECISION_ROLES, BundleResult, Log,
-                                         install_folder, verify_bundle)
+from resnet_deploy.device.bundle import (
+    CACHE,
+    DEVICE_README,
+    FORMAT,
+    FORMAT_VERSION,
+    FP16,
+    FP32,
+    INT8,
+    LABELS,
+    MANIFEST,
+    PARITY,
+    PRECISION_ROLES,
+    VERSIONED_PACKAGES,
+    WHEEL,
+    BundleResult,
+    Log,
+    install_folder,
+    verify_bundle,
+)
 from resnet_deploy.errors import ArtifactError
 from resnet_deploy.fileio import atomic_path, atomic_write_json, atomic_write_text, sha256_file
 

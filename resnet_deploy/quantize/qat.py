@@ -263,8 +263,8 @@ def quantization_aware_training(fp32_onnx: str | Path, out_dir: str | Path, conf
     import onnx
 
     from resnet_deploy import data
-    from resnet_deploy.onnx_io import load_onnx
     from resnet_deploy.fileio import atomic_write_json, sha256_file
+    from resnet_deploy.onnx_io import load_onnx
     from resnet_deploy.quantize.cache import write_calibration_cache
     from resnet_deploy.quantize.fallback import QdqEvaluator
     from resnet_deploy.quantize.int8 import Int8Paths

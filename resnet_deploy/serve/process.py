@@ -93,7 +93,7 @@ class ServeProcess:
             return self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise ResnetDeployError(f"serve did not exit {timeout_s} s after SIGTERM:\n{self.output[-4000:]}")
+            raise ResnetDeployError(f"serve did not exit {timeout_s} s after SIGTERM:\n{self.output[-4000:]}") from None
 
     def kill(self) -> None:
         """SIGKILL the server's whole process group, then remove the shared memory it can no longer unlink:

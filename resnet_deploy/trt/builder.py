@@ -21,8 +21,16 @@ from resnet_deploy.errors import ArtifactError, ResnetDeployError
 from resnet_deploy.fileio import atomic_write_bytes, sha256_file
 from resnet_deploy.quantize.cache import version_code as calibration_version_code
 from resnet_deploy.quantize.fallback import TRT_DATA_TYPES, LayerPrecisions, read_layer_precisions
-from resnet_deploy.trt.compat import (CALIBRATOR_CLASSES, DLA_RELEASES, Capabilities, capabilities, dla_supported,
-                                      import_tensorrt, trt_logger, version_numbers)
+from resnet_deploy.trt.compat import (
+    CALIBRATOR_CLASSES,
+    DLA_RELEASES,
+    Capabilities,
+    capabilities,
+    dla_supported,
+    import_tensorrt,
+    trt_logger,
+    version_numbers,
+)
 from resnet_deploy.trt.cuda import DeviceInfo, device_info, pushed
 from resnet_deploy.trt.settings import EngineSettings
 from resnet_deploy.trt.sidecar import engine_file_name, write_sidecar
@@ -119,7 +127,8 @@ def _parse(trt, builder, flags: int, onnx_path: Path, logger):
 
 def graph_precision(onnx_path: Path) -> str:
     """fp32, fp16 or int8 (Q/DQ): what a strongly typed build of this graph produces."""
-    from resnet_deploy.onnx_io import graph_precision as precision_of_graph, load_onnx, precision_of
+    from resnet_deploy.onnx_io import graph_precision as precision_of_graph
+    from resnet_deploy.onnx_io import load_onnx, precision_of
 
     model = load_onnx(onnx_path)
     if precision_of(model) == "int8-cpu":
