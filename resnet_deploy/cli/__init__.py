@@ -86,7 +86,7 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI; every outcome becomes an exit code and at most one line on stderr."""
     _settings["debug"] = False
     try:
-        cli.main(args=argv, prog_name="resnet-deploy", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="resnet-deploy", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -130,7 +130,7 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_ENVIRONMENT
     except Exception as exc:  # a bug: one line here, the traceback in a file (or on stderr with --debug)
         return _internal_error(exc)
-    return 0
+    return code if isinstance(code, int) else 0  # click 8.2+ returns ctx.exit(N)'s code without standalone mode
 
 
 def _internal_error(exc: Exception) -> int:

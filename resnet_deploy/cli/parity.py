@@ -72,7 +72,8 @@ def print_parity_table(report: dict) -> None:
     for entry in report["artifacts"]:
         gates = ", ".join(("[green]pass[/]" if g["passed"] else "[red]FAIL[/]") + f" {g['name']}" for g in entry["gates"])
         diff = entry["logit_abs_diff"]
-        worst = min(entry["per_class_delta_pp"].items(), key=lambda item: item[1])
+        present = [item for item in entry["per_class_delta_pp"].items() if item[1] is not None]
+        worst = min(present, key=lambda item: item[1]) if present else ("-", 0.0)
         table.add_row(entry["label"], entry["backend"], entry["precision"], f"{entry['top1'] * 100:.2f}%",
                       f"{entry['top1_drop_pp']:+.2f}", f"{entry['agreement'] * 100:.2f}%", f"{diff['max']:.2e}",
                       f"{diff['p99']:.2e}", f"{worst[0]} {worst[1]:+.2f} pp", gates)
