@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 
@@ -90,7 +90,8 @@ def value_types_and_sizes(model) -> tuple[dict[str, int], dict[str, int | None]]
         tensor_type = value.type.tensor_type
         types[value.name] = tensor_type.elem_type
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim][1:]
-        sizes[value.name] = None if not tensor_type.HasField("shape") or None in dims else int(np.prod(dims, dtype=np.int64))
+        unknown = not tensor_type.HasField("shape") or None in dims
+        sizes[value.name] = None if unknown else int(np.prod(cast(list[int], dims), dtype=np.int64))  # no None left
     return types, sizes
 
 
@@ -107,7 +108,8 @@ def match_tensors(reference_model, candidate_model) -> tuple[list[TensorMatch], 
     types, sizes = value_types_and_sizes(reference_model)
     known = [s for s in sizes.values() if s]
     fallback_size = max(known) if known else 1 << 20
-    matches, unmatched = [], []
+    matches: list[TensorMatch] = []
+    unmatched: list[str] = []
     for tensor, node in compared_tensors(reference_model):
         candidate = tensor if tensor in candidate_tensors else None
         twin = candidate_nodes.get(node.name)

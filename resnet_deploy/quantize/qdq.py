@@ -47,7 +47,7 @@ class Layer:
 def quantizable_layers(model) -> list[Layer]:
     """Every Conv and Gemm in graph order; the readable name is its weight's name without `.weight`."""
     initializers = {init.name for init in model.graph.initializer}
-    layers = []
+    layers: list[Layer] = []
     for node in model.graph.node:
         if node.op_type in LAYER_OPS:
             weight = node.input[1]
@@ -149,9 +149,9 @@ def _weight_qdq(model, node, per_channel: bool = True) -> list:
     ])
     dequantized = f"{prefix}_dequantized"
     node.input[1] = dequantized
+    attributes: dict[str, Any] = {"axis": axis} if per_channel else {}
     return [onnx.helper.make_node("DequantizeLinear", [prefix, f"{prefix}_scale", f"{prefix}_zero_point"],
-                                  [dequantized], name=f"{prefix}_DequantizeLinear",
-                                  **({"axis": axis} if per_channel else {}))]
+                                  [dequantized], name=f"{prefix}_DequantizeLinear", **attributes)]
 
 
 def _activation_qdq(model, tensor: str, amax: float) -> tuple[list, str]:
@@ -218,7 +218,8 @@ def qdq_model(model, amax: Mapping[str, float], *, fallback: Mapping[str, str] |
     graph_inputs = {v.name for v in model.graph.input}
     ordered = [n for t in targets if t in graph_inputs for n in new_nodes[t]]
     for index, node in enumerate(list(model.graph.node)):
-        before, after = [], []
+        before: list = []
+        after: list = []
         if node.op_type in LAYER_OPS and node.name not in fallback:
             before = _weight_qdq(model, node, per_channel)
         for position in edges.get(index, []):

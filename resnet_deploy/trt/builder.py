@@ -76,7 +76,7 @@ def load_legacy_cache(trt, caps: Capabilities, path: str | Path) -> LegacyCache:
 
 def make_cache_calibrator(trt, cache: LegacyCache):
     """A calibrator that serves `cache` and has no batches: TensorRT reads the scales and never calibrates."""
-    base = getattr(trt, cache.calibrator_class)
+    base: Any = getattr(trt, cache.calibrator_class)
 
     class CacheCalibrator(base):
         def __init__(self):

@@ -97,7 +97,7 @@ class HostDeviceBuffer:
 
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype):
         cuda = driver()
-        self.device = None
+        self.device: Any = None  # a pycuda DeviceAllocation once allocated
         self.host = cuda.pagelocked_empty(shape, dtype)
         try:
             self.device = cuda.mem_alloc(self.host.nbytes)
@@ -153,33 +153,35 @@ class StreamLoop:
     def __init__(self, buffers: dict[str, HostDeviceBuffer]):
         self.buffers = buffers
         self.stream = driver().Stream(flags=STREAM_NON_BLOCKING)
-        self._timer = EventTimer(self.stream, PHASES)
+        self._timer: EventTimer | None = EventTimer(self.stream, PHASES)
         self.last_timings: dict[str, float] = {}
 
     def run(self, inputs: Mapping[str, np.ndarray], output_shapes: Mapping[str, tuple[int, ...]],
             enqueue: Callable[[Any], None]) -> dict[str, np.ndarray]:
         """One batch: `enqueue(stream)` must queue the work on `stream` (and raise if it cannot)."""
+        timer = self._timer
+        assert timer is not None, "StreamLoop.run() after free()"
         cuda = driver()
         staged = {}
         for name, array in inputs.items():
             staged[name] = self.buffers[name].host_view(array.shape)
             np.copyto(staged[name], array, casting="same_kind")
-        self._timer.start("h2d")
+        timer.start("h2d")
         for name, host in staged.items():
             cuda.memcpy_htod_async(self.buffers[name].device, host, self.stream)
-        self._timer.stop("h2d")
-        self._timer.start("compute")
+        timer.stop("h2d")
+        timer.start("compute")
         started = time.perf_counter()
         enqueue(self.stream)
         enqueue_seconds = time.perf_counter() - started
-        self._timer.stop("compute")
+        timer.stop("compute")
         outputs = {name: self.buffers[name].host_view(shape) for name, shape in output_shapes.items()}
-        self._timer.start("d2h")
+        timer.start("d2h")
         for name, host in outputs.items():
             cuda.memcpy_dtoh_async(host, self.buffers[name].device, self.stream)
-        self._timer.stop("d2h")
+        timer.stop("d2h")
         self.stream.synchronize()
-        self.last_timings = {**self._timer.seconds(), "enqueue": enqueue_seconds}
+        self.last_timings = {**timer.seconds(), "enqueue": enqueue_seconds}
         return {name: host.copy() for name, host in outputs.items()}
 
     def free(self) -> None:

@@ -103,6 +103,7 @@ class GraphAPI:
         executable = ctypes.c_void_p()
         self._call("cuGraphInstantiateWithFlags", ctypes.byref(executable), ctypes.c_void_p(graph),
                    ctypes.c_ulonglong(0))
+        assert executable.value is not None  # a successful cuGraphInstantiate writes the executable's handle
         return executable.value
 
     def launch(self, executable: int, stream_handle: int) -> None:
@@ -161,9 +162,11 @@ class CudaGraphs:
         if not self.active:
             enqueue(stream)
             return
+        api = self._api
+        assert api is not None  # active: the graph API is loaded
         executable = self._executables.get(shape)
         if executable is not None:
-            self._api.launch(executable, stream.handle)
+            api.launch(executable, stream.handle)
             return
         enqueue(stream)
         stream.synchronize()
@@ -176,22 +179,25 @@ class CudaGraphs:
 
     def _capture(self, stream: Any, enqueue: Enqueue) -> int:
         """Capture `enqueue` on `stream` (nothing runs) and instantiate it; ends a failed capture cleanly."""
-        self._api.begin_capture(stream.handle)
+        api = self._api
+        assert api is not None  # only `run` captures, while active
+        api.begin_capture(stream.handle)
         try:
             enqueue(stream)
         except BaseException:
             try:
-                graph = self._api.end_capture(stream.handle)
+                graph = api.end_capture(stream.handle)
             except CudaGraphError:
                 graph = None
             if graph:
-                self._api.destroy_graph(graph)
+                api.destroy_graph(graph)
             raise
-        graph = self._api.end_capture(stream.handle)
+        graph = api.end_capture(stream.handle)
+        assert graph is not None  # a successful cuStreamEndCapture returns a graph
         try:
-            return self._api.instantiate(graph)
+            return api.instantiate(graph)
         finally:
-            self._api.destroy_graph(graph)
+            api.destroy_graph(graph)
 
     def _fall_back(self, reason: str) -> None:
         self.fallback = reason

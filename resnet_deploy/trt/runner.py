@@ -66,7 +66,11 @@ class TensorRTRunner(BaseRunner):
         self._reset()
 
     def _reset(self) -> None:
-        self._runtime = self._engine = self._execution = self._loop = self._graphs = None
+        self._runtime: Any = None  # tensorrt objects (the module is imported lazily)
+        self._engine: Any = None
+        self._execution: Any = None
+        self._loop: StreamLoop | None = None
+        self._graphs: CudaGraphs | None = None
         self._activation: Any = None  # the device block every execution context of this runner shares
         self._activation_bytes = 0
         self._strategy: Any = None
@@ -197,6 +201,13 @@ class TensorRTRunner(BaseRunner):
         """Device bytes of the activation block all this runner's execution contexts share (0: none shared)."""
         return self._activation_bytes if self._activation is not None else 0
 
+    @property
+    def _active_loop(self) -> StreamLoop:
+        """The stream loop of the active runner."""
+        if self._loop is None:
+            raise RunnerStateError(f"infer() called on inactive runner {self.name!r}")
+        return self._loop
+
     def _input_metadata(self) -> list[TensorMeta]:
         return list(self._inputs)
 
@@ -245,7 +256,8 @@ class TensorRTRunner(BaseRunner):
             if self._loop is None:
                 raise RunnerStateError(f"infer() called on inactive runner {self.name!r}")
             batch = self._batch(feed)
-            parts, timings = [], {}
+            parts: list[dict[str, np.ndarray]] = []
+            timings: dict[str, float] = {}
             with pushed(self.device):
                 for chunk, rows in self._chunks(batch):
                     outputs = self._run_one(chunk)
@@ -263,7 +275,7 @@ class TensorRTRunner(BaseRunner):
         if self._graphs is not None and self._graphs.active and self._graph_slot(batch.shape):
             return self._run_graphed(inputs, batch.shape)
         shapes = self._bind(self._execution, batch.shape)
-        return self._loop.run(inputs, shapes, lambda stream: self._enqueue(self._execution, stream))
+        return self._active_loop.run(inputs, shapes, lambda stream: self._enqueue(self._execution, stream))
 
     def _graph_slot(self, shape: tuple[int, ...]) -> bool:
         """Whether `shape` has (or may get) a CUDA graph: at most `max_graph_shapes` are captured."""
@@ -280,7 +292,7 @@ class TensorRTRunner(BaseRunner):
         (input_meta,) = self._inputs
         if not execution.set_input_shape(input_meta.name, shape):
             raise ResnetDeployError(f"{self.engine_path.name}: TensorRT rejected input shape {shape}")
-        for name, buffer in self._loop.buffers.items():
+        for name, buffer in self._active_loop.buffers.items():
             address = int(buffer.device)
             if not execution.set_tensor_address(name, address):
                 raise ResnetDeployError(f"{self.engine_path.name}: TensorRT refused address {address:#x} for tensor "
@@ -293,10 +305,12 @@ class TensorRTRunner(BaseRunner):
         if shape not in self._graph_contexts:
             execution = self._new_context()
             self._graph_contexts[shape] = execution, self._bind(execution, shape)
+        graphs = self._graphs
+        assert graphs is not None  # _run_one sends a batch here only with CUDA graphs on
         execution, shapes = self._graph_contexts[shape]
-        outputs = self._loop.run(inputs, shapes, lambda stream: self._graphs.run(
+        outputs = self._active_loop.run(inputs, shapes, lambda stream: graphs.run(
             shape, stream, lambda capturing: self._enqueue(execution, capturing)))
-        if not self._graphs.active:
+        if not graphs.active:
             self._graph_contexts = {}
         return outputs
 

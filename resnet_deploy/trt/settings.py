@@ -77,6 +77,7 @@ class EngineSettings:
 
     def _check_dla(self) -> None:
         """DLA rules that need no TensorRT ("Working with DLA"); the core count is checked by the builder."""
+        assert self.dla_core is not None  # checked only for a DLA build
         if self.dla_core < 0:
             raise ResnetDeployError(f"--dla-core must be >= 0, got {self.dla_core}")
         if not self.min_batch == self.opt_batch == self.max_batch:
