@@ -92,7 +92,7 @@ def compare(runners: Mapping[str, BaseRunner], images: np.ndarray, batch_sizes: 
                 runner.infer(feeds[label])
         times: dict[str, list[float]] = {label: [] for label in labels}
         round_medians: dict[str, list[float]] = {label: [] for label in labels}
-        phases = {label: {p: [] for p in PHASES} for label in labels}
+        phases: dict[str, dict[str, list[float]]] = {label: {p: [] for p in PHASES} for label in labels}
         spent = {label: 0.0 for label in labels}
         per_round = min_duration_s / rounds
         for round_index in range(rounds):

@@ -136,7 +136,7 @@ def misfit(model: ResNet, state: dict[str, torch.Tensor]) -> str:
         if found is not None and tuple(found.shape) != tuple(tensor.shape):
             text = f"{name} is {list(found.shape)} in the file, {list(tensor.shape)} in the model"
             width = model.config.get("width")
-            if width and found.dim() and tensor.shape[0]:
+            if isinstance(width, (int, float)) and width and found.dim() and tensor.shape[0]:
                 text += f" (width {width * found.shape[0] / tensor.shape[0]:g} in the file vs {width:g})"
             return text
     missing = [name for name in expected if name not in state]
@@ -165,6 +165,7 @@ def load_checkpoint(path: str | Path, model_name: str | None = None, **model_kwa
         _check_io(config, path)
         model_name = model_name or config["name"]
         model_kwargs = {**{k: config[k] for k in MODEL_KWARGS if k in config}, **model_kwargs}
+    assert model_name is not None  # given, or named by the sidecar (checked above)
     try:
         model = create_model(model_name, **model_kwargs)
     except (KeyError, ValueError, TypeError) as exc:

@@ -111,7 +111,8 @@ def _run_exporter(model, example: tuple, path: Path, opset: int) -> str:
     """Export with the torch.export-based exporter (opset >= 18) or the TorchScript one (opset 17)."""
     import torch
 
-    common = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset, verbose=False)
+    common: dict[str, Any] = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
+                                  verbose=False)
     if opset >= DYNAMO_MIN_OPSET:
         torch.onnx.export(model, example, str(path), dynamo=True, external_data=False,
                           dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},), **common)

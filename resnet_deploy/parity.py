@@ -192,6 +192,7 @@ def parity_for_artifacts(reference: str | Path, artifacts: Sequence[str | Path],
     report = run_parity(reference_runner, runners, images, labels_true, precisions=precisions,
                         max_drop_pp=max_drop_pp, batch_size=batch_size)
     if recorded is not None:
+        assert baseline is not None  # recorded was read from it
         apply_baseline(report, recorded, max_baseline_drop_pp, baseline)
     if baseline and update_baseline:
         write_baseline(report, baseline)

@@ -106,6 +106,7 @@ def _graph_reference(options: BuildOptions, log: Log) -> Path:
 
     if options.reference is not None:
         return require_file(options.reference, "--reference")
+    assert options.onnx is not None  # only called for a graph given with --onnx
     graph = Path(options.onnx)
     found = find_reference(graph)
     if found is None:
@@ -127,6 +128,7 @@ def _build(options: BuildOptions, given: tuple[Path | None, Path | None] | None,
         stages.append(export_stage(checkpoint, options))
         fp32_onnx = stages[-1].outputs[0]
     if artifact is None:
+        assert fp32_onnx is not None  # _classify_onnx gives the FP32 graph whenever it gives no artifact
         artifact_stage = precision_stage(fp32_onnx, options)
         if artifact_stage is not None:
             stages.append(artifact_stage)
@@ -140,6 +142,7 @@ def _build(options: BuildOptions, given: tuple[Path | None, Path | None] | None,
     if reference is not None and compared:
         stages.append(parity_stage(reference, compared, options))
         parity = stages[-1].details
+    assert options.engine is not None  # set by BuildOptions.__post_init__
     legacy = options.engine.legacy_calibrator
     engine_source = fp32_onnx if legacy and fp32_onnx is not None else artifact
     cache = _stage_output(stages, "int8", 1) if legacy else None
@@ -300,6 +303,7 @@ def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult
     from resnet_deploy.trt.builder import build_engine, planned_engine_path
     from resnet_deploy.trt.sidecar import sidecar_path
 
+    assert options.engine is not None  # set by BuildOptions.__post_init__
     settings = options.engine if layer_precisions is None else options.engine.replace(layer_precisions=layer_precisions)
     model_name = artifact.name.removesuffix(".onnx").removesuffix(".qdq")
     engine_path = planned_engine_path(artifact, settings, options.engines_dir, model_name=model_name)

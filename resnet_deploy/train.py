@@ -193,12 +193,13 @@ def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, report: P
 
     torch.manual_seed(config.seed)
     model = create_model(config.model, **config.model_kwargs())
-    model = model.to(memory_format=memory_format(model))
+    # torch's stubs omit Module.to(memory_format=...), which it accepts at runtime
+    model = model.to(memory_format=memory_format(model))  # type: ignore[call-overload]
     report("memory_format", {"note": memory_format_note(model)})
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch)
     generator = torch.Generator().manual_seed(config.seed)
-    state = {"epoch": 0, "best_val": -1.0, "history": []}
+    state: dict[str, Any] = {"epoch": 0, "best_val": -1.0, "history": []}
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     if resume:
         _check_same_config(resume_config(out_dir), config, last_path)

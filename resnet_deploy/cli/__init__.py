@@ -120,9 +120,10 @@ def run(argv: list[str] | None = None) -> int:
         print_error("error", str(EnvironmentFailure.from_os_error(exc, "use")))
         return EXIT_ENVIRONMENT
     except ModuleNotFoundError as exc:
-        if (exc.name or "resnet_deploy").partition(".")[0] == "resnet_deploy":
+        package = (exc.name or "resnet_deploy").partition(".")[0]
+        if package == "resnet_deploy":
             return _internal_error(exc)
-        print_error("error", f"this needs the Python package {exc.name.partition('.')[0]!r}, which is not installed "
+        print_error("error", f"this needs the Python package {package!r}, which is not installed "
                              "here (README: extras)")
         return EXIT_ENVIRONMENT
     except MemoryError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import click
 from rich.table import Table
@@ -22,6 +23,9 @@ from resnet_deploy.cli.options import (
     json_option,
     threads_option,
 )
+
+if TYPE_CHECKING:
+    from resnet_deploy.trt.runner import TensorRTRunner
 
 
 def _batch_sizes(ctx, param, value: str) -> list[int]:
@@ -102,7 +106,7 @@ def bench(artifacts, backend, batch_sizes, warmup_ms, duration_s, iterations, ro
             report = compare(runners, images, batch_sizes, reference=reference, warmup_s=warmup_ms / 1000,
                              min_duration_s=duration_s, min_iterations=iterations, rounds=rounds,
                              progress=lambda message: status.update(f"benchmarking: {message}"))
-        graphs = {label: runners[label].cuda_graphs for label in engines if cuda_graph}
+        graphs = {label: cast("TensorRTRunner", runners[label]).cuda_graphs for label in engines if cuda_graph}
     times_ms = report.pop("times_ms")
     report["fingerprint"] = fingerprint()
     report["machine_warnings"] = jetson.warnings(report["fingerprint"])

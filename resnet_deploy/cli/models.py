@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.table import Table
 
@@ -27,7 +29,7 @@ def models(width, stem, json_path) -> None:
 
     if json_path:
         check_writable(json_path)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in list_models():
         model = create_model(name, width=width, stem=stem)
         rows.append({"name": name, "block": model.config["block"], "depth": _depth(model.config),

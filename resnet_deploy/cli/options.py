@@ -141,14 +141,15 @@ def baseline_options(max_option: Decorator) -> Decorator:
                 raise click.UsageError("--update-baseline needs --baseline FILE")
             return command(*args, baseline=baseline, update_baseline=update_baseline, **kwargs)
 
+        decorated: Callable = checked
         for option in (
             click.option("--update-baseline", is_flag=True, help="Write this run as the new --baseline."),
             max_option,
             click.option("--baseline", type=OutputPath(JSON), metavar="FILE", default=None,
                          help="Baseline JSON to gate against (or to write with --update-baseline)."),
         ):
-            checked = option(checked)
-        return checked
+            decorated = option(decorated)
+        return decorated
     return decorate
 
 
@@ -415,6 +416,7 @@ def input_paths(ctx: click.Context) -> list[tuple[str, Path]]:
 def guarded(command: click.Command) -> click.Command:
     """Make `command` check its paths first (`input_paths`) and refuse writes over its inputs while it runs."""
     callback = command.callback
+    assert callback is not None  # a command built with a function
 
     @functools.wraps(callback)
     def run_guarded(*args, **kwargs):

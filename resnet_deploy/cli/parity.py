@@ -56,7 +56,8 @@ def parity(reference, artifacts, backend, max_drop_pp, baseline, max_baseline_dr
                                       update_baseline=update_baseline, max_baseline_drop_pp=max_baseline_drop_pp,
                                       threads=threads)
     except GateFailed as exc:
-        print_parity_table(exc.details)
+        if exc.details is not None:  # parity_for_artifacts's gate always carries its report
+            print_parity_table(exc.details)
         raise
     print_parity_table(report)
     console.print(f"report {json_path}" + (f", baseline {baseline} updated" if update_baseline else ""))

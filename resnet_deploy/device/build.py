@@ -26,6 +26,7 @@ def build_from_bundle(options: BuildOptions, bundle_path: str | Path, log: Log =
         f"(model {bundle.manifest['model']['name']}, made {bundle.manifest['created']})")
     with folder_lock((options.engines_dir, options.reports_dir), log):
         stages = [bundle_parity_stage(bundle, options)]
+        assert options.engine is not None  # set by BuildOptions.__post_init__
         legacy, int8 = options.engine.legacy_calibrator, options.precision == "int8"
         source = bundle.onnx_for("fp32" if legacy else options.precision)
         rerun = ["resnet-deploy", "build", "--bundle", str(bundle.folder), "--precision", options.precision,

@@ -214,7 +214,9 @@ def extract_bundle(tar_path: str | Path, parent: str | Path | None = None) -> Bu
                         destination.mkdir(parents=True, exist_ok=True)
                         continue
                     destination.parent.mkdir(parents=True, exist_ok=True)
-                    with tar.extractfile(member) as source, open(destination, "xb") as sink:
+                    source = tar.extractfile(member)
+                    assert source is not None  # _safe_members lets only plain files and folders through
+                    with source, open(destination, "xb") as sink:
                         shutil.copyfileobj(source, sink)
                 verify_bundle(staging / top)
                 if not _same_bundle(staging / top, parent / top):

@@ -168,7 +168,7 @@ def app_config_text(model_name: str, precision: str, config_file: str, settings:
                     uri: str = SAMPLE_URI, width: int = 1280, height: int = 720) -> str:
     """A `deepstream-app -c` config: one file source, nvstreammux, our nvinfer config as [primary-gie], and a
     headless fakesink (type=1), so it runs on a board without a display; paths relative to this file."""
-    groups = {
+    groups: dict[str, dict[str, object]] = {
         "application": {"enable-perf-measurement": 1, "perf-measurement-interval-sec": 5},
         "source0": {"enable": 1, "type": 3, "uri": uri, "num-sources": 1, "gpu-id": settings.gpu_id},
         "streammux": {"gpu-id": settings.gpu_id, "live-source": 0, "batch-size": settings.batch_size,

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from resnet_deploy.errors import EnvironmentFailure, ResnetDeployError
 
@@ -242,7 +242,7 @@ def fingerprint(root: str | Path | None = None) -> dict[str, Any]:
                        "thermal": thermal_zones(root), "emc": emc_clock(root), "dla_cores": dla_cores(root)}}
 
 
-def comparable(fingerprint_dict: dict[str, Any]) -> dict[str, Any] | None:
+def comparable(fingerprint_dict: Mapping[str, Any]) -> dict[str, Any] | None:
     """What absolute latencies on a Jetson depend on and stays put between runs: board, L4T, power mode and
     whether the clocks are locked (not the current frequencies); None off a Jetson."""
     board = fingerprint_dict.get("jetson")

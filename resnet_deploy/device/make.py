@@ -64,7 +64,9 @@ def portable_artifacts(options, log: Log) -> tuple[list, dict[str, Path], Path, 
         reference = pipeline.ensure_checkpoint(options, log)
         stages.append(pipeline.export_stage(reference, options))
         fp32 = stages[-1].outputs[0]
-    stages.append(pipeline.precision_stage(fp32, options, "fp16"))
+    fp16_stage = pipeline.precision_stage(fp32, options, "fp16")
+    assert fp16_stage is not None  # None only for fp32
+    stages.append(fp16_stage)
     stages.append(pipeline.int8_stage(fp32, options))
     (fp16,), (qdq, cache, summary) = stages[-2].outputs, stages[-1].outputs
     compared = [p for p in (fp32, fp16, qdq) if p != reference]

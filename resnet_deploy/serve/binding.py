@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from resnet_deploy.errors import ArtifactError, ResnetDeployError
 from resnet_deploy.serve.artifact import ServedArtifact
 from resnet_deploy.serve.batching import BatchingSettings
 from resnet_deploy.serve.inference import CLASS_ID, LOGITS, InstanceCallable
+
+if TYPE_CHECKING:
+    from pytriton.triton import Triton
 
 # PyTriton waits 30 s for Triton to exit before it kills it; a longer drain could not finish.
 MAX_DRAIN_TIMEOUT_S = 25
@@ -127,7 +130,7 @@ class TritonService:
         self.progress = progress
         self.models: list[BoundModel] = []
         self.drain_seconds: float | None = None
-        self._triton = None
+        self._triton: Triton | None = None
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> "TritonService":
@@ -165,6 +168,7 @@ class TritonService:
 
     def wait(self, stop: threading.Event, poll_s: float = 0.5) -> None:
         """Block until `stop` is set (a signal) or the server dies (then raise)."""
+        assert self._triton is not None, "wait() before start()"
         while not stop.wait(poll_s):
             if not self._triton.is_alive():
                 raise ResnetDeployError("the Triton server exited unexpectedly (see its log above)")
@@ -276,6 +280,7 @@ class TritonService:
         import tritonclient.http as http
         from pytriton.triton import TRITON_ACCESS_HEADER
 
+        assert self._triton is not None  # registered as a callback only once Triton started
         client = http.InferenceServerClient(f"{self.server.client_host}:{self.server.http_port}")
         headers = {TRITON_ACCESS_HEADER: self._triton.get_access_token()}
         try:
@@ -291,7 +296,7 @@ class TritonService:
         """One request through HTTP must come back with the local answer before we call the model ready."""
         from resnet_deploy.serve.client import Endpoint, ModelClient
 
-        batch = np.full((1, *model.input_dims), 128 if model.raw_pixels else 0.5, model.input_dtype)
+        batch: np.ndarray = np.full((1, *model.input_dims), 128 if model.raw_pixels else 0.5, model.input_dtype)
         expected, _ = model.instances[0].infer_batch(batch)
         with ModelClient(Endpoint("http", self.http_address), model.name) as client:
             logits = client.infer(client.io(), batch)[LOGITS]

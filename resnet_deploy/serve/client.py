@@ -176,6 +176,7 @@ def error_message(exc: Exception) -> str:
     """The status and first line of a tritonclient error (or the first line of any other)."""
     message = getattr(exc, "message", None)
     text = (message() if callable(message) else str(exc)).strip()
-    status = exc.status() if callable(getattr(exc, "status", None)) else None
+    status_fn = getattr(exc, "status", None)
+    status = status_fn() if callable(status_fn) else None
     first_line = text.splitlines()[0] if text else type(exc).__name__
     return f"[{status}] {first_line}" if status and str(status) not in first_line else first_line

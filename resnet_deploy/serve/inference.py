@@ -60,7 +60,8 @@ class InstanceCallable:
             raise InvalidInput(f"input '{IMAGES}' must be finite, normalized pixels ({where})")
         good = [array for index, array in enumerate(arrays) if index not in bad]
         logits, class_ids = self.infer_batch(np.concatenate(good) if len(good) > 1 else good[0])
-        responses, start = [], 0
+        responses: list[dict[str, np.ndarray]] = []
+        start = 0
         for index, array in enumerate(arrays):
             if index in bad:
                 responses.append({})

@@ -83,11 +83,13 @@ class ServeProcess:
         return self
 
     def _collect(self, process: subprocess.Popen) -> None:
+        assert process.stdout is not None  # started with stdout=PIPE
         for line in process.stdout:
             self.lines.append(line.rstrip("\n"))
 
     def terminate(self, timeout_s: float = 60) -> int:
         """SIGTERM (drain) and wait for the exit code; SIGKILL the group if it does not exit in time."""
+        assert self.process is not None, "terminate() before start()"
         self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout_s)
