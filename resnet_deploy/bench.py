@@ -32,8 +32,12 @@ PHASES = ("h2d", "compute", "d2h", "enqueue")
 # TensorRT 10.13.2 (samples/common/sampleReporting.cpp), 1% before.
 UNSTABLE_CV_PCT = 2.5
 MACHINE_KEYS = ("cpu", "cores", "gpu", "versions")
-BASELINE_SCHEMA = {"reference": str, "fingerprint": dict, "speedup_vs_reference": schema.Map(schema.Map(float)),
-                   "median_ms?": schema.Map(schema.Map(float))}
+BASELINE_SCHEMA = {
+    "reference": str,
+    "fingerprint": dict,
+    "speedup_vs_reference": schema.Map(schema.Map(float)),
+    "median_ms?": schema.Map(schema.Map(float)),
+}
 Clock = Callable[[], float]
 
 
@@ -42,8 +46,14 @@ def latency_stats(times_s: Sequence[float]) -> dict[str, float]:
     ms = np.asarray(times_s, dtype=np.float64) * 1000.0
     if ms.size == 0:
         raise ValueError("no timings to summarize")
-    stats = {"count": int(ms.size), "min": float(ms.min()), "max": float(ms.max()), "mean": float(ms.mean()),
-             "std": float(ms.std()), "median": float(np.median(ms))}
+    stats = {
+        "count": int(ms.size),
+        "min": float(ms.min()),
+        "max": float(ms.max()),
+        "mean": float(ms.mean()),
+        "std": float(ms.std()),
+        "median": float(np.median(ms)),
+    }
     stats.update({f"p{p}": float(np.percentile(ms, p)) for p in PERCENTILES})
     return stats
 
@@ -60,18 +70,43 @@ def _feed(runner: BaseRunner, images: np.ndarray, batch_size: int) -> dict[str, 
     return {runner.input_metadata()[0].name: np.ascontiguousarray(batch, dtype=np.float32)}
 
 
-def measure(runner: BaseRunner, images: np.ndarray, batch_size: int, warmup_s: float = 0.2,
-            min_duration_s: float = 3.0, min_iterations: int = 10, *, clock: Clock = time.perf_counter) -> dict[str, Any]:
+def measure(
+    runner: BaseRunner,
+    images: np.ndarray,
+    batch_size: int,
+    warmup_s: float = 0.2,
+    min_duration_s: float = 3.0,
+    min_iterations: int = 10,
+    *,
+    clock: Clock = time.perf_counter,
+) -> dict[str, Any]:
     """One active runner at one batch size: latency statistics, throughput, phases and warnings."""
-    report = compare({runner.name: runner}, images, [batch_size], warmup_s=warmup_s, min_duration_s=min_duration_s,
-                     min_iterations=min_iterations, rounds=1, clock=clock)
+    report = compare(
+        {runner.name: runner},
+        images,
+        [batch_size],
+        warmup_s=warmup_s,
+        min_duration_s=min_duration_s,
+        min_iterations=min_iterations,
+        rounds=1,
+        clock=clock,
+    )
     return report["results"][str(batch_size)][runner.name]
 
 
-def compare(runners: Mapping[str, BaseRunner], images: np.ndarray, batch_sizes: Sequence[int], *,
-            reference: str | None = None, warmup_s: float = 0.2, min_duration_s: float = 3.0,
-            min_iterations: int = 10, rounds: int = 5, clock: Clock = time.perf_counter,
-            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def compare(
+    runners: Mapping[str, BaseRunner],
+    images: np.ndarray,
+    batch_sizes: Sequence[int],
+    *,
+    reference: str | None = None,
+    warmup_s: float = 0.2,
+    min_duration_s: float = 3.0,
+    min_iterations: int = 10,
+    rounds: int = 5,
+    clock: Clock = time.perf_counter,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Benchmark every runner at every batch size, interleaved in `rounds` (A B A B ...).
 
     Each runner gets at least `min_iterations` and `min_duration_s` of timed inferences per batch
@@ -112,15 +147,22 @@ def compare(runners: Mapping[str, BaseRunner], images: np.ndarray, batch_sizes: 
             if progress:
                 progress(f"batch {batch_size}: round {round_index + 1}/{rounds}")
         results["results"][str(batch_size)] = {
-            label: _summary(times[label], phases[label], spent[label], batch_size) for label in labels}
-        results.setdefault("times_ms", {})[str(batch_size)] = {label: [t * 1000 for t in times[label]] for label in labels}
+            label: _summary(times[label], phases[label], spent[label], batch_size) for label in labels
+        }
+        results.setdefault("times_ms", {})[str(batch_size)] = {
+            label: [t * 1000 for t in times[label]] for label in labels
+        }
         _add_ratios(results["results"][str(batch_size)], round_medians, reference)
     return results
 
 
 def _summary(times: list[float], phases: dict[str, list[float]], spent: float, batch_size: int) -> dict[str, Any]:
-    entry = {"latency_ms": latency_stats(times), "throughput_ips": batch_size * len(times) / spent,
-             "iterations": len(times), "seconds": spent}
+    entry = {
+        "latency_ms": latency_stats(times),
+        "throughput_ips": batch_size * len(times) / spent,
+        "iterations": len(times),
+        "seconds": spent,
+    }
     measured = {p: latency_stats(v) for p, v in phases.items() if v}
     if measured:
         entry["phases_ms"] = measured
@@ -135,12 +177,16 @@ def phase_warnings(phases: Mapping[str, Mapping[str, float]]) -> list[str]:
     if compute:
         cv_pct = 100.0 * phases["compute"].get("std", 0.0) / phases["compute"].get("mean", compute)
         if cv_pct > UNSTABLE_CV_PCT:
-            warnings.append(f"unstable: compute time varies by {cv_pct:.1f}% (coefficient of variation); "
-                            "lock the GPU clocks or use a quieter machine before comparing")
+            warnings.append(
+                f"unstable: compute time varies by {cv_pct:.1f}% (coefficient of variation); "
+                "lock the GPU clocks or use a quieter machine before comparing"
+            )
         enqueue = phases.get("enqueue", {}).get("median", 0.0)
         if enqueue >= 0.8 * compute:
-            warnings.append(f"enqueue-bound: median enqueue {enqueue:.3f} ms vs compute {compute:.3f} ms; "
-                            "the GPU may idle between inferences (try CUDA graphs or larger batches)")
+            warnings.append(
+                f"enqueue-bound: median enqueue {enqueue:.3f} ms vs compute {compute:.3f} ms; "
+                "the GPU may idle between inferences (try CUDA graphs or larger batches)"
+            )
         transfers = phases.get("h2d", {}).get("median", 0.0) + phases.get("d2h", {}).get("median", 0.0)
         if transfers > compute:
             warnings.append(f"transfer-bound: H2D + D2H {transfers:.3f} ms exceed compute {compute:.3f} ms")
@@ -184,15 +230,21 @@ def check_memory(runners: Mapping[str, BaseRunner], batch_sizes: Sequence[int]) 
         raise ResnetDeployError(
             f"--batch-sizes {largest}: needs about {needed / 2**30:.1f} GiB of memory ({(feeds + working) / 1024:.0f} "
             f"KiB per image: the inputs of {len(runners)} artifact(s) and the largest one's activations); "
-            f"{available / 2**30:.1f} GiB is available; use smaller batch sizes")
+            f"{available / 2**30:.1f} GiB is available; use smaller batch sizes"
+        )
 
 
 def _gpu() -> str | None:
     """GPU names and driver from nvidia-smi, else the Jetson board model, else None."""
     if shutil.which("nvidia-smi"):
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=10, check=True).stdout
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout
             if out.strip():
                 return "; ".join(line.strip() for line in out.splitlines() if line.strip())
         except (OSError, subprocess.SubprocessError):
@@ -222,8 +274,15 @@ def fingerprint() -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             continue
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": _gpu(), "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(), "versions": versions, **jetson.fingerprint()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": _gpu(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "versions": versions,
+        **jetson.fingerprint(),
+    }
 
 
 def machine_difference(here: Mapping[str, Any], recorded: Mapping[str, Any]) -> str | None:
@@ -244,8 +303,11 @@ def machine_difference(here: Mapping[str, Any], recorded: Mapping[str, Any]) -> 
         if mine == theirs:
             continue
         if key == "versions" and isinstance(mine, dict) and isinstance(theirs, dict):
-            return "; ".join(f"{name} {mine.get(name, 'absent')} here, {theirs.get(name, 'absent')} in the baseline"
-                             for name in sorted({*mine, *theirs}) if mine.get(name) != theirs.get(name))
+            return "; ".join(
+                f"{name} {mine.get(name, 'absent')} here, {theirs.get(name, 'absent')} in the baseline"
+                for name in sorted({*mine, *theirs})
+                if mine.get(name) != theirs.get(name)
+            )
         return f"{key} {mine!r} here, {theirs!r} in the baseline"
     return None
 
@@ -266,10 +328,14 @@ def make_baseline(report: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "reference": report["reference"],
         "fingerprint": report["fingerprint"],
-        "speedup_vs_reference": {bs: {label: e["speedup_vs_reference"] for label, e in entries.items()}
-                                 for bs, entries in report["results"].items()},
-        "median_ms": {bs: {label: e["latency_ms"]["median"] for label, e in entries.items()}
-                      for bs, entries in report["results"].items()},
+        "speedup_vs_reference": {
+            bs: {label: e["speedup_vs_reference"] for label, e in entries.items()}
+            for bs, entries in report["results"].items()
+        },
+        "median_ms": {
+            bs: {label: e["latency_ms"]["median"] for label, e in entries.items()}
+            for bs, entries in report["results"].items()
+        },
     }
 
 
@@ -277,16 +343,26 @@ def _require_same_runs(report: Mapping[str, Any], baseline: Mapping[str, Any], p
     """A baseline gates only the artifacts and batch sizes it recorded: a run missing any of them
     (a renamed file, a dropped batch size) or using another reference would pass without checking."""
     if baseline.get("reference") != report["reference"]:
-        raise ArtifactError(f"{path}: baseline reference is {baseline.get('reference')!r}, this run's is "
-                            f"{report['reference']!r}; pass --reference or --update-baseline")
-    missing = [f"{label} at batch {bs}" for bs, labels in baseline.get("speedup_vs_reference", {}).items()
-               for label in labels if label not in report["results"].get(bs, {})]
+        raise ArtifactError(
+            f"{path}: baseline reference is {baseline.get('reference')!r}, this run's is "
+            f"{report['reference']!r}; pass --reference or --update-baseline"
+        )
+    missing = [
+        f"{label} at batch {bs}"
+        for bs, labels in baseline.get("speedup_vs_reference", {}).items()
+        for label in labels
+        if label not in report["results"].get(bs, {})
+    ]
     if missing or not baseline.get("speedup_vs_reference"):
-        raise ArtifactError(f"{path}: this run did not measure {', '.join(missing) or 'anything the baseline has'}; "
-                            "benchmark the same artifacts and batch sizes or pass --update-baseline")
+        raise ArtifactError(
+            f"{path}: this run did not measure {', '.join(missing) or 'anything the baseline has'}; "
+            "benchmark the same artifacts and batch sizes or pass --update-baseline"
+        )
 
 
-def check_baseline(report: Mapping[str, Any], baseline: Mapping[str, Any], max_regression_pct: float) -> list[dict[str, Any]]:
+def check_baseline(
+    report: Mapping[str, Any], baseline: Mapping[str, Any], max_regression_pct: float
+) -> list[dict[str, Any]]:
     """Compare a run with a baseline; returns the checks made, each with `passed`."""
     checks = []
     limit = 1.0 - max_regression_pct / 100.0
@@ -296,18 +372,34 @@ def check_baseline(report: Mapping[str, Any], baseline: Mapping[str, Any], max_r
             if entry is None or label == baseline.get("reference"):
                 continue
             measured = entry["speedup_vs_reference"]
-            checks.append({"batch_size": int(bs), "label": label, "metric": "speedup_vs_reference",
-                           "baseline": expected, "measured": measured, "threshold": expected * limit,
-                           "passed": measured >= expected * limit})
+            checks.append(
+                {
+                    "batch_size": int(bs),
+                    "label": label,
+                    "metric": "speedup_vs_reference",
+                    "baseline": expected,
+                    "measured": measured,
+                    "threshold": expected * limit,
+                    "passed": measured >= expected * limit,
+                }
+            )
     if absolute_skip_reason(report, baseline) is None:
         for bs, labels in baseline.get("median_ms", {}).items():
             for label, expected in labels.items():
                 entry = report["results"].get(bs, {}).get(label)
                 if entry is not None:
                     measured = entry["latency_ms"]["median"]
-                    checks.append({"batch_size": int(bs), "label": label, "metric": "median_ms",
-                                   "baseline": expected, "measured": measured, "threshold": expected / limit,
-                                   "passed": measured <= expected / limit})
+                    checks.append(
+                        {
+                            "batch_size": int(bs),
+                            "label": label,
+                            "metric": "median_ms",
+                            "baseline": expected,
+                            "measured": measured,
+                            "threshold": expected / limit,
+                            "passed": measured <= expected / limit,
+                        }
+                    )
     return checks
 
 
@@ -315,8 +407,9 @@ def read_baseline(baseline_path: str | Path) -> dict[str, Any]:
     """A latency baseline written by `make_baseline`; a missing or malformed file raises `ArtifactError`."""
     if not Path(baseline_path).exists():
         raise ArtifactError(f"{baseline_path}: no latency baseline yet; record one with --update-baseline")
-    return schema.check(read_json(baseline_path, "latency baseline"), BASELINE_SCHEMA, baseline_path,
-                        "latency baseline")
+    return schema.check(
+        read_json(baseline_path, "latency baseline"), BASELINE_SCHEMA, baseline_path, "latency baseline"
+    )
 
 
 def running_in_ci() -> bool:
@@ -324,8 +417,9 @@ def running_in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() == "true"
 
 
-def apply_baseline_gate(report: dict[str, Any], baseline_path: str | Path, max_regression_pct: float,
-                        update: bool = False) -> None:
+def apply_baseline_gate(
+    report: dict[str, Any], baseline_path: str | Path, max_regression_pct: float, update: bool = False
+) -> None:
     """Write (`update`) or check the latency baseline; raises `GateFailed` on a regression.
 
     Speedups over the reference (ratios from this one interleaved run) are always gated; absolute
@@ -339,16 +433,26 @@ def apply_baseline_gate(report: dict[str, Any], baseline_path: str | Path, max_r
     _require_same_runs(report, baseline, baseline_path)
     checks = check_baseline(report, baseline, max_regression_pct)
     skipped = absolute_skip_reason(report, baseline)
-    report["baseline"] = {"path": str(baseline_path), "max_regression_pct": max_regression_pct, "checks": checks,
-                          "same_machine": same_machine(report["fingerprint"], baseline.get("fingerprint", {})),
-                          "absolute_skipped": skipped}
-    problems = [f"{c['label']} batch {c['batch_size']} {c['metric']} {c['measured']:.3g} vs baseline "
-                f"{c['baseline']:.3g}" for c in checks if not c["passed"]]
+    report["baseline"] = {
+        "path": str(baseline_path),
+        "max_regression_pct": max_regression_pct,
+        "checks": checks,
+        "same_machine": same_machine(report["fingerprint"], baseline.get("fingerprint", {})),
+        "absolute_skipped": skipped,
+    }
+    problems = [
+        f"{c['label']} batch {c['batch_size']} {c['metric']} {c['measured']:.3g} vs baseline {c['baseline']:.3g}"
+        for c in checks
+        if not c["passed"]
+    ]
     if skipped:
         report.setdefault("machine_warnings", []).append(
-            f"absolute medians not compared with {baseline_path}: {skipped}; only the speedups are gated")
+            f"absolute medians not compared with {baseline_path}: {skipped}; only the speedups are gated"
+        )
         if running_in_ci():
-            problems.append(f"absolute medians not compared ({skipped}) and CI=true needs every check to run: "
-                            "record the baseline on this machine kind with --update-baseline")
+            problems.append(
+                f"absolute medians not compared ({skipped}) and CI=true needs every check to run: "
+                "record the baseline on this machine kind with --update-baseline"
+            )
     if problems:
         raise GateFailed("latency regression: " + "; ".join(problems) + f" (allowed {max_regression_pct:g}%)")

@@ -29,8 +29,17 @@ from resnet_deploy.onnx_io import IMAGE_SHAPE
 MODEL_KWARGS = ("preact", "shortcut", "stem", "width", "in_channels", "num_classes")
 # What later stages read from a sidecar (resnet_deploy.schema); other fields are kept as written.
 SIDECAR_SCHEMA = {
-    "model": {"name": str, "preact?": bool, "shortcut?": str, "stem?": str, "width?": float, "in_channels?": int,
-              "num_classes?": int, "block?": str, "layers?": [int]},
+    "model": {
+        "name": str,
+        "preact?": bool,
+        "shortcut?": str,
+        "stem?": str,
+        "width?": float,
+        "in_channels?": int,
+        "num_classes?": int,
+        "block?": str,
+        "layers?": [int],
+    },
     "state_dict_sha256?": str,
     "normalization?": {"mean": float, "std": float},
     "class_names?": [str],
@@ -55,8 +64,9 @@ def base_meta(model: ResNet) -> dict[str, Any]:
     }
 
 
-def save_checkpoint(path: str | Path, model: ResNet, meta: dict[str, Any] | None = None,
-                    extra_state: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path, model: ResNet, meta: dict[str, Any] | None = None, extra_state: dict[str, Any] | None = None
+) -> Path:
     """Write the state dict (plus optional tensors-only `extra_state`) and its JSON sidecar."""
     buffer = io.BytesIO()
     payload = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -90,8 +100,9 @@ def load_state(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         reason = _unpickler_reason(exc)
         if "global" in reason.lower():
-            raise CheckpointError(f"{path}: refused: it holds code or objects, not only tensors ({reason}); "
-                                  "it was not loaded") from exc
+            raise CheckpointError(
+                f"{path}: refused: it holds code or objects, not only tensors ({reason}); it was not loaded"
+            ) from exc
         raise CheckpointError(f"{path}: not a PyTorch checkpoint or corrupt ({reason})") from exc
     except OSError as exc:
         raise EnvironmentFailure.from_os_error(exc, "read", path) from exc
@@ -112,10 +123,14 @@ def _state_dict(state: Any, path: Path) -> dict[str, torch.Tensor]:
     """The model's tensors: a plain state dict, or the `model` entry of a `last.pt` with resume state."""
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
-    if not (isinstance(state, dict) and state
-            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
-        raise CheckpointError(f"{path}: not a model state dict (expected names mapped to tensors, "
-                              f"found {type(state).__name__})")
+    if not (
+        isinstance(state, dict)
+        and state
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
+        raise CheckpointError(
+            f"{path}: not a model state dict (expected names mapped to tensors, found {type(state).__name__})"
+        )
     return state
 
 
@@ -123,8 +138,10 @@ def _check_io(config: dict[str, Any], path: Path) -> None:
     found = (config.get("in_channels", 1), config.get("num_classes", 10))
     expected = (IMAGE_SHAPE[0], len(data.CLASS_NAMES))
     if found != expected:
-        raise CheckpointError(f"{path}: not a Fashion-MNIST classifier: expected {expected[0]} input channel and "
-                              f"{expected[1]} classes, found {found[0]} and {found[1]}")
+        raise CheckpointError(
+            f"{path}: not a Fashion-MNIST classifier: expected {expected[0]} input channel and "
+            f"{expected[1]} classes, found {found[0]} and {found[1]}"
+        )
 
 
 def misfit(model: ResNet, state: dict[str, torch.Tensor]) -> str:
@@ -141,8 +158,11 @@ def misfit(model: ResNet, state: dict[str, torch.Tensor]) -> str:
             return text
     missing = [name for name in expected if name not in state]
     unknown = [name for name in state if name not in expected]
-    parts = [f"{len(names)} tensors {what}, first {names[0]}" for names, what in
-             ((missing, "missing from the file"), (unknown, "in the file unknown to the model")) if names]
+    parts = [
+        f"{len(names)} tensors {what}, first {names[0]}"
+        for names, what in ((missing, "missing from the file"), (unknown, "in the file unknown to the model"))
+        if names
+    ]
     return "; ".join(parts) + " (another depth or block?)" if parts else "the tensors do not load"
 
 
@@ -174,7 +194,8 @@ def load_checkpoint(path: str | Path, model_name: str | None = None, **model_kwa
         model.load_state_dict(state)
     except RuntimeError as exc:
         source = "its sidecar" if meta is not None else "the options"
-        raise CheckpointError(f"{path}: does not fit model {model_name} (as {source} describe it): "
-                              f"{misfit(model, state)}") from exc
+        raise CheckpointError(
+            f"{path}: does not fit model {model_name} (as {source} describe it): {misfit(model, state)}"
+        ) from exc
     model.eval()
     return model, meta if meta is not None else {**base_meta(model), "source": "external state dict"}

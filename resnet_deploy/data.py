@@ -22,8 +22,16 @@ from resnet_deploy.download import DownloadFailed, download_fashion_mnist, mirro
 from resnet_deploy.errors import DataError, EnvironmentFailure
 
 CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 # Pixel statistics of the 60k training images, divided by 255.
 MEAN = 0.2860
@@ -39,8 +47,10 @@ FILES = {
     "t10k-images-idx3-ubyte": ("8181f5470baa50b63fa0f6fddb340f0a", 10000),
     "t10k-labels-idx1-ubyte": ("15d484375f8d13e6eb1aabb0c3f46965", 10000),
 }
-SPLIT_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_DTYPES = {0x08: np.uint8}
 
@@ -58,7 +68,7 @@ def read_idx(path: Path, expected_ndim: int) -> np.ndarray:
     header_len = 4 + 4 * ndim
     if len(raw) < header_len:
         raise DataError(f"{path}: truncated IDX header")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header_len + math.prod(dims)
     if len(raw) != expected:
         problem = "truncated" if len(raw) < expected else "has trailing bytes"
@@ -99,8 +109,11 @@ def cache_dir() -> Path:
 def search_places() -> list[tuple[str, Path | None]]:
     """Where the dataset is looked for when no folder is given, in order: (what, folder or None)."""
     env = os.environ.get("RESNET_DEPLOY_DATA")
-    return [("$RESNET_DEPLOY_DATA", Path(env) if env else None), ("Debian's dataset-fashion-mnist", DEBIAN_DIR),
-            ("the user cache", cache_dir())]
+    return [
+        ("$RESNET_DEPLOY_DATA", Path(env) if env else None),
+        ("Debian's dataset-fashion-mnist", DEBIAN_DIR),
+        ("the user cache", cache_dir()),
+    ]
 
 
 def find_data_dir(data_dir: str | os.PathLike | None = None, *, download: bool = True) -> Path:
@@ -120,15 +133,18 @@ def find_data_dir(data_dir: str | os.PathLike | None = None, *, download: bool =
         if place is not None and has_all_files(place):
             return place
     looked = ", ".join(f"{what} ({place or 'unset'})" for what, place in places)
-    ways = ("supply it one of three ways: --data-dir DIR (a folder with the four .gz files), "
-            "RESNET_DEPLOY_DATA=DIR, or Debian's package (apt-get install dataset-fashion-mnist)")
+    ways = (
+        "supply it one of three ways: --data-dir DIR (a folder with the four .gz files), "
+        "RESNET_DEPLOY_DATA=DIR, or Debian's package (apt-get install dataset-fashion-mnist)"
+    )
     if not download:
         raise DataError(f"Fashion-MNIST not found; looked in {looked}; {ways}")
     try:
         return download_fashion_mnist(cache_dir())
     except DownloadFailed as exc:
-        raise DataError(f"Fashion-MNIST not found and the download from {mirror_url()} failed ({exc}); "
-                        f"looked in {looked}; {ways}") from exc
+        raise DataError(
+            f"Fashion-MNIST not found and the download from {mirror_url()} failed ({exc}); looked in {looked}; {ways}"
+        ) from exc
 
 
 def verify_content(path: Path, name: str, data: np.ndarray, header: bytes = b"") -> None:
@@ -167,7 +183,9 @@ def load_split(split: str, data_dir: str | None = None, verify: bool = True) -> 
     return images, labels.astype(np.int64)
 
 
-def train_val_indices(count: int = 60000, val_size: int = VAL_SIZE, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+def train_val_indices(
+    count: int = 60000, val_size: int = VAL_SIZE, seed: int = SPLIT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
     """The fixed, seeded split of the training images into train and validation indices."""
     order = np.random.default_rng(seed).permutation(count)
     return np.sort(order[val_size:]), np.sort(order[:val_size])
@@ -194,8 +212,13 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> FashionMNIS
     test_images, test_labels = load_split("test", directory)
     train_idx, val_idx = train_val_indices(len(images))
     return FashionMNIST(
-        images[train_idx], labels[train_idx], images[val_idx], labels[val_idx],
-        test_images, test_labels, Path(directory),
+        images[train_idx],
+        labels[train_idx],
+        images[val_idx],
+        labels[val_idx],
+        test_images,
+        test_labels,
+        Path(directory),
         digests={name: md5 for name, (md5, _) in FILES.items()},
     )
 

@@ -38,8 +38,9 @@ def mirror_url(base_url: str | None = None) -> str:
     return base_url or os.environ.get("RESNET_DEPLOY_MIRROR") or OFFICIAL_MIRROR
 
 
-def download_fashion_mnist(target_dir: str | Path, base_url: str | None = None, progress: bool = True,
-                           timeout: float = 60.0) -> Path:
+def download_fashion_mnist(
+    target_dir: str | Path, base_url: str | None = None, progress: bool = True, timeout: float = 60.0
+) -> Path:
     """Fetch the four files into `target_dir` (skipping ones already there) and verify them.
 
     The mirror is `base_url`, else $RESNET_DEPLOY_MIRROR, else the official one. The progress bar
@@ -66,8 +67,9 @@ def _fetch(url: str, path: Path, expected_md5: str, show: bool, timeout: float) 
                     digest.update(chunk)
                     advance(len(chunk))
             if digest.hexdigest() != expected_md5:
-                raise DownloadFailed(f"{url}: checksum mismatch: md5 {digest.hexdigest()}, expected {expected_md5}; "
-                                "nothing was written")
+                raise DownloadFailed(
+                    f"{url}: checksum mismatch: md5 {digest.hexdigest()}, expected {expected_md5}; nothing was written"
+                )
     except urllib.error.HTTPError as exc:
         raise DownloadFailed(f"{url}: download failed: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:  # atomic_path reports write failures
@@ -86,8 +88,13 @@ class _progress:
         from rich.console import Console
         from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
-        self.bar = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
-                            console=Console(stderr=True), transient=True)
+        self.bar = Progress(
+            *Progress.get_default_columns(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
         self.bar.start()
         task = self.bar.add_task(f"download {self.label}", total=self.total)
         return lambda n: self.bar.advance(task, n)

@@ -18,8 +18,10 @@ def top_k(logits: np.ndarray, class_names: Sequence[str], k: int) -> list[list[d
     """Per image, the `k` most probable classes: index, name and probability, most probable first."""
     probabilities = softmax(logits.astype(np.float64))
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    return [[{"index": int(c), "class": class_names[c], "probability": float(p[c])} for c in row]
-            for row, p in zip(order, probabilities)]
+    return [
+        [{"index": int(c), "class": class_names[c], "probability": float(p[c])} for c in row]
+        for row, p in zip(order, probabilities)
+    ]
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -65,8 +67,9 @@ def plot_confusion(report: dict[str, Any], png_path: str | Path, title: str) -> 
     ax.set_title(f"{title}: top-1 {report['top1'] * 100:.2f}%")
     threshold = matrix.max() / 2
     for (row, col), value in np.ndenumerate(matrix):
-        ax.text(col, row, str(value), ha="center", va="center", fontsize=7,
-                color="white" if value > threshold else "black")
+        ax.text(
+            col, row, str(value), ha="center", va="center", fontsize=7, color="white" if value > threshold else "black"
+        )
     fig.tight_layout()
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

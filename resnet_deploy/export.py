@@ -43,16 +43,24 @@ def check_opset(opset: int) -> None:
     """Refuse an opset outside MIN_OPSET..`max_opset()` before any work."""
     highest = max_opset()
     if not MIN_OPSET <= opset <= highest:
-        raise ArtifactError(f"opset {opset} is outside {MIN_OPSET}..{highest}, the range this torch exporter and "
-                            "onnx support")
+        raise ArtifactError(
+            f"opset {opset} is outside {MIN_OPSET}..{highest}, the range this torch exporter and onnx support"
+        )
 
 
 def manifest_path(onnx_path: str | Path) -> Path:
     return Path(str(onnx_path) + ".json")
 
 
-def export_onnx(model, onnx_path: str | Path, *, opset: int = DYNAMO_MIN_OPSET, check_images: np.ndarray | None = None,
-                atol: float = 1e-3, source_checkpoint: str | Path | None = None) -> dict[str, Any]:
+def export_onnx(
+    model,
+    onnx_path: str | Path,
+    *,
+    opset: int = DYNAMO_MIN_OPSET,
+    check_images: np.ndarray | None = None,
+    atol: float = 1e-3,
+    source_checkpoint: str | Path | None = None,
+) -> dict[str, Any]:
     """Export `model` (eval mode) to `onnx_path` atomically and write its manifest.
 
     With `check_images` (normalized float32, N x 1 x 28 x 28) the ONNX Runtime output is compared
@@ -89,8 +97,12 @@ def export_onnx(model, onnx_path: str | Path, *, opset: int = DYNAMO_MIN_OPSET, 
         "warnings": sorted({str(w.message).splitlines()[0][:300] for w in caught}),
         **batchnorm_summary(exported.graph),
         "node_count": len(exported.graph.node),
-        "settings": {"opset": opset, "atol": atol, "batch_range": [1, MAX_BATCH],
-                     "check_images": None if check_images is None else int(len(check_images))},
+        "settings": {
+            "opset": opset,
+            "atol": atol,
+            "batch_range": [1, MAX_BATCH],
+            "check_images": None if check_images is None else int(len(check_images)),
+        },
         "export_seconds": round(export_seconds, 3),
         "input": {"name": INPUT_NAME, "shape": ["batch", channels, 28, 28], "dtype": "float32"},
         "output": {"name": OUTPUT_NAME, "shape": ["batch", getattr(model, "config", {}).get("num_classes", 10)]},
@@ -102,8 +114,10 @@ def export_onnx(model, onnx_path: str | Path, *, opset: int = DYNAMO_MIN_OPSET, 
     atomic_write_json(manifest_path(onnx_path), manifest)
     if check_images is not None and not manifest["parity"]["passed"]:
         p = manifest["parity"]
-        raise GateFailed(f"{onnx_path}: ONNX differs from PyTorch: max abs logit diff {p['max_abs_diff']:.2e} "
-                         f"(tolerance {atol:g}), argmax agreement {p['argmax_agreement'] * 100:.3f}%")
+        raise GateFailed(
+            f"{onnx_path}: ONNX differs from PyTorch: max abs logit diff {p['max_abs_diff']:.2e} "
+            f"(tolerance {atol:g}), argmax agreement {p['argmax_agreement'] * 100:.3f}%"
+        )
     return manifest
 
 
@@ -111,14 +125,29 @@ def _run_exporter(model, example: tuple, path: Path, opset: int) -> str:
     """Export with the torch.export-based exporter (opset >= 18) or the TorchScript one (opset 17)."""
     import torch
 
-    common: dict[str, Any] = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
-                                  verbose=False)
+    common: dict[str, Any] = dict(
+        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset, verbose=False
+    )
     if opset >= DYNAMO_MIN_OPSET:
-        torch.onnx.export(model, example, str(path), dynamo=True, external_data=False,
-                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},), **common)
+        torch.onnx.export(
+            model,
+            example,
+            str(path),
+            dynamo=True,
+            external_data=False,
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},),
+            **common,
+        )
         return "torch.onnx.export(dynamo=True)"
-    torch.onnx.export(model, example, str(path), dynamo=False, do_constant_folding=True,
-                      dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, **common)
+    torch.onnx.export(
+        model,
+        example,
+        str(path),
+        dynamo=False,
+        do_constant_folding=True,
+        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        **common,
+    )
     return "torch.onnx.export(dynamo=False) (TorchScript exporter, deprecated; used for opset 17)"
 
 
@@ -136,14 +165,26 @@ def batchnorm_summary(graph) -> dict[str, Any]:
             consumers[name] = consumers.get(name, 0) + 1
     outputs = {value.name for value in graph.output}
     batchnorms = [node for node in graph.node if node.op_type == "BatchNormalization"]
-    foldable = [node.name for node in batchnorms
-                if (src := producers.get(node.input[0])) is not None and src.op_type == "Conv"
-                and consumers.get(node.input[0], 0) == 1 and node.input[0] not in outputs]
-    note = ("all BatchNorms folded into the preceding conv" if not batchnorms else
-            f"{len(batchnorms)} BatchNorms kept where no conv directly precedes them alone "
-            "(after a residual Add or a shared conv output, as in pre-activation nets)")
-    return {"batchnorm_nodes": len(batchnorms), "batchnorm_foldable_left": foldable,
-            "bn_folded": not foldable, "batchnorm_note": note}
+    foldable = [
+        node.name
+        for node in batchnorms
+        if (src := producers.get(node.input[0])) is not None
+        and src.op_type == "Conv"
+        and consumers.get(node.input[0], 0) == 1
+        and node.input[0] not in outputs
+    ]
+    note = (
+        "all BatchNorms folded into the preceding conv"
+        if not batchnorms
+        else f"{len(batchnorms)} BatchNorms kept where no conv directly precedes them alone "
+        "(after a residual Add or a shared conv output, as in pre-activation nets)"
+    )
+    return {
+        "batchnorm_nodes": len(batchnorms),
+        "batchnorm_foldable_left": foldable,
+        "bn_folded": not foldable,
+        "batchnorm_note": note,
+    }
 
 
 def torch_parity(model, onnx_path: Path, images: np.ndarray, atol: float, batch_size: int = 500) -> dict[str, Any]:
@@ -153,15 +194,25 @@ def torch_parity(model, onnx_path: Path, images: np.ndarray, atol: float, batch_
     from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
 
     with torch.inference_mode():
-        reference = np.concatenate([model(torch.from_numpy(images[i:i + batch_size])).numpy()
-                                    for i in range(0, len(images), batch_size)])
+        reference = np.concatenate(
+            [model(torch.from_numpy(images[i : i + batch_size])).numpy() for i in range(0, len(images), batch_size)]
+        )
     with OnnxRuntimeRunner(onnx_path, providers=["CPUExecutionProvider"]) as runner:
-        candidate = np.concatenate([runner.infer({INPUT_NAME: images[i:i + batch_size]})[OUTPUT_NAME]
-                                    for i in range(0, len(images), batch_size)])
+        candidate = np.concatenate(
+            [
+                runner.infer({INPUT_NAME: images[i : i + batch_size]})[OUTPUT_NAME]
+                for i in range(0, len(images), batch_size)
+            ]
+        )
     max_abs = float(np.abs(reference - candidate).max())
     agreement = float((reference.argmax(1) == candidate.argmax(1)).mean())
-    return {"images": int(len(images)), "max_abs_diff": max_abs, "argmax_agreement": agreement,
-            "atol": atol, "passed": max_abs <= atol and agreement == 1.0}
+    return {
+        "images": int(len(images)),
+        "max_abs_diff": max_abs,
+        "argmax_agreement": agreement,
+        "atol": atol,
+        "passed": max_abs <= atol and agreement == 1.0,
+    }
 
 
 class _quiet_exporter_logs:

@@ -53,7 +53,7 @@ def fit_name(path: str | os.PathLike, limit: int = FITTED_NAME_BYTES) -> Path:
         return path
     suffix = path.suffix if len(os.fsencode(path.suffix)) <= 16 else ""
     tag = "-" + hashlib.sha256(name).hexdigest()[:12]
-    stem = name[:limit - len(os.fsencode(suffix)) - len(tag)].decode("utf-8", "ignore")
+    stem = name[: limit - len(os.fsencode(suffix)) - len(tag)].decode("utf-8", "ignore")
     return path.with_name(stem + tag + suffix)
 
 
@@ -96,7 +96,7 @@ def write_target(path: str | os.PathLike) -> Path:
 
 
 def _special_kind(path: Path) -> str | None:
-    """"character device" or "FIFO" for targets written directly; None for a regular or absent file.
+    """ "character device" or "FIFO" for targets written directly; None for a regular or absent file.
     A block device or socket raises `ResnetDeployError`: nothing is written to them."""
     try:
         mode = os.stat(path).st_mode
@@ -131,7 +131,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     prefix = _temp_prefix(path)
     removed = []
     for candidate in path.parent.glob(glob.escape(prefix) + "*" + TEMP_SUFFIX):
-        pid = candidate.name[len(prefix):-len(TEMP_SUFFIX)].split("-")[0]
+        pid = candidate.name[len(prefix) : -len(TEMP_SUFFIX)].split("-")[0]
         if pid.isdigit() and not _process_alive(int(pid)):
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
@@ -156,8 +156,7 @@ def ensure_folder(folder: str | os.PathLike, target: str | os.PathLike | None = 
     return folder
 
 
-def require_file(path: str | os.PathLike, what: str = "file",
-                 error: type[ResnetDeployError] = ArtifactError) -> Path:
+def require_file(path: str | os.PathLike, what: str = "file", error: type[ResnetDeployError] = ArtifactError) -> Path:
     """`path` if it is a file; a missing path or a folder raises `error` (bad input) naming it."""
     path = Path(path)
     if not path.is_file():
@@ -172,8 +171,10 @@ def check_writable(*paths: str | os.PathLike) -> None:
     their final target; a character device or FIFO needs only write permission."""
     for path in map(Path, paths):
         if len(os.fsencode(path.name)) > NAME_MAX:
-            raise ResnetDeployError(f"{path}: cannot write: the file name is {len(os.fsencode(path.name))} bytes, "
-                                    f"more than the {NAME_MAX} a file system allows")
+            raise ResnetDeployError(
+                f"{path}: cannot write: the file name is {len(os.fsencode(path.name))} bytes, "
+                f"more than the {NAME_MAX} a file system allows"
+            )
         check_not_input(path)
         _check_writable(write_target(path))
 
@@ -228,8 +229,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as exc:
         about_target = exc.filename is None or Path(exc.filename) in (tmp, path)
-        raise EnvironmentFailure.from_os_error(exc, "write" if about_target else "use",
-                                               path if about_target else None) from exc
+        raise EnvironmentFailure.from_os_error(
+            exc, "write" if about_target else "use", path if about_target else None
+        ) from exc
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -37,18 +37,25 @@ def _source_documents(graph: Path) -> list[Path]:
 def _from_reports(graph: Path) -> Iterator[Candidate]:
     for document in _source_documents(graph):
         report = _read(document) if document.is_file() else None
-        if isinstance(report, dict) and isinstance(report.get("source_onnx"), str) \
-                and isinstance(report.get("source_onnx_sha256"), str):
+        if (
+            isinstance(report, dict)
+            and isinstance(report.get("source_onnx"), str)
+            and isinstance(report.get("source_onnx_sha256"), str)
+        ):
             source = Path(report["source_onnx"])
-            for path in dict.fromkeys([source, document.parent / source, document.parent.parent / source,
-                                       document.parent / source.name]):
+            for path in dict.fromkeys(
+                [source, document.parent / source, document.parent.parent / source, document.parent / source.name]
+            ):
                 yield path, report["source_onnx_sha256"]
 
 
 def _from_fp16_record(graph: Path) -> Iterator[Candidate]:
     record = _read(Path(str(graph) + ".stage.json")) if graph.name.endswith(".fp16.onnx") else None
-    sha = record.get("inputs", {}).get("onnx") if isinstance(record, dict) and isinstance(record.get("inputs"), dict) \
+    sha = (
+        record.get("inputs", {}).get("onnx")
+        if isinstance(record, dict) and isinstance(record.get("inputs"), dict)
         else None
+    )
     if isinstance(sha, str):
         yield graph.with_name(graph.name.removesuffix(".fp16.onnx") + ".onnx"), sha
 
@@ -59,8 +66,9 @@ def _from_bundle(graph: Path, graph_sha: str) -> Iterator[Candidate]:
     for folder in (graph.parent, graph.parent.parent):
         manifest = _read(folder / MANIFEST) if (folder / MANIFEST).is_file() else None
         files = manifest.get("files") if isinstance(manifest, dict) else None
-        if not isinstance(files, dict) or not any(isinstance(e, dict) and e.get("sha256") == graph_sha
-                                                  for e in files.values()):
+        if not isinstance(files, dict) or not any(
+            isinstance(e, dict) and e.get("sha256") == graph_sha for e in files.values()
+        ):
             continue
         for relative, entry in files.items():
             if isinstance(entry, dict) and entry.get("role") == FP32 and isinstance(entry.get("sha256"), str):
@@ -77,5 +85,7 @@ def find_reference(graph: str | Path) -> Path | None:
     return None
 
 
-WHERE_LOOKED = ("its calibration summary or fallback report (<stem>.calibration.json), its fp16 stage record "
-                "(<graph>.stage.json) or a bundle manifest.json")
+WHERE_LOOKED = (
+    "its calibration summary or fallback report (<stem>.calibration.json), its fp16 stage record "
+    "(<graph>.stage.json) or a bundle manifest.json"
+)

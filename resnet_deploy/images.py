@@ -102,11 +102,12 @@ def to_fashion_mnist(gray: np.ndarray) -> tuple[np.ndarray, bool, str]:
     rows, cols = np.nonzero(np.abs(gray.astype(np.int16) - background) > TRIM_TOLERANCE)
     if rows.size == 0:
         raise DataError(f"blank image: no pixel differs from the background ({background}) by more than 5%")
-    crop = gray[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    crop = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     height, width = crop.shape
     scale = SIZE / max(height, width)
-    fitted = Image.fromarray(crop).resize((max(1, round(width * scale)), max(1, round(height * scale))),
-                                          Image.Resampling.LANCZOS)
+    fitted = Image.fromarray(crop).resize(
+        (max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.LANCZOS
+    )
     canvas = Image.new("L", (SIZE, SIZE), background)
     canvas.paste(fitted, ((SIZE - fitted.width) // 2, (SIZE - fitted.height) // 2))
     pixels = np.asarray(canvas, dtype=np.float32)
@@ -114,9 +115,11 @@ def to_fashion_mnist(gray: np.ndarray) -> tuple[np.ndarray, bool, str]:
     if inverted:
         pixels = 255.0 - pixels
     stretched = (pixels - dark) * (255.0 / (255 - dark))
-    note = (f"border median {background}: "
-            f"{'light background, inverted to a light object on black' if inverted else 'dark background, kept'}; "
-            f"trimmed to {width}x{height}, fitted into {fitted.width}x{fitted.height}")
+    note = (
+        f"border median {background}: "
+        f"{'light background, inverted to a light object on black' if inverted else 'dark background, kept'}; "
+        f"trimmed to {width}x{height}, fitted into {fitted.width}x{fitted.height}"
+    )
     return np.clip(np.rint(stretched), 0, 255).astype(np.uint8), inverted, note
 
 

@@ -172,8 +172,14 @@ class ResNet(nn.Module):
         if width <= 0:
             raise ValueError(f"width must be positive, got {width}")
         self.config = {
-            "block": block.__name__, "layers": list(layers), "preact": preact, "shortcut": shortcut,
-            "stem": stem, "width": width, "in_channels": in_channels, "num_classes": num_classes,
+            "block": block.__name__,
+            "layers": list(layers),
+            "preact": preact,
+            "shortcut": shortcut,
+            "stem": stem,
+            "width": width,
+            "in_channels": in_channels,
+            "num_classes": num_classes,
         }
         self.preact = preact
         widths = [max(1, round(w * width)) for w in BASE_WIDTHS]

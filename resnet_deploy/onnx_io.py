@@ -21,8 +21,10 @@ GRAPH_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8-qdq": "int8", "int8-cpu
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 IMAGE_SHAPE = (1, 28, 28)
-CONTRACT = f"one input [N, {', '.join(map(str, IMAGE_SHAPE))}] float32 and one output [N, {len(CLASS_NAMES)}] " \
-           "float32, N a dynamic batch"
+CONTRACT = (
+    f"one input [N, {', '.join(map(str, IMAGE_SHAPE))}] float32 and one output [N, {len(CLASS_NAMES)}] "
+    "float32, N a dynamic batch"
+)
 
 
 def load_onnx(path: str | Path):
@@ -63,8 +65,9 @@ def _bad_scale(scale) -> str | None:
     if not bad.size:
         return None
     where = f" at index {bad[0]}" if flat.size > 1 else ""
-    return (f"is {flat[bad[0]]:g}{where}, not a positive normal {scale.dtype} "
-            "(zero, denormal, negative, infinite or NaN)")
+    return (
+        f"is {flat[bad[0]]:g}{where}, not a positive normal {scale.dtype} (zero, denormal, negative, infinite or NaN)"
+    )
 
 
 def _bad_zero_point(node, scale, zero_point, value: Callable[[str], Any]) -> str | None:
@@ -107,8 +110,9 @@ def precision_of(model) -> str:
     initializers = {init.name: init for init in model.graph.initializer}
     quantize = [node for node in model.graph.node if node.op_type == "QuantizeLinear"]
     if quantize:
-        zero_points = [initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-                       for node in quantize]
+        zero_points = [
+            initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None for node in quantize
+        ]
         # A QuantizeLinear without a zero point produces uint8.
         unsigned = any(zp is None or zp.data_type == onnx.TensorProto.UINT8 for zp in zero_points)
         return "int8-cpu" if unsigned else "int8-qdq"
@@ -128,8 +132,9 @@ def _dims(value_info) -> list[int | str]:
     """Each dimension: its size, its symbolic name, or '?' when the graph does not say."""
     if not value_info.type.tensor_type.HasField("shape"):
         return []
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-            for d in value_info.type.tensor_type.shape.dim]
+    return [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value_info.type.tensor_type.shape.dim
+    ]
 
 
 def _dtype(value_info) -> str:
@@ -146,8 +151,10 @@ def io_signature(model) -> tuple[list[dict], list[dict]]:
     """Graph inputs (initializers excluded) and outputs as {name, dtype, shape}."""
     initializers = {init.name for init in model.graph.initializer}
     describe = lambda v: {"name": v.name, "dtype": _dtype(v), "shape": _dims(v)}  # noqa: E731
-    return ([describe(v) for v in model.graph.input if v.name not in initializers],
-            [describe(v) for v in model.graph.output])
+    return (
+        [describe(v) for v in model.graph.input if v.name not in initializers],
+        [describe(v) for v in model.graph.output],
+    )
 
 
 def _is_batch(dim) -> bool:
@@ -156,20 +163,35 @@ def _is_batch(dim) -> bool:
 
 def _fits(tensor: dict, sample_shape: tuple[int, ...]) -> bool:
     shape = tensor["shape"]
-    return (tensor["dtype"] == "float32" and len(shape) == 1 + len(sample_shape) and _is_batch(shape[0])
-            and tuple(shape[1:]) == sample_shape)
+    return (
+        tensor["dtype"] == "float32"
+        and len(shape) == 1 + len(sample_shape)
+        and _is_batch(shape[0])
+        and tuple(shape[1:]) == sample_shape
+    )
 
 
 def check_io_contract(model, path: str | Path) -> None:
     """Refuse a graph that is not a Fashion-MNIST classifier of this project, naming expected and found."""
     inputs, outputs = io_signature(model)
-    if (len(inputs) == 1 and len(outputs) == 1 and _fits(inputs[0], IMAGE_SHAPE)
-            and _fits(outputs[0], (len(CLASS_NAMES),))):
+    if (
+        len(inputs) == 1
+        and len(outputs) == 1
+        and _fits(inputs[0], IMAGE_SHAPE)
+        and _fits(outputs[0], (len(CLASS_NAMES),))
+    ):
         return
-    show = lambda tensors: ", ".join(  # noqa: E731
-        f"{t['name']!r} [{', '.join(map(str, t['shape'])) or '?'}] {t['dtype']}" for t in tensors) or "none"
-    raise ArtifactError(f"{path}: not a Fashion-MNIST classifier: expected {CONTRACT}; "
-                        f"found inputs {show(inputs)} and outputs {show(outputs)}")
+
+    def show(tensors: list[dict]) -> str:
+        return (
+            ", ".join(f"{t['name']!r} [{', '.join(map(str, t['shape'])) or '?'}] {t['dtype']}" for t in tensors)
+            or "none"
+        )
+
+    raise ArtifactError(
+        f"{path}: not a Fashion-MNIST classifier: expected {CONTRACT}; "
+        f"found inputs {show(inputs)} and outputs {show(outputs)}"
+    )
 
 
 def load_classifier(path: str | Path):

@@ -34,7 +34,7 @@ def collect_logits(runner: BaseRunner, images: np.ndarray, batch_size: int = 256
     batch_size = min(batch_size, getattr(runner, "max_batch", 0) or batch_size)
     chunks = []
     for start in range(0, len(images), batch_size):
-        outputs = runner.infer({name: images[start:start + batch_size]})
+        outputs = runner.infer({name: images[start : start + batch_size]})
         chunks.append(next(iter(outputs.values())).astype(np.float32))
     return np.concatenate(chunks)
 
@@ -61,8 +61,10 @@ def check_reference(reference: str | Path, precision: str, precisions: dict[str,
     it was built from); an FP16 or INT8 reference would make every drop look smaller than it is."""
     if precision == "fp32" or set(precisions.values()) == {precision}:
         return
-    raise ArtifactError(f"{reference}: is an {precision} graph; the parity reference must be the FP32 model "
-                        f"(a checkpoint or the FP32 ONNX), or carry the precision of every artifact compared")
+    raise ArtifactError(
+        f"{reference}: is an {precision} graph; the parity reference must be the FP32 model "
+        f"(a checkpoint or the FP32 ONNX), or carry the precision of every artifact compared"
+    )
 
 
 def gate_for(precision: str, max_drop_pp: float) -> tuple[str, float]:
@@ -73,31 +75,41 @@ def gate_for(precision: str, max_drop_pp: float) -> tuple[str, float]:
     return "top1_drop_pp", max_drop_pp
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray,
-            class_names: Sequence[str]) -> dict[str, Any]:
+def compare(
+    reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray, class_names: Sequence[str]
+) -> dict[str, Any]:
     """Accuracy and agreement of `candidate` logits against `reference` logits."""
     diff = np.abs(reference - candidate)
     ref_pred, cand_pred = reference.argmax(1), candidate.argmax(1)
     per_class: dict[str, float | None] = {}
     for index, name in enumerate(class_names):  # None for a class no image of the (limited) split has
         mask = labels == index
-        per_class[name] = (round(float(((cand_pred[mask] == index).mean() - (ref_pred[mask] == index).mean()) * 100), 3)
-                           if mask.any() else None)
+        per_class[name] = (
+            round(float(((cand_pred[mask] == index).mean() - (ref_pred[mask] == index).mean()) * 100), 3)
+            if mask.any()
+            else None
+        )
     top1, ref_top1 = float((cand_pred == labels).mean()), float((ref_pred == labels).mean())
     return {
         "top1": top1,
         "top1_drop_pp": round((ref_top1 - top1) * 100, 4),
         "agreement": float((cand_pred == ref_pred).mean()),
-        "logit_abs_diff": {"max": float(diff.max()), "mean": float(diff.mean()),
-                           "p99": float(np.percentile(diff, 99))},
+        "logit_abs_diff": {"max": float(diff.max()), "mean": float(diff.mean()), "p99": float(np.percentile(diff, 99))},
         "per_class_delta_pp": per_class,
     }
 
 
-def run_parity(reference: BaseRunner, candidates: dict[str, BaseRunner], images: np.ndarray,
-               labels: np.ndarray, *, precisions: dict[str, str] | None = None,
-               max_drop_pp: float = INT8_MAX_DROP_PP, batch_size: int = 256,
-               class_names: Sequence[str] = data.CLASS_NAMES) -> dict[str, Any]:
+def run_parity(
+    reference: BaseRunner,
+    candidates: dict[str, BaseRunner],
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    precisions: dict[str, str] | None = None,
+    max_drop_pp: float = INT8_MAX_DROP_PP,
+    batch_size: int = 256,
+    class_names: Sequence[str] = data.CLASS_NAMES,
+) -> dict[str, Any]:
     """Parity of each labelled runner against `reference`; gates are evaluated, not raised.
 
     `precisions` maps a label to fp32/fp16/int8 and picks its gate; a label it lacks is held to
@@ -109,32 +121,62 @@ def run_parity(reference: BaseRunner, candidates: dict[str, BaseRunner], images:
         reference_logits = collect_logits(reference, images, batch_size)
     report: dict[str, Any] = {
         "dataset": {"split": "test", "count": int(len(images))},
-        "thresholds": {"fp32_min_agreement": FP32_MIN_AGREEMENT, "fp16_max_drop_pp": FP16_MAX_DROP_PP,
-                       "int8_max_drop_pp": max_drop_pp},
-        "reference": {"name": reference.name, "backend": reference.backend,
-                      "top1": float((reference_logits.argmax(1) == labels).mean()),
-                      "seconds": round(time.perf_counter() - started, 3)},
+        "thresholds": {
+            "fp32_min_agreement": FP32_MIN_AGREEMENT,
+            "fp16_max_drop_pp": FP16_MAX_DROP_PP,
+            "int8_max_drop_pp": max_drop_pp,
+        },
+        "reference": {
+            "name": reference.name,
+            "backend": reference.backend,
+            "top1": float((reference_logits.argmax(1) == labels).mean()),
+            "seconds": round(time.perf_counter() - started, 3),
+        },
         "artifacts": [],
     }
     for label, runner in candidates.items():
-        report["artifacts"].append(_candidate_entry(label, runner, precisions.get(label, "fp32"), reference_logits,
-                                                    images, labels, max_drop_pp, batch_size, class_names))
+        report["artifacts"].append(
+            _candidate_entry(
+                label,
+                runner,
+                precisions.get(label, "fp32"),
+                reference_logits,
+                images,
+                labels,
+                max_drop_pp,
+                batch_size,
+                class_names,
+            )
+        )
     report["passed"] = all(g["passed"] for a in report["artifacts"] for g in a["gates"])
     return report
 
 
-def _candidate_entry(label: str, runner: BaseRunner, precision: str, reference_logits: np.ndarray,
-                     images: np.ndarray, labels: np.ndarray, max_drop_pp: float, batch_size: int,
-                     class_names: Sequence[str]) -> dict[str, Any]:
+def _candidate_entry(
+    label: str,
+    runner: BaseRunner,
+    precision: str,
+    reference_logits: np.ndarray,
+    images: np.ndarray,
+    labels: np.ndarray,
+    max_drop_pp: float,
+    batch_size: int,
+    class_names: Sequence[str],
+) -> dict[str, Any]:
     started = time.perf_counter()
     with runner:
         logits = collect_logits(runner, images, batch_size)
-    entry = {"label": label, "backend": runner.backend, "precision": precision,
-             **compare(reference_logits, logits, labels, class_names)}
+    entry = {
+        "label": label,
+        "backend": runner.backend,
+        "precision": precision,
+        **compare(reference_logits, logits, labels, class_names),
+    }
     metric, threshold = gate_for(precision, max_drop_pp)
     passed = entry[metric] >= threshold if metric == "agreement" else entry[metric] <= threshold
-    entry["gates"] = [{"name": f"{precision} {metric}", "value": entry[metric], "threshold": threshold,
-                       "passed": bool(passed)}]
+    entry["gates"] = [
+        {"name": f"{precision} {metric}", "value": entry[metric], "threshold": threshold, "passed": bool(passed)}
+    ]
     entry["seconds"] = round(time.perf_counter() - started, 3)
     return entry
 
@@ -148,30 +190,52 @@ def read_baseline(baseline_path: str | Path) -> dict[str, float]:
     return schema.check(recorded, BASELINE_SCHEMA, baseline_path, "parity baseline")["top1"]
 
 
-def apply_baseline(report: dict[str, Any], baseline: dict[str, float], max_drop_pp: float,
-                   source: str | Path = "baseline") -> None:
+def apply_baseline(
+    report: dict[str, Any], baseline: dict[str, float], max_drop_pp: float, source: str | Path = "baseline"
+) -> None:
     """Add a baseline gate to each artifact the baseline knows (top-1 may not fall more than max_drop_pp)."""
     for entry in report["artifacts"]:
         if entry["label"] in baseline:
             drop = round((baseline[entry["label"]] - entry["top1"]) * 100, 4)  # as reported, so 0.5 passes 0.5
-            entry["gates"].append({"name": "baseline top1_drop_pp", "value": drop,
-                                   "threshold": max_drop_pp, "passed": bool(drop <= max_drop_pp)})
+            entry["gates"].append(
+                {
+                    "name": "baseline top1_drop_pp",
+                    "value": drop,
+                    "threshold": max_drop_pp,
+                    "passed": bool(drop <= max_drop_pp),
+                }
+            )
     report["baseline"] = str(source)
     report["thresholds"]["max_baseline_drop_pp"] = max_drop_pp
     report["passed"] = all(g["passed"] for a in report["artifacts"] for g in a["gates"])
 
 
 def write_baseline(report: dict[str, Any], baseline_path: str | Path) -> None:
-    atomic_write_json(baseline_path, {"top1": {a["label"]: a["top1"] for a in report["artifacts"]},
-                                      "reference_top1": report["reference"]["top1"],
-                                      "count": report["dataset"]["count"]})
+    atomic_write_json(
+        baseline_path,
+        {
+            "top1": {a["label"]: a["top1"] for a in report["artifacts"]},
+            "reference_top1": report["reference"]["top1"],
+            "count": report["dataset"]["count"],
+        },
+    )
 
 
-def parity_for_artifacts(reference: str | Path, artifacts: Sequence[str | Path], report_path: str | Path, *,
-                         backend: str = "auto", max_drop_pp: float = INT8_MAX_DROP_PP, limit: int = 0,
-                         batch_size: int = 256, data_dir: str | Path | None = None,
-                         baseline: str | Path | None = None, update_baseline: bool = False,
-                         max_baseline_drop_pp: float = 0.1, threads: int = 0) -> dict[str, Any]:
+def parity_for_artifacts(
+    reference: str | Path,
+    artifacts: Sequence[str | Path],
+    report_path: str | Path,
+    *,
+    backend: str = "auto",
+    max_drop_pp: float = INT8_MAX_DROP_PP,
+    limit: int = 0,
+    batch_size: int = 256,
+    data_dir: str | Path | None = None,
+    baseline: str | Path | None = None,
+    update_baseline: bool = False,
+    max_baseline_drop_pp: float = 0.1,
+    threads: int = 0,
+) -> dict[str, Any]:
     """Parity of artifact files on the test split; writes the JSON report, raises `GateFailed` on failure.
 
     `backend` runs every artifact but checkpoints (auto: by suffix). Every file, the reference's
@@ -189,8 +253,15 @@ def parity_for_artifacts(reference: str | Path, artifacts: Sequence[str | Path],
     images, labels_true = data.normalize(dataset.test_images), dataset.test_labels
     if limit:
         images, labels_true = images[:limit], labels_true[:limit]
-    report = run_parity(reference_runner, runners, images, labels_true, precisions=precisions,
-                        max_drop_pp=max_drop_pp, batch_size=batch_size)
+    report = run_parity(
+        reference_runner,
+        runners,
+        images,
+        labels_true,
+        precisions=precisions,
+        max_drop_pp=max_drop_pp,
+        batch_size=batch_size,
+    )
     if recorded is not None:
         assert baseline is not None  # recorded was read from it
         apply_baseline(report, recorded, max_baseline_drop_pp, baseline)
@@ -198,7 +269,11 @@ def parity_for_artifacts(reference: str | Path, artifacts: Sequence[str | Path],
         write_baseline(report, baseline)
     atomic_write_json(report_path, report)
     if not report["passed"]:
-        failed = [f"{a['label']}: {g['name']} = {g['value']:.4g} (limit {g['threshold']:g})"
-                  for a in report["artifacts"] for g in a["gates"] if not g["passed"]]
+        failed = [
+            f"{a['label']}: {g['name']} = {g['value']:.4g} (limit {g['threshold']:g})"
+            for a in report["artifacts"]
+            for g in a["gates"]
+            if not g["passed"]
+        ]
         raise GateFailed("parity gate failed: " + "; ".join(failed) + f" (report {report_path})", details=report)
     return report

@@ -61,8 +61,9 @@ class BuildOptions:
         if self.engine is None:
             self.engine = EngineSettings(precision=self.precision)
         elif self.engine.precision != self.precision:
-            raise ResnetDeployError(f"the engine settings say precision {self.engine.precision!r}, the build "
-                                    f"{self.precision!r}")
+            raise ResnetDeployError(
+                f"the engine settings say precision {self.engine.precision!r}, the build {self.precision!r}"
+            )
 
     @property
     def output_dirs(self) -> tuple[Path, ...]:
@@ -93,8 +94,10 @@ def build(options: BuildOptions, log: Log = print) -> BuildResult:
     given = _classify_onnx(Path(options.onnx), options.precision) if options.onnx else None
     reference = _graph_reference(options, log) if given and given[0] is None else None
     if options.reference is not None and reference is None:
-        raise ResnetDeployError("--reference gates an FP16 or INT8 graph given with --onnx; "
-                                f"{'the FP32 --onnx is its own reference' if given else 'give that graph with --onnx'}")
+        raise ResnetDeployError(
+            "--reference gates an FP16 or INT8 graph given with --onnx; "
+            f"{'the FP32 --onnx is its own reference' if given else 'give that graph with --onnx'}"
+        )
     with folder_lock(options.output_dirs, log):
         return _build(options, given, reference, log)
 
@@ -110,15 +113,18 @@ def _graph_reference(options: BuildOptions, log: Log) -> Path:
     graph = Path(options.onnx)
     found = find_reference(graph)
     if found is None:
-        raise ArtifactError(f"{graph}: no FP32 reference to gate this {options.precision} graph's parity "
-                            f"against: none named by {WHERE_LOOKED} exists with its recorded sha256; "
-                            "pass --reference FP32.onnx")
+        raise ArtifactError(
+            f"{graph}: no FP32 reference to gate this {options.precision} graph's parity "
+            f"against: none named by {WHERE_LOOKED} exists with its recorded sha256; "
+            "pass --reference FP32.onnx"
+        )
     log(f"parity reference: {found} (the FP32 source {graph.name}'s reports name, sha256 matching)")
     return found
 
 
-def _build(options: BuildOptions, given: tuple[Path | None, Path | None] | None, given_reference: Path | None,
-           log: Log) -> BuildResult:
+def _build(
+    options: BuildOptions, given: tuple[Path | None, Path | None] | None, given_reference: Path | None, log: Log
+) -> BuildResult:
     stages: list[StageResult] = []
     checkpoint, fp32_onnx, artifact = None, None, None
     if given:
@@ -150,8 +156,9 @@ def _build(options: BuildOptions, given: tuple[Path | None, Path | None] | None,
     reference_onnx = fp32_onnx or given_reference
     if reference_onnx is not None and engine_source != reference_onnx:  # the command for the target gates it too
         options = replace(options, target_flags=(*options.target_flags, "--reference", str(reference_onnx)))
-    engine_path, message = engine_stage(engine_source, options, stages, log, calibration_cache=cache,
-                                        layer_precisions=layer_precisions)
+    engine_path, message = engine_stage(
+        engine_source, options, stages, log, calibration_cache=cache, layer_precisions=layer_precisions
+    )
     return BuildResult(stages, artifact, parity, engine_path, message)
 
 
@@ -163,15 +170,18 @@ def _classify_onnx(onnx_path: Path, precision: str) -> tuple[Path | None, Path |
 
     kind = precision_of(load_classifier(onnx_path))
     if kind == "int8-cpu":
-        raise ArtifactError(f"{onnx_path}: is the ONNX Runtime CPU INT8 graph (uint8 activations), not for "
-                            "TensorRT; give the FP32 ONNX or a TensorRT Q/DQ graph (*.int8-<method>.qdq.onnx)")
+        raise ArtifactError(
+            f"{onnx_path}: is the ONNX Runtime CPU INT8 graph (uint8 activations), not for "
+            "TensorRT; give the FP32 ONNX or a TensorRT Q/DQ graph (*.int8-<method>.qdq.onnx)"
+        )
     given = GRAPH_PRECISION[kind]
     if given == precision:
         return (onnx_path if given == "fp32" else None), onnx_path
     if given == "fp32":
         return onnx_path, None
-    raise ResnetDeployError(f"{onnx_path}: is an {given} graph; --precision {precision} needs the FP32 ONNX "
-                            f"or a {precision} graph")
+    raise ResnetDeployError(
+        f"{onnx_path}: is an {given} graph; --precision {precision} needs the FP32 ONNX or a {precision} graph"
+    )
 
 
 def ensure_checkpoint(options: BuildOptions, log: Log) -> Path:
@@ -182,16 +192,22 @@ def ensure_checkpoint(options: BuildOptions, log: Log) -> Path:
         return DEFAULT_CHECKPOINT
     from resnet_deploy.train import TrainConfig, train
 
-    log(f"no checkpoint yet: training the default recipe into {DEFAULT_CHECKPOINT.parent} (about 17 min on 2 CPU cores)")
-    return train(TrainConfig(), DEFAULT_CHECKPOINT.parent, data_dir=options.data_dir,
-                 progress=_epoch_logger(log)).best_checkpoint
+    log(
+        f"no checkpoint yet: training the default recipe into {DEFAULT_CHECKPOINT.parent} (about 17 min on 2 CPU cores)"
+    )
+    return train(
+        TrainConfig(), DEFAULT_CHECKPOINT.parent, data_dir=options.data_dir, progress=_epoch_logger(log)
+    ).best_checkpoint
 
 
 def _epoch_logger(log: Log):
     def report(event: str, values: dict[str, Any]) -> None:
         if event == "epoch":
-            log(f"  epoch {values['epoch']}: loss {values['train_loss']:.4f}, "
-                f"val {values['val_accuracy'] * 100:.2f}% ({values['seconds']:.0f} s)")
+            log(
+                f"  epoch {values['epoch']}: loss {values['train_loss']:.4f}, "
+                f"val {values['val_accuracy'] * 100:.2f}% ({values['seconds']:.0f} s)"
+            )
+
     return report
 
 
@@ -209,8 +225,9 @@ def export_stage(checkpoint: Path, options: BuildOptions) -> StageResult:
     def make() -> dict[str, Any]:
         model, _ = load_checkpoint(checkpoint)
         check_images = data.normalize(data.load_fashion_mnist(options.data_dir).test_images[:1000])
-        return export_onnx(model, onnx_path, opset=options.opset, check_images=check_images,
-                           source_checkpoint=checkpoint)
+        return export_onnx(
+            model, onnx_path, opset=options.opset, check_images=check_images, source_checkpoint=checkpoint
+        )
 
     return run_stage("export", [onnx_path], {"checkpoint": checkpoint}, {"opset": options.opset}, make)
 
@@ -222,8 +239,7 @@ def precision_stage(fp32_onnx: Path, options: BuildOptions, precision: str | Non
         from resnet_deploy.quantize.fp16 import convert_to_fp16
 
         fp16_onnx = fp32_onnx.with_name(fp32_onnx.stem + ".fp16.onnx")
-        return run_stage("fp16", [fp16_onnx], {"onnx": fp32_onnx}, {},
-                         lambda: convert_to_fp16(fp32_onnx, fp16_onnx))
+        return run_stage("fp16", [fp16_onnx], {"onnx": fp32_onnx}, {}, lambda: convert_to_fp16(fp32_onnx, fp16_onnx))
     if precision == "int8":
         return int8_stage(fp32_onnx, options)
     return None
@@ -237,12 +253,21 @@ def int8_stage(fp32_onnx: Path, options: BuildOptions) -> StageResult:
     methods = METHODS if options.calibration_method == "all" else (options.calibration_method,)
     paths = Int8Paths(options.calibration_dir, fp32_onnx.stem)
     outputs = [paths.summary, *(paths.qdq(m) for m in methods), *(paths.cache(m) for m in methods)]
-    settings = {"methods": list(methods), "count": options.calibration_count,
-                "trt_version": options.trt_cache_version}
-    result = run_stage("int8", outputs, {"onnx": fp32_onnx}, settings,
-                       lambda: make_int8_artifacts(fp32_onnx, options.calibration_dir, methods=methods,
-                                                   count=options.calibration_count,
-                                                   trt_version=options.trt_cache_version, data_dir=options.data_dir))
+    settings = {"methods": list(methods), "count": options.calibration_count, "trt_version": options.trt_cache_version}
+    result = run_stage(
+        "int8",
+        outputs,
+        {"onnx": fp32_onnx},
+        settings,
+        lambda: make_int8_artifacts(
+            fp32_onnx,
+            options.calibration_dir,
+            methods=methods,
+            count=options.calibration_count,
+            trt_version=options.trt_cache_version,
+            data_dir=options.data_dir,
+        ),
+    )
     best = paths.best_method()
     result.outputs = [paths.qdq(best), paths.cache(best), paths.summary]
     return result
@@ -255,9 +280,15 @@ def fallback_stage(fp32_onnx: Path, options: BuildOptions, log: Log) -> StageRes
     paths = Int8Paths(options.calibration_dir, fp32_onnx.stem)
     method = paths.best_method()
     outputs = [paths.fallback_qdq(method), paths.layer_precisions(method), paths.fallback_report(method)]
-    result = run_stage("fallback", outputs, {"onnx": fp32_onnx, "amax": paths.amax(method)}, asdict(options.fallback),
-                       lambda: make_fallback_artifacts(fp32_onnx, options.calibration_dir, options.fallback,
-                                                       method=method, data_dir=options.data_dir, log=log))
+    result = run_stage(
+        "fallback",
+        outputs,
+        {"onnx": fp32_onnx, "amax": paths.amax(method)},
+        asdict(options.fallback),
+        lambda: make_fallback_artifacts(
+            fp32_onnx, options.calibration_dir, options.fallback, method=method, data_dir=options.data_dir, log=log
+        ),
+    )
     if result.details is None:
         result.details = json.loads(paths.fallback_report(method).read_text())
     return result
@@ -270,18 +301,36 @@ def parity_stage(reference: Path, artifacts: list[Path], options: BuildOptions, 
     report_path = options.reports_dir / f"parity-{artifacts[0].stem}-{tag or options.precision}.json"
     inputs = {"reference": reference, **{f"artifact{i}": p for i, p in enumerate(artifacts)}}
     settings = {"max_drop_pp": options.max_drop_pp, "limit": options.parity_limit}
-    result = run_stage("parity", [report_path], inputs, settings,
-                       lambda: parity_for_artifacts(reference, artifacts, report_path, max_drop_pp=options.max_drop_pp,
-                                                    limit=options.parity_limit, data_dir=options.data_dir))
+    result = run_stage(
+        "parity",
+        [report_path],
+        inputs,
+        settings,
+        lambda: parity_for_artifacts(
+            reference,
+            artifacts,
+            report_path,
+            max_drop_pp=options.max_drop_pp,
+            limit=options.parity_limit,
+            data_dir=options.data_dir,
+        ),
+    )
     if result.details is None:
         result.details = json.loads(report_path.read_text())
     return result
 
 
-def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult], log: Log, *,
-                 calibration_cache: Path | None = None, layer_precisions: Path | None = None,
-                 rerun: list[str] | None = None,
-                 extra_metadata: dict[str, Any] | None = None) -> tuple[Path | None, str | None]:
+def engine_stage(
+    artifact: Path,
+    options: BuildOptions,
+    stages: list[StageResult],
+    log: Log,
+    *,
+    calibration_cache: Path | None = None,
+    layer_precisions: Path | None = None,
+    rerun: list[str] | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+) -> tuple[Path | None, str | None]:
     """Build the engine and check its parity where TensorRT imports; otherwise say what to run where it does.
 
     `calibration_cache` serves the legacy calibrator and `layer_precisions` (the INT8 fallback's) keeps its
@@ -293,12 +342,23 @@ def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult
     if missing:
         not_run = f"TensorRT is not installed here ({' and '.join(missing)} missing), so the engine step was not run. "
         if rerun:
-            return None, (not_run + "Install TensorRT and pycuda here (DEVICE.md in the bundle) and run again:\n"
-                          f"  {shlex.join(rerun)}")
-        command = ["resnet-deploy", "build", "--precision", options.precision, "--onnx", str(artifact),
-                   *options.target_flags]
-        return None, (not_run + "The portable artifacts are ready; on the target GPU or Jetson (with TensorRT and "
-                      f"pycuda) run:\n  {shlex.join(command)}")
+            return None, (
+                not_run + "Install TensorRT and pycuda here (DEVICE.md in the bundle) and run again:\n"
+                f"  {shlex.join(rerun)}"
+            )
+        command = [
+            "resnet-deploy",
+            "build",
+            "--precision",
+            options.precision,
+            "--onnx",
+            str(artifact),
+            *options.target_flags,
+        ]
+        return None, (
+            not_run + "The portable artifacts are ready; on the target GPU or Jetson (with TensorRT and "
+            f"pycuda) run:\n  {shlex.join(command)}"
+        )
     from resnet_deploy.parity import parity_for_artifacts
     from resnet_deploy.trt.builder import build_engine, planned_engine_path
     from resnet_deploy.trt.sidecar import sidecar_path
@@ -309,16 +369,40 @@ def engine_stage(artifact: Path, options: BuildOptions, stages: list[StageResult
     engine_path = planned_engine_path(artifact, settings, options.engines_dir, model_name=model_name)
     extra_inputs = {"calibration_cache": calibration_cache, "layer_precisions": settings.layer_precisions}
     inputs = {"onnx": artifact, **{name: path for name, path in extra_inputs.items() if path is not None}}
-    stages.append(run_stage("engine", [engine_path, sidecar_path(engine_path)], inputs, settings.as_dict(),
-                            lambda: build_engine(artifact, settings, options.engines_dir,
-                                                 calibration_cache=calibration_cache,
-                                                 model_name=model_name, extra_metadata=extra_metadata, log=log)))
+    stages.append(
+        run_stage(
+            "engine",
+            [engine_path, sidecar_path(engine_path)],
+            inputs,
+            settings.as_dict(),
+            lambda: build_engine(
+                artifact,
+                settings,
+                options.engines_dir,
+                calibration_cache=calibration_cache,
+                model_name=model_name,
+                extra_metadata=extra_metadata,
+                log=log,
+            ),
+        )
+    )
     report_path = options.reports_dir / f"parity-{engine_path.stem}.json"
-    stages.append(run_stage("engine parity", [report_path], {"engine": engine_path, "reference": artifact},
-                            {"max_drop_pp": options.max_drop_pp, "limit": options.parity_limit},
-                            lambda: parity_for_artifacts(artifact, [engine_path], report_path,
-                                                         max_drop_pp=options.max_drop_pp, limit=options.parity_limit,
-                                                         data_dir=options.data_dir)))
+    stages.append(
+        run_stage(
+            "engine parity",
+            [report_path],
+            {"engine": engine_path, "reference": artifact},
+            {"max_drop_pp": options.max_drop_pp, "limit": options.parity_limit},
+            lambda: parity_for_artifacts(
+                artifact,
+                [engine_path],
+                report_path,
+                max_drop_pp=options.max_drop_pp,
+                limit=options.parity_limit,
+                data_dir=options.data_dir,
+            ),
+        )
+    )
     return engine_path, None
 
 

@@ -39,8 +39,12 @@ def plot_bench(report: dict[str, Any], times_ms: dict[str, dict[str, list[float]
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for label in report["results"][batch_sizes[0]]:
-        ax.plot([int(b) for b in batch_sizes], [report["results"][b][label]["throughput_ips"] for b in batch_sizes],
-                marker="o", label=label)
+        ax.plot(
+            [int(b) for b in batch_sizes],
+            [report["results"][b][label]["throughput_ips"] for b in batch_sizes],
+            marker="o",
+            label=label,
+        )
     ax.set_xscale("log", base=2)
     ax.set_xticks([int(b) for b in batch_sizes], batch_sizes)
     ax.set_xlabel("batch size")
@@ -68,8 +72,11 @@ def plot_loadtest(runs: list[dict[str, Any]], path: str | Path, title: str = "")
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for protocol in dict.fromkeys(run["protocol"] for run in runs):
-        points = [(r["images_per_s"], r["latency_ms"]["p99"], r["concurrency"]) for r in runs
-                  if r["protocol"] == protocol and r["latency_ms"]["p99"] is not None]
+        points = [
+            (r["images_per_s"], r["latency_ms"]["p99"], r["concurrency"])
+            for r in runs
+            if r["protocol"] == protocol and r["latency_ms"]["p99"] is not None
+        ]
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=protocol)
         for x, y, concurrency in points:
             ax.annotate(f"c{concurrency}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)

@@ -15,8 +15,15 @@ from typing import Any
 
 from resnet_deploy.errors import ArtifactError, ResnetDeployError
 
-TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a finite number",
-              bool: "true or false", type(None): "null"}
+TYPE_NAMES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "an integer",
+    float: "a finite number",
+    bool: "true or false",
+    type(None): "null",
+}
 
 
 @dataclass(frozen=True)
@@ -68,12 +75,19 @@ def problem(value: Any, schema: Any, where: str = "") -> str | None:
             return None
     elif isinstance(schema, Map):
         if isinstance(value, dict):
-            return next((p for key, item in value.items()
-                         if (p := problem(item, schema.values, f"{where}.{key}" if where else str(key)))), None)
+            return next(
+                (
+                    p
+                    for key, item in value.items()
+                    if (p := problem(item, schema.values, f"{where}.{key}" if where else str(key)))
+                ),
+                None,
+            )
     elif isinstance(schema, list):
         if isinstance(value, list):
-            return next((p for index, item in enumerate(value)
-                         if (p := problem(item, schema[0], f"{where}[{index}]"))), None)
+            return next(
+                (p for index, item in enumerate(value) if (p := problem(item, schema[0], f"{where}[{index}]"))), None
+            )
     elif _matches_type(value, schema):
         return None
     return f"{where or 'the content'}: expected {_describe(schema)}, found {_found(value)}"

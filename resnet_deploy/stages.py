@@ -56,15 +56,15 @@ def is_current(outputs: list[Path], inputs: dict[str, Path], settings: dict[str,
     return all(recorded.get(str(p)) == sha256_file(p) for p in outputs)
 
 
-def run_stage(name: str, outputs: list[Path], inputs: dict[str, Path], settings: dict[str, Any],
-              make: Callable[[], Any]) -> StageResult:
+def run_stage(
+    name: str, outputs: list[Path], inputs: dict[str, Path], settings: dict[str, Any], make: Callable[[], Any]
+) -> StageResult:
     """Run `make()` unless the stage is current; record what it was made from."""
     started = time.perf_counter()
     if is_current(outputs, inputs, settings):
         return StageResult(name, outputs, True, time.perf_counter() - started)
     check_writable(*outputs, stage_record_path(outputs[0]))
     details = make()
-    record = {**_fingerprint(inputs, settings), "stage": name,
-              "outputs": {str(p): sha256_file(p) for p in outputs}}
+    record = {**_fingerprint(inputs, settings), "stage": name, "outputs": {str(p): sha256_file(p) for p in outputs}}
     atomic_write_json(stage_record_path(outputs[0]), record)
     return StageResult(name, outputs, False, time.perf_counter() - started, details)

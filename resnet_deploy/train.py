@@ -79,8 +79,12 @@ def random_erase(images: torch.Tensor, probability: float, generator: torch.Gene
     left = (torch.rand(batch, generator=generator) * (width - box_w + 1)).long()
     ys = torch.arange(height).view(1, height, 1)
     xs = torch.arange(width).view(1, 1, width)
-    inside = ((ys >= top.view(-1, 1, 1)) & (ys < (top + box_h).view(-1, 1, 1))
-              & (xs >= left.view(-1, 1, 1)) & (xs < (left + box_w).view(-1, 1, 1)))
+    inside = (
+        (ys >= top.view(-1, 1, 1))
+        & (ys < (top + box_h).view(-1, 1, 1))
+        & (xs >= left.view(-1, 1, 1))
+        & (xs < (left + box_w).view(-1, 1, 1))
+    )
     selected = (torch.rand(batch, generator=generator) < probability).view(-1, 1, 1)
     return images.masked_fill((inside & selected).unsqueeze(1), 0.0)
 
@@ -109,8 +113,10 @@ def memory_format_note(model: torch.nn.Module) -> str:
     channels = smallest_conv_channels(model)
     if memory_format(model) == torch.channels_last:
         return f"memory format: channels-last (smallest convolution has {channels} channels)"
-    return (f"memory format: contiguous, not channels-last: smallest convolution has {channels} channels "
-            f"(< {CHANNELS_LAST_MIN_CHANNELS}, unsafe in oneDNN on AVX2 CPUs)")
+    return (
+        f"memory format: contiguous, not channels-last: smallest convolution has {channels} channels "
+        f"(< {CHANNELS_LAST_MIN_CHANNELS}, unsafe in oneDNN on AVX2 CPUs)"
+    )
 
 
 def to_input(images_uint8: torch.Tensor, layout: torch.memory_format = torch.channels_last) -> torch.Tensor:
@@ -124,7 +130,7 @@ def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 1000) 
     """Logits for uint8 images (N, 28, 28), in eval mode, in the model's `memory_format`."""
     model.eval()
     tensor, layout = torch.tensor(images), memory_format(model)
-    chunks = [model(to_input(tensor[i: i + batch_size], layout)) for i in range(0, len(tensor), batch_size)]
+    chunks = [model(to_input(tensor[i : i + batch_size], layout)) for i in range(0, len(tensor), batch_size)]
     return torch.cat(chunks).numpy()
 
 
@@ -144,8 +150,13 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
     total = config.epochs * steps_per_epoch
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=total, pct_start=config.warmup_fraction,
-            div_factor=25.0, final_div_factor=1e3)
+            optimizer,
+            max_lr=config.lr,
+            total_steps=total,
+            pct_start=config.warmup_fraction,
+            div_factor=25.0,
+            final_div_factor=1e3,
+        )
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
 
 
@@ -168,8 +179,14 @@ class TrainingDiverged(ResnetDeployError):
     """The loss or the weights stopped being finite; nothing from the failing epoch is saved."""
 
 
-def train(config: TrainConfig, out_dir: str | Path, *, data_dir: str | Path | None = None,
-          resume: bool = False, progress: ProgressCallback | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: ProgressCallback | None = None,
+) -> TrainResult:
     """Train, validate every epoch, keep the best checkpoint, evaluate it on the test split.
 
     A non-finite loss or weight stops the run with `TrainingDiverged` before anything of that
@@ -207,8 +224,7 @@ def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, report: P
 
     started = time.perf_counter() - sum(h["seconds"] for h in state["history"])
     for epoch in range(state["epoch"], config.epochs):
-        result = _train_epoch(model, optimizer, scheduler, train_images, train_labels, config,
-                              generator, epoch, report)
+        result = _train_epoch(model, optimizer, scheduler, train_images, train_labels, config, generator, epoch, report)
         _check_finite_weights(model, epoch + 1, config)
         result.val_accuracy = accuracy(model, dataset.val_images, dataset.val_labels, config.eval_batch_size)
         state["history"].append(asdict(result))
@@ -216,7 +232,9 @@ def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, report: P
         if result.val_accuracy > state["best_val"]:
             state["best_val"] = result.val_accuracy
             save_checkpoint(best_path, model, {**meta, "accuracy": {"val": result.val_accuracy}})
-        save_checkpoint(last_path, model, meta, extra_state=_resume_state(optimizer, scheduler, generator, epoch + 1, state))
+        save_checkpoint(
+            last_path, model, meta, extra_state=_resume_state(optimizer, scheduler, generator, epoch + 1, state)
+        )
         report("epoch", asdict(result))
 
     best_model, best_meta = load_checkpoint(best_path)
@@ -230,8 +248,10 @@ def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, report: P
 
 
 def _diverged(epoch: int, what: str, config: TrainConfig) -> TrainingDiverged:
-    return TrainingDiverged(f"training diverged in epoch {epoch}: {what}; nothing of this epoch was saved "
-                            f"(best.pt and last.pt keep the last good epoch, if any); lower --lr (it is {config.lr:g})")
+    return TrainingDiverged(
+        f"training diverged in epoch {epoch}: {what}; nothing of this epoch was saved "
+        f"(best.pt and last.pt keep the last good epoch, if any); lower --lr (it is {config.lr:g})"
+    )
 
 
 def _check_finite_weights(model: torch.nn.Module, epoch: int, config: TrainConfig) -> None:
@@ -248,7 +268,7 @@ def _train_epoch(model, optimizer, scheduler, images, labels, config, generator,
     layout = memory_format(model)
     total_loss, correct, seen = 0.0, 0, 0
     for step in range(steps):
-        index = order[step * config.batch_size: (step + 1) * config.batch_size]
+        index = order[step * config.batch_size : (step + 1) * config.batch_size]
         inputs = augment(to_input(images[index], layout), config, generator).contiguous(memory_format=layout)
         targets = labels[index]
         logits = model(inputs)
@@ -263,18 +283,34 @@ def _train_epoch(model, optimizer, scheduler, images, labels, config, generator,
         total_loss += value * len(index)
         correct += int((logits.argmax(1) == targets).sum())
         seen += len(index)
-        report("step", {"epoch": epoch + 1, "step": step + 1, "steps": steps,
-                        "loss": total_loss / seen, "accuracy": correct / seen})
-    return EpochResult(epoch + 1, total_loss / seen, correct / seen, 0.0,
-                       optimizer.param_groups[0]["lr"], time.perf_counter() - started)
+        report(
+            "step",
+            {
+                "epoch": epoch + 1,
+                "step": step + 1,
+                "steps": steps,
+                "loss": total_loss / seen,
+                "accuracy": correct / seen,
+            },
+        )
+    return EpochResult(
+        epoch + 1,
+        total_loss / seen,
+        correct / seen,
+        0.0,
+        optimizer.param_groups[0]["lr"],
+        time.perf_counter() - started,
+    )
 
 
 def _meta(config: TrainConfig, dataset: data.FashionMNIST, history: list[dict]) -> dict[str, Any]:
     return {
         "training": asdict(config),
-        "data": {"source": str(dataset.source_dir), "content_md5": dataset.digests,
-                 "split": {"train": len(dataset.train_images), "val": len(dataset.val_images),
-                           "seed": data.SPLIT_SEED}},
+        "data": {
+            "source": str(dataset.source_dir),
+            "content_md5": dataset.digests,
+            "split": {"train": len(dataset.train_images), "val": len(dataset.val_images), "seed": data.SPLIT_SEED},
+        },
         "history": history,
         "torch_version": torch.__version__,
     }
@@ -307,8 +343,10 @@ def resume_config(out_dir: str | Path) -> TrainConfig:
 def _check_same_config(saved: TrainConfig, requested: TrainConfig, last_path: Path) -> None:
     differ = changed_settings(saved, requested)
     if differ:
-        raise CheckpointError(f"{last_path}: cannot resume with other settings: {'; '.join(differ)}. Resume "
-                              "without them (only --threads may change), or train into another --out-dir")
+        raise CheckpointError(
+            f"{last_path}: cannot resume with other settings: {'; '.join(differ)}. Resume "
+            "without them (only --threads may change), or train into another --out-dir"
+        )
 
 
 RESUME_KEYS = ("model", "optimizer", "scheduler", "generator", "torch_rng", "epoch", "best_val", "history_json")
@@ -318,15 +356,19 @@ def _restore(last_path: Path, model, optimizer, scheduler, generator) -> dict[st
     """Load `last.pt` (model, optimizer, schedule, RNG) so training continues where it stopped."""
     saved = load_state(last_path)
     if not isinstance(saved, dict) or any(key not in saved for key in RESUME_KEYS):
-        raise CheckpointError(f"{last_path}: not a resumable checkpoint (it lacks the optimizer, schedule or "
-                              "random-number state)")
+        raise CheckpointError(
+            f"{last_path}: not a resumable checkpoint (it lacks the optimizer, schedule or random-number state)"
+        )
     try:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         generator.set_state(saved["generator"])
         torch.set_rng_state(saved["torch_rng"])
-        return {"epoch": int(saved["epoch"]), "best_val": float(saved["best_val"]),
-                "history": json.loads(saved["history_json"])}
+        return {
+            "epoch": int(saved["epoch"]),
+            "best_val": float(saved["best_val"]),
+            "history": json.loads(saved["history_json"]),
+        }
     except (RuntimeError, ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{last_path}: cannot resume from it: {str(exc).splitlines()[0]}") from exc

@@ -81,8 +81,12 @@ class TrainConfig:
     eval_batch_size: int = 1000
 
     def model_kwargs(self) -> dict[str, Any]:
-        return {"width": self.width, "stem": self.stem, "shortcut": self.shortcut,
-                "zero_init_residual": self.zero_init_residual}
+        return {
+            "width": self.width,
+            "stem": self.stem,
+            "shortcut": self.shortcut,
+            "zero_init_residual": self.zero_init_residual,
+        }
 
     @property
     def tag(self) -> str:
@@ -101,8 +105,9 @@ class TrainConfig:
                 raise ResnetDeployError(f"training setting {name} = {getattr(self, name)!r}: {problem}")
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
-                raise ResnetDeployError(f"training setting {name} = {getattr(self, name)!r}: "
-                                        f"choose one of {', '.join(choices)}")
+                raise ResnetDeployError(
+                    f"training setting {name} = {getattr(self, name)!r}: choose one of {', '.join(choices)}"
+                )
         return self
 
 
@@ -112,9 +117,12 @@ RESUMABLE_CHANGES = ("threads", "eval_batch_size")
 
 def changed_settings(saved: TrainConfig, requested: TrainConfig) -> list[str]:
     """`name requested (the run used saved)` for each setting that differs and would change the run."""
-    return [f"{f.name} {getattr(requested, f.name)!r} (the run used {getattr(saved, f.name)!r})"
-            for f in fields(TrainConfig)
-            if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(requested, f.name)]
+    return [
+        f"{f.name} {getattr(requested, f.name)!r} (the run used {getattr(saved, f.name)!r})"
+        for f in fields(TrainConfig)
+        if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(requested, f.name)
+    ]
+
 
 # The `training` object of a checkpoint sidecar (resnet_deploy.schema): each known field with its type.
 SCHEMA = {f"{f.name}?": float if isinstance(f.default, float) else type(f.default) for f in fields(TrainConfig)}

@@ -51,8 +51,12 @@ EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPI
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="resnet-deploy")
-@click.option("--debug", is_flag=True, envvar="RESNET_DEPLOY_DEBUG",
-              help="Show the traceback of an internal error on stderr instead of writing it to a file.")
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="RESNET_DEPLOY_DEBUG",
+    help="Show the traceback of an internal error on stderr instead of writing it to a file.",
+)
 def cli(debug: bool) -> None:
     """Train a ResNet on Fashion-MNIST and take it to a verified TensorRT engine.
 
@@ -123,8 +127,7 @@ def run(argv: list[str] | None = None) -> int:
         package = (exc.name or "resnet_deploy").partition(".")[0]
         if package == "resnet_deploy":
             return _internal_error(exc)
-        print_error("error", f"this needs the Python package {package!r}, which is not installed "
-                             "here (README: extras)")
+        print_error("error", f"this needs the Python package {package!r}, which is not installed here (README: extras)")
         return EXIT_ENVIRONMENT
     except MemoryError:
         print_error("error", "out of memory; use smaller batches or fewer artifacts at once")
@@ -148,6 +151,8 @@ def _internal_error(exc: Exception) -> int:
     except OSError:
         sys.stderr.write(text)
         where = "its traceback is above"
-    print_error("internal error", f"{summary} (a bug in resnet-deploy {__version__}; {where}; "
-                                  "--debug shows it here; please report it)")
+    print_error(
+        "internal error",
+        f"{summary} (a bug in resnet-deploy {__version__}; {where}; --debug shows it here; please report it)",
+    )
     return EXIT_INTERNAL_ERROR

@@ -43,23 +43,56 @@ def _batch_sizes(ctx, param, value: str) -> list[int]:
 @backend_option()
 @click.option("--batch-sizes", default="1,8,64,256", show_default=True, callback=_batch_sizes)
 @click.option("--warmup-ms", type=NON_NEGATIVE_INT, default=200, show_default=True)
-@click.option("--duration-s", type=NON_NEGATIVE_FLOAT, default=3.0, show_default=True,
-              help="Minimum timed seconds per artifact and batch size.")
+@click.option(
+    "--duration-s",
+    type=NON_NEGATIVE_FLOAT,
+    default=3.0,
+    show_default=True,
+    help="Minimum timed seconds per artifact and batch size.",
+)
 @click.option("--iterations", type=POSITIVE_INT, default=10, show_default=True, help="Minimum timed iterations.")
 @click.option("--rounds", type=POSITIVE_INT, default=5, show_default=True, help="Interleaving rounds (A B A B ...).")
 @click.option("--reference", default=None, help="Label of the reference artifact (default: the first).")
 @threads_option
-@click.option("--cuda-graph", is_flag=True,
-              help="TensorRT engines: capture each batch size's enqueue in a CUDA graph and replay it (trtexec "
-                   "--useCudaGraph); falls back with a notice where capture is not possible.")
+@click.option(
+    "--cuda-graph",
+    is_flag=True,
+    help="TensorRT engines: capture each batch size's enqueue in a CUDA graph and replay it (trtexec "
+    "--useCudaGraph); falls back with a notice where capture is not possible.",
+)
 @json_option(Path("reports/bench.json"))
-@click.option("--plots", "plots_dir", type=OutputPath(FOLDER), metavar="DIR", default=None,
-              help="Write latency.png and throughput.png here (needs matplotlib).")
-@baseline_options(click.option("--max-regression", type=PERCENT, default=10.0, show_default=True,
-                               help="Allowed regression vs the baseline, %."))
+@click.option(
+    "--plots",
+    "plots_dir",
+    type=OutputPath(FOLDER),
+    metavar="DIR",
+    default=None,
+    help="Write latency.png and throughput.png here (needs matplotlib).",
+)
+@baseline_options(
+    click.option(
+        "--max-regression", type=PERCENT, default=10.0, show_default=True, help="Allowed regression vs the baseline, %."
+    )
+)
 @data_dir_option
-def bench(artifacts, backend, batch_sizes, warmup_ms, duration_s, iterations, rounds, reference, threads, cuda_graph,
-          json_path, plots_dir, baseline, max_regression, update_baseline, data_dir) -> None:
+def bench(
+    artifacts,
+    backend,
+    batch_sizes,
+    warmup_ms,
+    duration_s,
+    iterations,
+    rounds,
+    reference,
+    threads,
+    cuda_graph,
+    json_path,
+    plots_dir,
+    baseline,
+    max_regression,
+    update_baseline,
+    data_dir,
+) -> None:
     """Latency and throughput of checkpoints, ONNX files or engines on real test images.
 
     Several artifacts are interleaved (A B A B ...) so their ratios come from one run. Each is
@@ -90,32 +123,56 @@ def bench(artifacts, backend, batch_sizes, warmup_ms, duration_s, iterations, ro
     if cuda_graph and not engines:
         raise click.UsageError("--cuda-graph applies to TensorRT engines; none of the artifacts is one")
     graph_options = {"cuda_graph": True, "notice": lambda message: console.print(f"[yellow]notice[/] {message}")}
-    runners = {label: load_runner(path, backend, threads=threads, **(graph_options if cuda_graph and label in engines
-                                                                       else {}))
-               for label, path in zip(labels, artifacts)}
-    check_writable(json_path, *([baseline] if update_baseline else []),
-                   *([plots_dir / "latency.png", plots_dir / "throughput.png"] if plots_dir else []))
+    runners = {
+        label: load_runner(path, backend, threads=threads, **(graph_options if cuda_graph and label in engines else {}))
+        for label, path in zip(labels, artifacts)
+    }
+    check_writable(
+        json_path,
+        *([baseline] if update_baseline else []),
+        *([plots_dir / "latency.png", plots_dir / "throughput.png"] if plots_dir else []),
+    )
     if baseline and not update_baseline:
         read_baseline(baseline)
     with ExitStack() as stack:
         for runner in runners.values():
             stack.enter_context(runner)
         check_memory(runners, batch_sizes)
-        images = data.normalize(data.load_fashion_mnist(data_dir).test_images[:max(batch_sizes)])
+        images = data.normalize(data.load_fashion_mnist(data_dir).test_images[: max(batch_sizes)])
         with console.status("benchmarking") as status:
-            report = compare(runners, images, batch_sizes, reference=reference, warmup_s=warmup_ms / 1000,
-                             min_duration_s=duration_s, min_iterations=iterations, rounds=rounds,
-                             progress=lambda message: status.update(f"benchmarking: {message}"))
+            report = compare(
+                runners,
+                images,
+                batch_sizes,
+                reference=reference,
+                warmup_s=warmup_ms / 1000,
+                min_duration_s=duration_s,
+                min_iterations=iterations,
+                rounds=rounds,
+                progress=lambda message: status.update(f"benchmarking: {message}"),
+            )
         graphs = {label: cast("TensorRTRunner", runners[label]).cuda_graphs for label in engines if cuda_graph}
     times_ms = report.pop("times_ms")
     report["fingerprint"] = fingerprint()
     report["machine_warnings"] = jetson.warnings(report["fingerprint"])
-    report["settings"] = {"warmup_ms": warmup_ms, "duration_s": duration_s, "iterations": iterations,
-                          "rounds": rounds, "backend": backend, "threads": threads, "cuda_graph": cuda_graph,
-                          "input": "Fashion-MNIST test images"}
-    report["artifacts"] = {label: {"path": str(path), "backend": runners[label].backend,
-                                   **({"cuda_graph": graphs[label]} if label in graphs else {})}
-                           for label, path in zip(labels, artifacts)}
+    report["settings"] = {
+        "warmup_ms": warmup_ms,
+        "duration_s": duration_s,
+        "iterations": iterations,
+        "rounds": rounds,
+        "backend": backend,
+        "threads": threads,
+        "cuda_graph": cuda_graph,
+        "input": "Fashion-MNIST test images",
+    }
+    report["artifacts"] = {
+        label: {
+            "path": str(path),
+            "backend": runners[label].backend,
+            **({"cuda_graph": graphs[label]} if label in graphs else {}),
+        }
+        for label, path in zip(labels, artifacts)
+    }
     gate_error = None
     if baseline:
         try:
@@ -141,8 +198,12 @@ def _print_report(report: dict) -> None:
             table.add_column(column, justify="left" if column == "artifact" else "right")
         for label, entry in entries.items():
             lat = entry["latency_ms"]
-            table.add_row(label, *(f"{lat[k]:.3f}" for k in ("median", "mean", "min", "max", "p90", "p95", "p99")),
-                          f"{entry['throughput_ips']:.0f}", f"{entry['speedup_vs_reference']:.2f}x")
+            table.add_row(
+                label,
+                *(f"{lat[k]:.3f}" for k in ("median", "mean", "min", "max", "p90", "p95", "p99")),
+                f"{entry['throughput_ips']:.0f}",
+                f"{entry['speedup_vs_reference']:.2f}x",
+            )
         console.print(table)
         for label, entry in entries.items():
             if "phases_ms" in entry:
@@ -154,8 +215,10 @@ def _print_report(report: dict) -> None:
         console.print(f"[yellow]warning[/] {warning}")
     for check in report.get("baseline", {}).get("checks", []):
         mark = "[green]pass[/]" if check["passed"] else "[red]FAIL[/]"
-        console.print(f"{mark} baseline {check['label']} batch {check['batch_size']} {check['metric']}: "
-                      f"{check['measured']:.3g} (baseline {check['baseline']:.3g})")
+        console.print(
+            f"{mark} baseline {check['label']} batch {check['batch_size']} {check['metric']}: "
+            f"{check['measured']:.3g} (baseline {check['baseline']:.3g})"
+        )
 
 
 COMMANDS = [bench]

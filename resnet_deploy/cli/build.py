@@ -30,22 +30,49 @@ from resnet_deploy.pipeline import BuildOptions
 from resnet_deploy.pipeline import build as run_build
 
 # What a bundle fixes: its graphs and calibration come from the workstation.
-NOT_WITH_BUNDLE = ("checkpoint", "onnx", "reference", "calibration_method", "calibration_count",
-                   "accuracy_budget_pp", "min_agreement_pct", "exclude", "keep_fp32")
+NOT_WITH_BUNDLE = (
+    "checkpoint",
+    "onnx",
+    "reference",
+    "calibration_method",
+    "calibration_count",
+    "accuracy_budget_pp",
+    "min_agreement_pct",
+    "exclude",
+    "keep_fp32",
+)
 
 
 @click.command()
 @click.option("--precision", type=click.Choice(PRECISIONS), default="int8", show_default=True)
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Start from this checkpoint (default: checkpoints/resnet18-w0.25/best.pt, trained if absent).")
-@click.option("--onnx", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Start from this FP32 ONNX instead of a checkpoint.")
-@click.option("--reference", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FP32.onnx",
-              help="With an FP16 or INT8 --onnx: the FP32 ONNX its parity is gated against (default: the source "
-                   "its calibration summary, fp16 stage record or bundle manifest names).")
-@click.option("--bundle", "bundle_path", type=click.Path(path_type=Path), default=None, metavar="DIR|TAR",
-              help="On the device: build from this bundle (folder or .tar.gz) after verifying it and its parity on "
-                   "ONNX Runtime.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Start from this checkpoint (default: checkpoints/resnet18-w0.25/best.pt, trained if absent).",
+)
+@click.option(
+    "--onnx",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Start from this FP32 ONNX instead of a checkpoint.",
+)
+@click.option(
+    "--reference",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FP32.onnx",
+    help="With an FP16 or INT8 --onnx: the FP32 ONNX its parity is gated against (default: the source "
+    "its calibration summary, fp16 stage record or bundle manifest names).",
+)
+@click.option(
+    "--bundle",
+    "bundle_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="DIR|TAR",
+    help="On the device: build from this bundle (folder or .tar.gz) after verifying it and its parity on ONNX Runtime.",
+)
 @calibration_method_option("--calibration-method")
 @calibration_count_option("--calibration-count")
 @max_drop_option()
@@ -55,8 +82,22 @@ NOT_WITH_BUNDLE = ("checkpoint", "onnx", "reference", "calibration_method", "cal
 @engine_options
 @data_dir_option
 @click.pass_context
-def build(ctx, precision, checkpoint, onnx, reference, bundle_path, calibration_method, calibration_count,
-          max_drop_pp, parity_limit, strict, fallback, data_dir, **engine) -> None:
+def build(
+    ctx,
+    precision,
+    checkpoint,
+    onnx,
+    reference,
+    bundle_path,
+    calibration_method,
+    calibration_count,
+    max_drop_pp,
+    parity_limit,
+    strict,
+    fallback,
+    data_dir,
+    **engine,
+) -> None:
     """Build a TensorRT engine: export, FP16 or INT8 artifacts, parity, engine, parity on the engine.
 
     Every stage is skipped when its inputs and settings are unchanged, so a second run takes seconds.
@@ -77,11 +118,20 @@ def build(ctx, precision, checkpoint, onnx, reference, bundle_path, calibration_
             raise click.UsageError(f"--bundle brings its own graphs and calibration; drop {', '.join(clashing)}")
     # Without TensorRT here, a legacy build is redone on the target from the FP32 ONNX: the fallback with it.
     target_names = ENGINE_OPTION_NAMES + (FALLBACK_OPTION_NAMES if engine["legacy_calibrator"] else ())
-    options = BuildOptions(precision=precision, checkpoint=checkpoint, onnx=onnx, reference=reference,
-                           calibration_method=calibration_method, calibration_count=calibration_count,
-                           max_drop_pp=max_drop_pp, parity_limit=parity_limit, data_dir=data_dir, fallback=fallback,
-                           engine=engine_settings(precision, engine),
-                           target_flags=tuple(given_flags(ctx, target_names)))
+    options = BuildOptions(
+        precision=precision,
+        checkpoint=checkpoint,
+        onnx=onnx,
+        reference=reference,
+        calibration_method=calibration_method,
+        calibration_count=calibration_count,
+        max_drop_pp=max_drop_pp,
+        parity_limit=parity_limit,
+        data_dir=data_dir,
+        fallback=fallback,
+        engine=engine_settings(precision, engine),
+        target_flags=tuple(given_flags(ctx, target_names)),
+    )
     if bundle_path is not None:
         result = build_from_bundle(options, bundle_path, log=console.print)
     else:
@@ -90,8 +140,12 @@ def build(ctx, precision, checkpoint, onnx, reference, bundle_path, calibration_
     for column in ("stage", "status", "seconds", "outputs"):
         table.add_column(column)
     for stage in result.stages:
-        table.add_row(stage.name, "reused" if stage.skipped else "built", f"{stage.seconds:.1f}",
-                      ", ".join(str(p) for p in stage.outputs))
+        table.add_row(
+            stage.name,
+            "reused" if stage.skipped else "built",
+            f"{stage.seconds:.1f}",
+            ", ".join(str(p) for p in stage.outputs),
+        )
     console.print(table)
     for stage in result.stages:  # issue 12: the INT8 fallback report
         if stage.name == "fallback":

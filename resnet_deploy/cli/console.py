@@ -30,8 +30,9 @@ def _reopen_closed_std_streams() -> None:
                 os.dup2(devnull, fd)
                 os.close(devnull)
         if getattr(sys, name) is None:
-            setattr(sys, name, open(fd, "r" if fd == 0 else "w", encoding="utf-8", errors="backslashreplace",
-                                    closefd=False))
+            setattr(
+                sys, name, open(fd, "r" if fd == 0 else "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+            )
 
 
 def stdout_broken() -> bool:

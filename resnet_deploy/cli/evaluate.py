@@ -14,8 +14,14 @@ from resnet_deploy.cli.options import IMAGE, OutputPath, checkpoint_options, dat
 @click.command()
 @checkpoint_options
 @json_option(None, "Report JSON (default: reports/evaluate-<checkpoint name>.json).")
-@click.option("--png", "png_path", type=OutputPath(IMAGE), metavar="FILE", default=None,
-              help="Confusion matrix PNG (default: beside the JSON).")
+@click.option(
+    "--png",
+    "png_path",
+    type=OutputPath(IMAGE),
+    metavar="FILE",
+    default=None,
+    help="Confusion matrix PNG (default: beside the JSON).",
+)
 @data_dir_option
 def evaluate(checkpoint_path, model_name, width, json_path, png_path, data_dir) -> None:
     """Top-1, per-class accuracy and confusion matrix on the 10k test split.

@@ -23,15 +23,37 @@ def _check_opset(ctx: click.Context, param: click.Parameter, value: int) -> int:
 
 @click.command()
 @checkpoint_options
-@click.option("--out", "onnx_path", type=OutputPath(FILE_KINDS[".onnx"]), metavar="FILE", default=None,
-              help="ONNX path (default: artifacts/<run>.onnx).")
-@click.option("--opset", type=int, default=18, show_default=True, callback=_check_opset,
-              help="ONNX opset: 18+ via torch.export (torch's default exporter), 17 via the TorchScript exporter; "
-                   "at most what the installed torch and onnx support.")
-@click.option("--atol", type=NON_NEGATIVE_FLOAT, default=1e-3, show_default=True,
-              help="Max abs logit difference allowed vs PyTorch.")
-@click.option("--check-images", type=click.IntRange(1, 10000), default=1000, show_default=True,
-              help="Test images for the parity check (1..10000).")
+@click.option(
+    "--out",
+    "onnx_path",
+    type=OutputPath(FILE_KINDS[".onnx"]),
+    metavar="FILE",
+    default=None,
+    help="ONNX path (default: artifacts/<run>.onnx).",
+)
+@click.option(
+    "--opset",
+    type=int,
+    default=18,
+    show_default=True,
+    callback=_check_opset,
+    help="ONNX opset: 18+ via torch.export (torch's default exporter), 17 via the TorchScript exporter; "
+    "at most what the installed torch and onnx support.",
+)
+@click.option(
+    "--atol",
+    type=NON_NEGATIVE_FLOAT,
+    default=1e-3,
+    show_default=True,
+    help="Max abs logit difference allowed vs PyTorch.",
+)
+@click.option(
+    "--check-images",
+    type=click.IntRange(1, 10000),
+    default=1000,
+    show_default=True,
+    help="Test images for the parity check (1..10000).",
+)
 @data_dir_option
 def export(checkpoint_path, model_name, width, onnx_path, opset, atol, check_images, data_dir) -> None:
     """Export a checkpoint to ONNX (dynamic batch, BN folded) and check parity with PyTorch.
@@ -49,14 +71,19 @@ def export(checkpoint_path, model_name, width, onnx_path, opset, atol, check_ima
     onnx_path = onnx_path or fit_name(Path("artifacts") / f"{artifact_stem(checkpoint_path)}.onnx")
     model, _ = load_checkpoint(checkpoint_path, model_name, width=width)
     images = data.normalize(data.load_fashion_mnist(data_dir).test_images[:check_images])
-    manifest = export_onnx(model, onnx_path, opset=opset, check_images=images, atol=atol,
-                           source_checkpoint=checkpoint_path)
+    manifest = export_onnx(
+        model, onnx_path, opset=opset, check_images=images, atol=atol, source_checkpoint=checkpoint_path
+    )
     parity = manifest["parity"]
-    console.print(f"{onnx_path}: opset {manifest['opset']}, {manifest['node_count']} nodes, "
-                  f"BatchNorm nodes {manifest['batchnorm_nodes']}, export {manifest['export_seconds']:.1f} s "
-                  f"({manifest['exporter']})")
-    console.print(f"parity vs PyTorch on {parity['images']} test images: max |logit diff| "
-                  f"{parity['max_abs_diff']:.2e}, argmax agreement {parity['argmax_agreement'] * 100:.2f}%")
+    console.print(
+        f"{onnx_path}: opset {manifest['opset']}, {manifest['node_count']} nodes, "
+        f"BatchNorm nodes {manifest['batchnorm_nodes']}, export {manifest['export_seconds']:.1f} s "
+        f"({manifest['exporter']})"
+    )
+    console.print(
+        f"parity vs PyTorch on {parity['images']} test images: max |logit diff| "
+        f"{parity['max_abs_diff']:.2e}, argmax agreement {parity['argmax_agreement'] * 100:.2f}%"
+    )
     console.print(f"manifest {manifest_path(onnx_path)}")
 
 

@@ -62,8 +62,9 @@ def infer(ctx, artifact, images, backend, top_k, count, split, offset, threads, 
         report = _classify_photos(runner, images, class_names, top_k)
     else:
         report = _classify_dataset(runner, data_dir, split, offset, count, class_names, top_k)
-    report.update({"artifact": str(artifact), "backend": runner.backend, "class_names_from": names_from,
-                   "top_k": top_k})
+    report.update(
+        {"artifact": str(artifact), "backend": runner.backend, "class_names_from": names_from, "top_k": top_k}
+    )
     atomic_write_json(json_path, report)
     console.print(f"class names: {names_from}; report {json_path}")
 
@@ -112,7 +113,7 @@ def _classify_dataset(runner, data_dir, split, offset, count, class_names, top_k
     split_images, split_labels = getattr(dataset, f"{split}_images"), getattr(dataset, f"{split}_labels")
     if offset >= len(split_images):
         raise ResnetDeployError(f"--offset {offset} is past the end of the {split} split ({len(split_images)} images)")
-    images, labels = split_images[offset:offset + count], split_labels[offset:offset + count]
+    images, labels = split_images[offset : offset + count], split_labels[offset : offset + count]
     logits, seconds = _logits(runner, images)
     predictions = top_classes(logits, class_names, top_k)
     table = Table(title=f"{runner.name} ({runner.backend}): {len(images)} {split} images in {seconds * 1000:.1f} ms")

@@ -36,8 +36,13 @@ def inspect(path: Path) -> None:
         from resnet_deploy.quantize.cache import read_calibration_cache
 
         header, scales = read_calibration_cache(path)
-        info = {"path": str(path), "version_code": header.version_code, "algorithm": header.algorithm,
-                "tensors": len(scales), "scales": scales}
+        info = {
+            "path": str(path),
+            "version_code": header.version_code,
+            "algorithm": header.algorithm,
+            "tensors": len(scales),
+            "scales": scales,
+        }
     elif path.suffix in (".engine", ".plan"):
         from resnet_deploy.trt.sidecar import read_sidecar
 

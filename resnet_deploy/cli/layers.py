@@ -16,24 +16,63 @@ from resnet_deploy.data import VAL_SIZE
 @click.command()
 @click.argument("reference", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("candidate", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--count", default=256, show_default=True, type=click.IntRange(1, VAL_SIZE),
-              help="Validation images to run (the first N of the split).")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096),
-              help="Images per run (lowered automatically when one tensor would exceed --max-memory-mib).")
-@click.option("--max-memory-mib", default=512.0, show_default=True, type=FiniteFloatRange(min=0, min_open=True),
-              help="Bound on the exposed intermediate tensors of one run, both graphs together.")
-@click.option("--min-snr", "min_snr_db", type=FiniteFloatRange(), default=15.0, show_default=True,
-              help="Flag layers below this SNR (dB).")
-@click.option("--min-cosine", type=FiniteFloatRange(-1, 1), default=0.98, show_default=True,
-              help="Flag layers below this cosine similarity.")
+@click.option(
+    "--count",
+    default=256,
+    show_default=True,
+    type=click.IntRange(1, VAL_SIZE),
+    help="Validation images to run (the first N of the split).",
+)
+@click.option(
+    "--batch-size",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="Images per run (lowered automatically when one tensor would exceed --max-memory-mib).",
+)
+@click.option(
+    "--max-memory-mib",
+    default=512.0,
+    show_default=True,
+    type=FiniteFloatRange(min=0, min_open=True),
+    help="Bound on the exposed intermediate tensors of one run, both graphs together.",
+)
+@click.option(
+    "--min-snr",
+    "min_snr_db",
+    type=FiniteFloatRange(),
+    default=15.0,
+    show_default=True,
+    help="Flag layers below this SNR (dB).",
+)
+@click.option(
+    "--min-cosine",
+    type=FiniteFloatRange(-1, 1),
+    default=0.98,
+    show_default=True,
+    help="Flag layers below this cosine similarity.",
+)
 @threads_option
 @json_option(None, help="Write the comparison as JSON, one row per layer.")
-@click.option("--plot", "plot_path", type=OutputPath(IMAGE), default=None,
-              help="Write a PNG of SNR by depth (needs matplotlib).")
+@click.option(
+    "--plot", "plot_path", type=OutputPath(IMAGE), default=None, help="Write a PNG of SNR by depth (needs matplotlib)."
+)
 @click.option("--only-below", is_flag=True, help="Print only the flagged layers (the JSON keeps all).")
 @data_dir_option
-def layers(reference, candidate, count, batch_size, max_memory_mib, min_snr_db, min_cosine, threads, json_path,
-           plot_path, only_below, data_dir) -> None:
+def layers(
+    reference,
+    candidate,
+    count,
+    batch_size,
+    max_memory_mib,
+    min_snr_db,
+    min_cosine,
+    threads,
+    json_path,
+    plot_path,
+    only_below,
+    data_dir,
+) -> None:
     """Compare every layer output of CANDIDATE with REFERENCE (usually the FP32 ONNX) on validation images.
 
     Tensors are matched by name across FP32, FP16, Q/DQ and fallback graphs. Per layer: cosine
@@ -54,9 +93,17 @@ def layers(reference, candidate, count, batch_size, max_memory_mib, min_snr_db, 
     dataset = data.load_fashion_mnist(data_dir)
     images = data.normalize(dataset.val_images[:count])
     with console.status("comparing layers") as status:
-        comparison = compare_layers(reference, candidate, images, batch_size=batch_size, max_memory_mib=max_memory_mib,
-                                    min_snr_db=min_snr_db, min_cosine=min_cosine, threads=threads,
-                                    progress=lambda done, total: status.update(f"comparing layers: chunk {done}/{total}"))
+        comparison = compare_layers(
+            reference,
+            candidate,
+            images,
+            batch_size=batch_size,
+            max_memory_mib=max_memory_mib,
+            min_snr_db=min_snr_db,
+            min_cosine=min_cosine,
+            threads=threads,
+            progress=lambda done, total: status.update(f"comparing layers: chunk {done}/{total}"),
+        )
     print_layer_table(comparison, reference, candidate, only_below)
     if json_path:
         atomic_write_json(json_path, comparison.as_json())
@@ -72,29 +119,46 @@ def _format_snr(value: float | None) -> str:
 
 def print_layer_table(comparison, reference: Path, candidate: Path, only_below: bool = False) -> None:
     settings = comparison.settings
-    table = Table(title=f"{candidate.name} vs {reference.name}: {settings['images']} validation images, "
-                        f"{comparison.chunks} chunk(s) at batch {comparison.batch_size}, {comparison.seconds:.1f} s")
+    table = Table(
+        title=f"{candidate.name} vs {reference.name}: {settings['images']} validation images, "
+        f"{comparison.chunks} chunk(s) at batch {comparison.batch_size}, {comparison.seconds:.1f} s"
+    )
     for column in ("#", "tensor", "op", "layer", "cosine", "SNR dB", "max |err|", ""):
         table.add_column(column, justify="right" if column in ("#", "cosine", "SNR dB", "max |err|") else "left")
     rows = [row for row in comparison.rows if row["below"] or not only_below]
     for row in rows:
         flag = "[red]below[/]" if row["below"] else ""
-        table.add_row(str(row["index"]), row["tensor"], row["op_type"], row["layer"] or "", f"{row['cosine']:.6f}",
-                      _format_snr(row["snr_db"]), f"{row['max_abs_error']:.3g}", flag)
+        table.add_row(
+            str(row["index"]),
+            row["tensor"],
+            row["op_type"],
+            row["layer"] or "",
+            f"{row['cosine']:.6f}",
+            _format_snr(row["snr_db"]),
+            f"{row['max_abs_error']:.3g}",
+            flag,
+        )
     if rows:
         console.print(table)
     if comparison.unmatched:
-        console.print(f"[yellow]no counterpart in {candidate.name} for {len(comparison.unmatched)} tensors:[/] "
-                      + ", ".join(comparison.unmatched[:10]), soft_wrap=True)
+        console.print(
+            f"[yellow]no counterpart in {candidate.name} for {len(comparison.unmatched)} tensors:[/] "
+            + ", ".join(comparison.unmatched[:10]),
+            soft_wrap=True,
+        )
     first = comparison.first_below
     if first is None:
-        console.print(f"every layer is at or above {settings['min_snr_db']:g} dB SNR and cosine "
-                      f"{settings['min_cosine']:g}")
+        console.print(
+            f"every layer is at or above {settings['min_snr_db']:g} dB SNR and cosine {settings['min_cosine']:g}"
+        )
     else:
         name = f"{first['tensor']} ({first['op_type']}{', ' + first['layer'] if first['layer'] else ''})"
         snr = first["snr_db"] if first["snr_db"] is not None else math.inf
-        console.print(f"first layer below the threshold: #{first['index']} {name}: SNR {snr:.1f} dB, "
-                      f"cosine {first['cosine']:.6f}", soft_wrap=True)
+        console.print(
+            f"first layer below the threshold: #{first['index']} {name}: SNR {snr:.1f} dB, "
+            f"cosine {first['cosine']:.6f}",
+            soft_wrap=True,
+        )
 
 
 COMMANDS = [layers]

@@ -32,16 +32,29 @@ def models(width, stem, json_path) -> None:
     rows: list[dict[str, Any]] = []
     for name in list_models():
         model = create_model(name, width=width, stem=stem)
-        rows.append({"name": name, "block": model.config["block"], "depth": _depth(model.config),
-                     "layers": model.config["layers"],
-                     "preact": model.config["preact"], "parameters": count_parameters(model),
-                     "macs": count_macs(model, (1, 1, 28, 28))})
+        rows.append(
+            {
+                "name": name,
+                "block": model.config["block"],
+                "depth": _depth(model.config),
+                "layers": model.config["layers"],
+                "preact": model.config["preact"],
+                "parameters": count_parameters(model),
+                "macs": count_macs(model, (1, 1, 28, 28)),
+            }
+        )
     table = Table(title=f"ResNet zoo (width {width:g}, {stem} stem, 1x28x28 input, 10 classes)")
     for column in ("model", "block", "depth", "layers", "params (M)", "MACs (M)"):
         table.add_column(column, justify="right" if column[0] in "dpM" else "left")
     for row in rows:
-        table.add_row(row["name"], row["block"], str(row["depth"]), "-".join(map(str, row["layers"])),
-                      f"{row['parameters'] / 1e6:.2f}", f"{row['macs'] / 1e6:.1f}")
+        table.add_row(
+            row["name"],
+            row["block"],
+            str(row["depth"]),
+            "-".join(map(str, row["layers"])),
+            f"{row['parameters'] / 1e6:.2f}",
+            f"{row['macs'] / 1e6:.1f}",
+        )
     console.print(table)
     if json_path:
         atomic_write_json(json_path, rows)

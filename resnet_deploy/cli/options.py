@@ -30,6 +30,7 @@ Decorator = Callable[[Callable], Callable]
 
 # ---- Numeric types --------------------------------------------------------------------------------
 
+
 class FiniteFloatRange(click.FloatRange):
     """`click.FloatRange` that also refuses nan and inf (nan passes every bound comparison)."""
 
@@ -43,8 +44,11 @@ class FiniteFloatRange(click.FloatRange):
 def bounded(bound: Bound, integer: bool) -> click.ParamType:
     """The click range type of a `Bound`."""
     if integer:
-        return click.IntRange(min=None if bound.minimum is None else int(bound.minimum),
-                              max=None if bound.maximum is None else int(bound.maximum), min_open=bound.open_min)
+        return click.IntRange(
+            min=None if bound.minimum is None else int(bound.minimum),
+            max=None if bound.maximum is None else int(bound.maximum),
+            min_open=bound.open_min,
+        )
     return FiniteFloatRange(min=bound.minimum, max=bound.maximum, min_open=bound.open_min)
 
 
@@ -52,9 +56,20 @@ def bounded(bound: Bound, integer: bool) -> click.ParamType:
 
 # What a file is, by its suffix (a folder with a manifest.json is a bundle): an output never replaces
 # an existing file of another kind.
-FILE_KINDS = {".pt": "PyTorch checkpoint", ".pth": "PyTorch checkpoint", ".onnx": "ONNX model",
-              ".engine": "TensorRT engine", ".plan": "TensorRT engine", ".cache": "cache", ".gz": "tarball",
-              ".tgz": "tarball", ".json": "JSON file", ".png": "image", ".jpg": "image", ".jpeg": "image"}
+FILE_KINDS = {
+    ".pt": "PyTorch checkpoint",
+    ".pth": "PyTorch checkpoint",
+    ".onnx": "ONNX model",
+    ".engine": "TensorRT engine",
+    ".plan": "TensorRT engine",
+    ".cache": "cache",
+    ".gz": "tarball",
+    ".tgz": "tarball",
+    ".json": "JSON file",
+    ".png": "image",
+    ".jpg": "image",
+    ".jpeg": "image",
+}
 JSON, IMAGE, FOLDER = "JSON file", "image", "folder"
 
 
@@ -89,11 +104,17 @@ data_dir_option = click.option(
 
 # ---- Artifacts and runners ----------------------------------------------------------------------------
 
+
 def backend_option() -> Decorator:
     from resnet_deploy.runners import BACKENDS
 
-    return click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
-                        help="Backend for every artifact but checkpoints, which run on PyTorch (auto: by suffix).")
+    return click.option(
+        "--backend",
+        type=click.Choice(["auto", *BACKENDS]),
+        default="auto",
+        show_default=True,
+        help="Backend for every artifact but checkpoints, which run on PyTorch (auto: by suffix).",
+    )
 
 
 # More threads than this only thrash (and 100k of them exhaust the process limit): 4 per core.
@@ -109,8 +130,9 @@ class ThreadCount(click.IntRange):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         number = click.INT.convert(value, param, ctx)
         if number > MAX_THREADS:
-            self.fail(f"{number} is more than {MAX_THREADS} (4 per CPU core, {os.cpu_count() or 1} cores here).",
-                      param, ctx)
+            self.fail(
+                f"{number} is more than {MAX_THREADS} (4 per CPU core, {os.cpu_count() or 1} cores here).", param, ctx
+            )
         return super().convert(number, param, ctx)
 
 
@@ -127,13 +149,22 @@ def artifacts_argument(name: str = "artifacts") -> Decorator:
 
 # ---- Reports and baselines ---------------------------------------------------------------------------
 
+
 def json_option(default: Path | None, help: str = "Report JSON.") -> Decorator:
-    return click.option("--json", "json_path", type=OutputPath(JSON), metavar="FILE", default=default,
-                        show_default=default is not None, help=help)
+    return click.option(
+        "--json",
+        "json_path",
+        type=OutputPath(JSON),
+        metavar="FILE",
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
 
 
 def baseline_options(max_option: Decorator) -> Decorator:
     """--baseline FILE, the allowed regression `max_option`, and --update-baseline (which needs --baseline)."""
+
     def decorate(command: Callable) -> Callable:
         @functools.wraps(command)
         def checked(*args, baseline: Path | None, update_baseline: bool, **kwargs):
@@ -145,23 +176,40 @@ def baseline_options(max_option: Decorator) -> Decorator:
         for option in (
             click.option("--update-baseline", is_flag=True, help="Write this run as the new --baseline."),
             max_option,
-            click.option("--baseline", type=OutputPath(JSON), metavar="FILE", default=None,
-                         help="Baseline JSON to gate against (or to write with --update-baseline)."),
+            click.option(
+                "--baseline",
+                type=OutputPath(JSON),
+                metavar="FILE",
+                default=None,
+                help="Baseline JSON to gate against (or to write with --update-baseline).",
+            ),
         ):
             decorated = option(decorated)
         return decorated
+
     return decorate
 
 
-parity_limit_option = click.option("--limit", "parity_limit", type=click.IntRange(0, 10_000), default=0,
-                                   help="Parity on the first N test images only (0: all 10k).")
+parity_limit_option = click.option(
+    "--limit",
+    "parity_limit",
+    type=click.IntRange(0, 10_000),
+    default=0,
+    help="Parity on the first N test images only (0: all 10k).",
+)
 
 
 def max_drop_option() -> Decorator:
     from resnet_deploy.parity import INT8_MAX_DROP_PP
 
-    return click.option("--max-drop", "max_drop_pp", type=NON_NEGATIVE_FLOAT, default=INT8_MAX_DROP_PP,
-                        show_default=True, help="INT8 gate: largest allowed top-1 drop vs the FP32 reference, pp.")
+    return click.option(
+        "--max-drop",
+        "max_drop_pp",
+        type=NON_NEGATIVE_FLOAT,
+        default=INT8_MAX_DROP_PP,
+        show_default=True,
+        help="INT8 gate: largest allowed top-1 drop vs the FP32 reference, pp.",
+    )
 
 
 # ---- Models and training settings (defaults and bounds from TrainConfig) ----------------------------
@@ -197,46 +245,90 @@ def training_options(command: Callable) -> Callable:
     defaults = TrainConfig()
     for name in reversed(TRAINING_SETTINGS):
         default = getattr(defaults, name)
-        command = click.option(f"--{name.replace('_', '-')}", name, type=_setting_type(name, default),
-                               default=default, show_default=True, help=TRAINING_HELP[name])(command)
+        command = click.option(
+            f"--{name.replace('_', '-')}",
+            name,
+            type=_setting_type(name, default),
+            default=default,
+            show_default=True,
+            help=TRAINING_HELP[name],
+        )(command)
     return command
 
 
 def width_option(default: float | None, help: str = TRAINING_HELP["width"]) -> Decorator:
-    return click.option("--width", type=bounded(BOUNDS["width"], integer=False), default=default,
-                        show_default=default is not None, help=help)
+    return click.option(
+        "--width",
+        type=bounded(BOUNDS["width"], integer=False),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
 
 
 def checkpoint_options(command: Callable) -> Callable:
     """--checkpoint, with --model and --width for a bare state dict that has no sidecar."""
     command = width_option(None, "Width of a bare state dict's model (default: the model's own).")(command)
-    command = click.option("--model", "model_name", type=click.Choice(MODEL_NAMES), default=None,
-                           help="Model of a bare state dict that has no sidecar.")(command)
-    return click.option("--checkpoint", "checkpoint_path", required=True,
-                        type=click.Path(dir_okay=False, path_type=Path),
-                        help="A .pt checkpoint (with its .json sidecar, or a bare state dict with --model).")(command)
+    command = click.option(
+        "--model",
+        "model_name",
+        type=click.Choice(MODEL_NAMES),
+        default=None,
+        help="Model of a bare state dict that has no sidecar.",
+    )(command)
+    return click.option(
+        "--checkpoint",
+        "checkpoint_path",
+        required=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="A .pt checkpoint (with its .json sidecar, or a bare state dict with --model).",
+    )(command)
 
 
 # ---- Calibration -----------------------------------------------------------------------------------------
+
 
 def calibration_method_option(flag: str, *, allow_all: bool = True) -> Decorator:
     from resnet_deploy.quantize.calibrate import METHODS
 
     if not allow_all:
-        return click.option(flag, "calibration_method", type=click.Choice(METHODS), default="entropy",
-                            show_default=True, help="Calibration method.")
-    return click.option(flag, "calibration_method", type=click.Choice([*METHODS, "all"]), default="all",
-                        show_default=True,
-                        help="all: calibrate with every method, keep the best on the validation split.")
+        return click.option(
+            flag,
+            "calibration_method",
+            type=click.Choice(METHODS),
+            default="entropy",
+            show_default=True,
+            help="Calibration method.",
+        )
+    return click.option(
+        flag,
+        "calibration_method",
+        type=click.Choice([*METHODS, "all"]),
+        default="all",
+        show_default=True,
+        help="all: calibrate with every method, keep the best on the validation split.",
+    )
 
 
 def calibration_count_option(flag: str) -> Decorator:
-    return click.option(flag, "calibration_count", type=click.IntRange(1, TRAIN_SIZE), default=512,
-                        show_default=True, help=f"Calibration images from the train split (1..{TRAIN_SIZE}).")
+    return click.option(
+        flag,
+        "calibration_count",
+        type=click.IntRange(1, TRAIN_SIZE),
+        default=512,
+        show_default=True,
+        help=f"Calibration images from the train split (1..{TRAIN_SIZE}).",
+    )
 
 
-calibration_dir_option = click.option("--out-dir", type=OutputPath(FOLDER), metavar="DIR", default=Path("calibration"),
-                                      show_default=True, help="Folder for the INT8 artifacts.")
+calibration_dir_option = click.option(
+    "--out-dir",
+    type=OutputPath(FOLDER),
+    metavar="DIR",
+    default=Path("calibration"),
+    show_default=True,
+    help="Folder for the INT8 artifacts.",
+)
 
 
 def _check_trt_version(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -253,18 +345,26 @@ def _check_trt_version(ctx: click.Context, param: click.Parameter, value: str) -
 def trt_version_option() -> Decorator:
     from resnet_deploy.trt.compat import DEFAULT_TRT_VERSION
 
-    return click.option("--trt-version", default=DEFAULT_TRT_VERSION, show_default=True, callback=_check_trt_version,
-                        help="TensorRT version in the calibration cache header.")
-
+    return click.option(
+        "--trt-version",
+        default=DEFAULT_TRT_VERSION,
+        show_default=True,
+        callback=_check_trt_version,
+        help="TensorRT version in the calibration cache header.",
+    )
 
 
 # ---- What the user gave -------------------------------------------------------------------------------------
 
+
 def given_params(ctx: click.Context, names: Iterable[str]) -> list[tuple[click.Parameter, Any]]:
     """The parameters among `names` the user set (command line or environment), with their values."""
     names = set(names)
-    return [(param, ctx.params[param.name]) for param in ctx.command.params
-            if param.name in names and ctx.get_parameter_source(param.name) not in (None, ParameterSource.DEFAULT)]
+    return [
+        (param, ctx.params[param.name])
+        for param in ctx.command.params
+        if param.name in names and ctx.get_parameter_source(param.name) not in (None, ParameterSource.DEFAULT)
+    ]
 
 
 def given_flags(ctx: click.Context, names: Iterable[str]) -> list[str]:
@@ -284,33 +384,91 @@ _DEFAULT = EngineSettings()
 DEFAULT_TIMING_CACHE = Path("engines/timing.cache")
 
 ENGINE_OPTIONS = (
-    click.option("--min-batch", type=click.IntRange(1), default=_DEFAULT.min_batch, show_default=True,
-                 help="Smallest batch of the engine's optimization profile."),
-    click.option("--opt-batch", type=click.IntRange(1), default=_DEFAULT.opt_batch, show_default=True,
-                 help="Batch TensorRT tunes for."),
-    click.option("--max-batch", type=click.IntRange(1), default=_DEFAULT.max_batch, show_default=True,
-                 help="Largest batch; the runner's buffers are sized for it."),
-    click.option("--workspace-mib", type=click.IntRange(1), default=_DEFAULT.workspace_mib, show_default=True,
-                 help="Builder workspace pool limit."),
-    click.option("--timing-cache", type=OutputPath(FILE_KINDS[".cache"]), default=DEFAULT_TIMING_CACHE,
-                 show_default=True, help="TensorRT timing cache, reused across builds (an unusable one is replaced)."),
-    click.option("--dla-core", type=click.IntRange(0), default=_DEFAULT.dla_core,
-                 help="Jetson DLA core (GPU fallback on); needs --min-batch = --opt-batch = --max-batch and fp16/int8."),
-    click.option("--hardware-compatibility", type=click.Choice(HARDWARE_LEVELS),
-                 default=_DEFAULT.hardware_compatibility, show_default=True,
-                 help="Also run on other GPUs: ampere_plus (Ampere and later) or same_compute_capability; not on Jetson."),
-    click.option("--version-compatible", is_flag=True, default=_DEFAULT.version_compatible,
-                 help="Also load on later TensorRT releases (8.6+ to 10, 10 to 11, later minors)."),
-    click.option("--legacy-calibrator", is_flag=True, default=_DEFAULT.legacy_calibrator,
-                 help="TensorRT <= 10 only: FP32 ONNX + INT8 flag + a calibrator serving our calibration cache."),
-    click.option("--tf32", is_flag=True, default=_DEFAULT.tf32,
-                 help="Let FP32 layers run in TF32 (TensorRT's default; off here, so fp32 means FP32)."),
-    click.option("--device", type=click.IntRange(0), default=_DEFAULT.device, show_default=True,
-                 help="CUDA device to build on."),
+    click.option(
+        "--min-batch",
+        type=click.IntRange(1),
+        default=_DEFAULT.min_batch,
+        show_default=True,
+        help="Smallest batch of the engine's optimization profile.",
+    ),
+    click.option(
+        "--opt-batch",
+        type=click.IntRange(1),
+        default=_DEFAULT.opt_batch,
+        show_default=True,
+        help="Batch TensorRT tunes for.",
+    ),
+    click.option(
+        "--max-batch",
+        type=click.IntRange(1),
+        default=_DEFAULT.max_batch,
+        show_default=True,
+        help="Largest batch; the runner's buffers are sized for it.",
+    ),
+    click.option(
+        "--workspace-mib",
+        type=click.IntRange(1),
+        default=_DEFAULT.workspace_mib,
+        show_default=True,
+        help="Builder workspace pool limit.",
+    ),
+    click.option(
+        "--timing-cache",
+        type=OutputPath(FILE_KINDS[".cache"]),
+        default=DEFAULT_TIMING_CACHE,
+        show_default=True,
+        help="TensorRT timing cache, reused across builds (an unusable one is replaced).",
+    ),
+    click.option(
+        "--dla-core",
+        type=click.IntRange(0),
+        default=_DEFAULT.dla_core,
+        help="Jetson DLA core (GPU fallback on); needs --min-batch = --opt-batch = --max-batch and fp16/int8.",
+    ),
+    click.option(
+        "--hardware-compatibility",
+        type=click.Choice(HARDWARE_LEVELS),
+        default=_DEFAULT.hardware_compatibility,
+        show_default=True,
+        help="Also run on other GPUs: ampere_plus (Ampere and later) or same_compute_capability; not on Jetson.",
+    ),
+    click.option(
+        "--version-compatible",
+        is_flag=True,
+        default=_DEFAULT.version_compatible,
+        help="Also load on later TensorRT releases (8.6+ to 10, 10 to 11, later minors).",
+    ),
+    click.option(
+        "--legacy-calibrator",
+        is_flag=True,
+        default=_DEFAULT.legacy_calibrator,
+        help="TensorRT <= 10 only: FP32 ONNX + INT8 flag + a calibrator serving our calibration cache.",
+    ),
+    click.option(
+        "--tf32",
+        is_flag=True,
+        default=_DEFAULT.tf32,
+        help="Let FP32 layers run in TF32 (TensorRT's default; off here, so fp32 means FP32).",
+    ),
+    click.option(
+        "--device", type=click.IntRange(0), default=_DEFAULT.device, show_default=True, help="CUDA device to build on."
+    ),
     click.option("--verbose", is_flag=True, help="TensorRT's own log at VERBOSE (default WARNING)."),
 )
-ENGINE_OPTION_NAMES = ("min_batch", "opt_batch", "max_batch", "workspace_mib", "timing_cache", "dla_core",
-                       "hardware_compatibility", "version_compatible", "legacy_calibrator", "tf32", "device", "verbose")
+ENGINE_OPTION_NAMES = (
+    "min_batch",
+    "opt_batch",
+    "max_batch",
+    "workspace_mib",
+    "timing_cache",
+    "dla_core",
+    "hardware_compatibility",
+    "version_compatible",
+    "legacy_calibrator",
+    "tf32",
+    "device",
+    "verbose",
+)
 
 
 def engine_options(command: Callable) -> Callable:
@@ -331,6 +489,7 @@ def engine_settings(precision: str, values: dict[str, Any]) -> EngineSettings:
 
 # ---- Inputs and outputs ------------------------------------------------------------------------------------
 
+
 def _label(param: click.Parameter) -> str:
     return param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
 
@@ -338,7 +497,7 @@ def _label(param: click.Parameter) -> str:
 def _path_values(ctx: click.Context) -> Iterable[tuple[click.Parameter, Path]]:
     for param in ctx.command.params:
         value = ctx.params.get(param.name) if isinstance(param.type, click.Path) else None
-        for path in (value if isinstance(value, (tuple, list)) else [value]):
+        for path in value if isinstance(value, (tuple, list)) else [value]:
             if path is not None:
                 yield param, Path(path)
 
@@ -351,8 +510,10 @@ def _check_name(label: str, path: Path) -> None:
     try:
         os.fsencode(path).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ResnetDeployError(f"{label} {os.fsencode(path)!r}: the path is not UTF-8 (ONNX, ONNX Runtime and the "
-                                "JSON reports need UTF-8 file names); rename it") from exc
+        raise ResnetDeployError(
+            f"{label} {os.fsencode(path)!r}: the path is not UTF-8 (ONNX, ONNX Runtime and the "
+            "JSON reports need UTF-8 file names); rename it"
+        ) from exc
 
 
 def _check_input(label: str, path: Path) -> None:
@@ -368,8 +529,15 @@ def _check_input(label: str, path: Path) -> None:
 
 
 def _special_name(mode: int) -> str:
-    return ("FIFO" if stat.S_ISFIFO(mode) else "character device" if stat.S_ISCHR(mode)
-            else "block device" if stat.S_ISBLK(mode) else "socket")
+    return (
+        "FIFO"
+        if stat.S_ISFIFO(mode)
+        else "character device"
+        if stat.S_ISCHR(mode)
+        else "block device"
+        if stat.S_ISBLK(mode)
+        else "socket"
+    )
 
 
 def file_kind(path: Path) -> str | None:
@@ -384,12 +552,16 @@ def _check_output(label: str, path: Path, kind: str | None, inputs: list[tuple[s
 
     for input_label, input_path in inputs:
         if os.path.exists(path) and os.path.exists(input_path) and os.path.samefile(path, input_path):
-            raise ResnetDeployError(f"{label} {path}: is also {input_label} {input_path}, an input of this command; "
-                                    "refusing to write over it")
+            raise ResnetDeployError(
+                f"{label} {path}: is also {input_label} {input_path}, an input of this command; "
+                "refusing to write over it"
+            )
     existing = file_kind(path)
     if kind is not None and existing is not None and existing != kind:
-        raise ResnetDeployError(f"{label} {path}: is an existing {existing}; {label} writes a {kind}: refusing to "
-                                "write over it (choose another path)")
+        raise ResnetDeployError(
+            f"{label} {path}: is an existing {existing}; {label} writes a {kind}: refusing to "
+            "write over it (choose another path)"
+        )
     if kind != FOLDER and file_kind(path.parent) == "bundle":
         raise ResnetDeployError(f"{label} {path}: is inside the bundle {path.parent}; refusing to add to it")
 

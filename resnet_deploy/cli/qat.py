@@ -22,18 +22,42 @@ from resnet_deploy.data import TRAIN_SIZE
 
 
 @click.command()
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The trained model (exported to FP32 ONNX first).")
-@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Or start from this FP32 ONNX.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The trained model (exported to FP32 ONNX first).",
+)
+@click.option(
+    "--onnx",
+    "onnx_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Or start from this FP32 ONNX.",
+)
 @click.option("--epochs", default=1, show_default=True, type=click.IntRange(0, 1000))
-@click.option("--lr", default=0.005, show_default=True, type=FiniteFloatRange(min=0, min_open=True),
-              help="Peak learning rate (cosine decay); a few percent of the training rate.")
+@click.option(
+    "--lr",
+    default=0.005,
+    show_default=True,
+    type=FiniteFloatRange(min=0, min_open=True),
+    help="Peak learning rate (cosine decay); a few percent of the training rate.",
+)
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--train-limit", default=0, show_default=True, type=click.IntRange(0, TRAIN_SIZE),
-              help="Use only the first N train-split images per epoch (0: all 55k).")
-@click.option("--amax", "amax_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Start from these calibrated ranges (<stem>.<method>.amax.json from `calibrate`).")
+@click.option(
+    "--train-limit",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, TRAIN_SIZE),
+    help="Use only the first N train-split images per epoch (0: all 55k).",
+)
+@click.option(
+    "--amax",
+    "amax_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Start from these calibrated ranges (<stem>.<method>.amax.json from `calibrate`).",
+)
 @calibration_method_option("--method", allow_all=False)
 @calibration_count_option("--count")
 @calibration_dir_option
@@ -41,8 +65,22 @@ from resnet_deploy.data import TRAIN_SIZE
 @threads_option
 @click.option("--seed", default=0, show_default=True)
 @data_dir_option
-def qat(checkpoint, onnx_path, epochs, lr, batch_size, train_limit, amax_path, calibration_method, calibration_count,
-        out_dir, trt_version, threads, seed, data_dir) -> None:
+def qat(
+    checkpoint,
+    onnx_path,
+    epochs,
+    lr,
+    batch_size,
+    train_limit,
+    amax_path,
+    calibration_method,
+    calibration_count,
+    out_dir,
+    trt_version,
+    threads,
+    seed,
+    data_dir,
+) -> None:
     """Fine-tune with fake quantization where the PTQ graph has Q/DQ, then export the Q/DQ graph.
 
     Weights per channel, activations per tensor from the calibrated ranges (learned from there),
@@ -72,10 +110,16 @@ def qat(checkpoint, onnx_path, epochs, lr, batch_size, train_limit, amax_path, c
             onnx_path = _export(checkpoint, Path(scratch))
         if amax_path is None:
             console.print(f"calibrating {calibration_method} ranges on {calibration_count} train images")
-        amax = read_amax(amax_path) if amax_path else calibrate_onnx(
-            onnx_path, data.calibration_images(calibration_count, data_dir=data_dir), calibration_method)
-        report = quantization_aware_training(onnx_path, out_dir, config, amax=amax, trt_version=trt_version,
-                                             data_dir=data_dir, progress=_progress())
+        amax = (
+            read_amax(amax_path)
+            if amax_path
+            else calibrate_onnx(
+                onnx_path, data.calibration_images(calibration_count, data_dir=data_dir), calibration_method
+            )
+        )
+        report = quantization_aware_training(
+            onnx_path, out_dir, config, amax=amax, trt_version=trt_version, data_dir=data_dir, progress=_progress()
+        )
     print_qat_report(report)
 
 
@@ -93,24 +137,35 @@ def _export(checkpoint: Path, folder: Path) -> Path:
 def _progress():
     def report(event: str, values: dict) -> None:
         if event == "epoch":
-            console.print(f"  epoch {values['epoch']}: val top-1 {values['val_top1'] * 100:.2f}% "
-                          f"({values['seconds']:.0f} s){' (calibrated ranges, before training)' if values['epoch'] == 0 else ''}")
+            console.print(
+                f"  epoch {values['epoch']}: val top-1 {values['val_top1'] * 100:.2f}% "
+                f"({values['seconds']:.0f} s){' (calibrated ranges, before training)' if values['epoch'] == 0 else ''}"
+            )
+
     return report
 
 
 def print_qat_report(report: dict) -> None:
-    table = Table(title=f"QAT: {report['config']['epochs']} epochs, best epoch {report['best_epoch']}, "
-                        f"{report['train_minutes']:.1f} min training, {report['total_minutes']:.1f} min in all")
+    table = Table(
+        title=f"QAT: {report['config']['epochs']} epochs, best epoch {report['best_epoch']}, "
+        f"{report['train_minutes']:.1f} min training, {report['total_minutes']:.1f} min in all"
+    )
     for column in ("split", "FP32 top-1", "PTQ top-1", "PTQ drop", "QAT top-1", "QAT drop", "QAT agreement"):
         table.add_column(column)
     for split, values in report["accuracy"].items():
-        table.add_row(f"{split} ({values['images']})", f"{values['fp32_top1'] * 100:.2f}%",
-                      f"{values['ptq_top1'] * 100:.2f}%", f"{values['ptq_drop_pp']:+.2f} pp",
-                      f"{values['qat_top1'] * 100:.2f}%", f"{values['qat_drop_pp']:+.2f} pp",
-                      f"{values['qat_agreement'] * 100:.2f}%")
+        table.add_row(
+            f"{split} ({values['images']})",
+            f"{values['fp32_top1'] * 100:.2f}%",
+            f"{values['ptq_top1'] * 100:.2f}%",
+            f"{values['ptq_drop_pp']:+.2f} pp",
+            f"{values['qat_top1'] * 100:.2f}%",
+            f"{values['qat_drop_pp']:+.2f} pp",
+            f"{values['qat_agreement'] * 100:.2f}%",
+        )
     console.print(table)
-    console.print(f"Q/DQ graph {report['onnx']}, FP32 weights {report['fp32_onnx']}, cache {report['cache']}",
-                  soft_wrap=True)
+    console.print(
+        f"Q/DQ graph {report['onnx']}, FP32 weights {report['fp32_onnx']}, cache {report['cache']}", soft_wrap=True
+    )
 
 
 COMMANDS = [qat]

@@ -22,20 +22,37 @@ def build_from_bundle(options: BuildOptions, bundle_path: str | Path, log: Log =
     if options.precision not in PRECISIONS:
         raise ResnetDeployError(f"precision must be one of {PRECISIONS}, got {options.precision!r}")
     bundle = open_bundle(bundle_path)
-    log(f"{bundle.folder}: {len(bundle.manifest['files'])} files match manifest.json "
-        f"(model {bundle.manifest['model']['name']}, made {bundle.manifest['created']})")
+    log(
+        f"{bundle.folder}: {len(bundle.manifest['files'])} files match manifest.json "
+        f"(model {bundle.manifest['model']['name']}, made {bundle.manifest['created']})"
+    )
     with folder_lock((options.engines_dir, options.reports_dir), log):
         stages = [bundle_parity_stage(bundle, options)]
         assert options.engine is not None  # set by BuildOptions.__post_init__
         legacy, int8 = options.engine.legacy_calibrator, options.precision == "int8"
         source = bundle.onnx_for("fp32" if legacy else options.precision)
-        rerun = ["resnet-deploy", "build", "--bundle", str(bundle.folder), "--precision", options.precision,
-                 *options.target_flags]
-        metadata = {"bundle": {"folder": str(bundle.folder), "created": bundle.manifest["created"]},
-                    "class_names": bundle.class_names}
-        engine_path, message = engine_stage(source, options, stages, log,
-                                            calibration_cache=bundle.calibration_cache if legacy and int8 else None,
-                                            rerun=rerun, extra_metadata=metadata)
+        rerun = [
+            "resnet-deploy",
+            "build",
+            "--bundle",
+            str(bundle.folder),
+            "--precision",
+            options.precision,
+            *options.target_flags,
+        ]
+        metadata = {
+            "bundle": {"folder": str(bundle.folder), "created": bundle.manifest["created"]},
+            "class_names": bundle.class_names,
+        }
+        engine_path, message = engine_stage(
+            source,
+            options,
+            stages,
+            log,
+            calibration_cache=bundle.calibration_cache if legacy and int8 else None,
+            rerun=rerun,
+            extra_metadata=metadata,
+        )
     return BuildResult(stages, bundle.onnx_for(options.precision), stages[0].details, engine_path, message)
 
 
@@ -44,9 +61,15 @@ def bundle_parity_stage(bundle: Bundle, options: BuildOptions) -> StageResult:
     report_path = options.reports_dir / f"bundle-parity-{bundle.folder.name}.json"
     inputs = {p: bundle.onnx_for(p) for p in PRECISIONS}
     settings = {"max_drop_pp": options.max_drop_pp, "limit": options.parity_limit}
-    result = run_stage("bundle parity", [report_path], inputs, settings,
-                       lambda: bundle_parity(bundle, report_path, max_drop_pp=options.max_drop_pp,
-                                             limit=options.parity_limit, data_dir=options.data_dir))
+    result = run_stage(
+        "bundle parity",
+        [report_path],
+        inputs,
+        settings,
+        lambda: bundle_parity(
+            bundle, report_path, max_drop_pp=options.max_drop_pp, limit=options.parity_limit, data_dir=options.data_dir
+        ),
+    )
     if result.details is None:
         result.details = json.loads(report_path.read_text())
     return result

@@ -96,11 +96,13 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not a {FORMAT} manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: format version {manifest.get('format_version')!r}, "
-                            f"this resnet-deploy reads {FORMAT_VERSION}")
+        raise ArtifactError(
+            f"{path}: format version {manifest.get('format_version')!r}, this resnet-deploy reads {FORMAT_VERSION}"
+        )
     files = manifest.get("files")
-    if not isinstance(files, dict) or not all(isinstance(e, dict) and {"sha256", "role"} <= set(e)
-                                              for e in files.values()):
+    if not isinstance(files, dict) or not all(
+        isinstance(e, dict) and {"sha256", "role"} <= set(e) for e in files.values()
+    ):
         raise ArtifactError(f"{path}: 'files' must map each path to its sha256 and role")
     return manifest
 
@@ -176,8 +178,10 @@ def install_folder(staged: Path, target: Path) -> None:
     foreign = _foreign_files(target)
     if foreign:
         shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
-        raise ArtifactError(f"{target}: holds files its bundle did not write ({shown}); refusing to replace it "
-                            "(nothing was changed): move them or the folder away")
+        raise ArtifactError(
+            f"{target}: holds files its bundle did not write ({shown}); refusing to replace it "
+            "(nothing was changed): move them or the folder away"
+        )
     old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
     os.replace(target, old / target.name)
     os.replace(staged, target)
@@ -255,16 +259,28 @@ def class_names_for(artifact: str | Path) -> tuple[list[str], str]:
     return list(data.CLASS_NAMES), "Fashion-MNIST"
 
 
-def bundle_parity(bundle: Bundle, report_path: str | Path, *, max_drop_pp: float = 0.5, limit: int = 0,
-                  data_dir: str | Path | None = None) -> dict[str, Any]:
+def bundle_parity(
+    bundle: Bundle,
+    report_path: str | Path,
+    *,
+    max_drop_pp: float = 0.5,
+    limit: int = 0,
+    data_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """Parity of the bundle's FP16 and INT8 graphs against its FP32 graph on ONNX Runtime (test split), with
     each artifact's workstation top-1 beside it; raises `GateFailed` like `parity_for_artifacts`."""
     from resnet_deploy.parity import parity_for_artifacts
 
     recorded = {a["label"]: a["top1"] for a in json.loads(bundle.path(PARITY).read_text())["artifacts"]}
-    report = parity_for_artifacts(bundle.onnx_for("fp32"), [bundle.onnx_for("fp16"), bundle.onnx_for("int8")],
-                                  report_path, backend="onnxruntime", max_drop_pp=max_drop_pp, limit=limit,
-                                  data_dir=data_dir)
+    report = parity_for_artifacts(
+        bundle.onnx_for("fp32"),
+        [bundle.onnx_for("fp16"), bundle.onnx_for("int8")],
+        report_path,
+        backend="onnxruntime",
+        max_drop_pp=max_drop_pp,
+        limit=limit,
+        data_dir=data_dir,
+    )
     for entry in report["artifacts"]:
         entry["workstation_top1"] = recorded.get(entry["label"])
     atomic_write_json(report_path, report)

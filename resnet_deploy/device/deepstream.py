@@ -101,9 +101,18 @@ def device_engine_names(onnx_file: str, precision: str, settings: DeepStreamSett
     return [engine_file_name(onnx_file, precision, settings.batch_size, d) for d in devices]
 
 
-def config_text(model_name: str, precision: str, *, onnx_file: str, labels_file: str, mean: float, std: float,
-                input_shape: Sequence[int], calibration_cache: str | None = None,
-                settings: DeepStreamSettings = DeepStreamSettings()) -> str:
+def config_text(
+    model_name: str,
+    precision: str,
+    *,
+    onnx_file: str,
+    labels_file: str,
+    mean: float,
+    std: float,
+    input_shape: Sequence[int],
+    calibration_cache: str | None = None,
+    settings: DeepStreamSettings = DeepStreamSettings(),
+) -> str:
     """The `[property]` group of a primary full-frame classifier at `precision` (paths relative to the config)."""
     if precision not in NETWORK_MODES:
         raise ValueError(f"precision must be one of {tuple(NETWORK_MODES)}, got {precision!r}")
@@ -136,8 +145,10 @@ def config_text(model_name: str, precision: str, *, onnx_file: str, labels_file:
         f"network-mode={NETWORK_MODES[precision]}",
     ]
     if precision == "int8":
-        lines += ["# TensorRT 10.3 calibration cache, scales named after the FP32 graph's tensors",
-                  f"int8-calib-file={calibration_cache}"]
+        lines += [
+            "# TensorRT 10.3 calibration cache, scales named after the FP32 graph's tensors",
+            f"int8-calib-file={calibration_cache}",
+        ]
     lines += [
         f"infer-dims={channels};{height};{width}",
         "# 2: GRAY (one channel)",
@@ -159,29 +170,52 @@ def config_text(model_name: str, precision: str, *, onnx_file: str, labels_file:
     if precision == "fp32":
         lines += ["# DLA runs FP16 and INT8 only", "enable-dla=0"]
     else:
-        lines += ["# 1: run on the DLA core use-dla-core (AGX Orin and Orin NX have DLA cores 0 and 1)",
-                  "enable-dla=0", "use-dla-core=0"]
+        lines += [
+            "# 1: run on the DLA core use-dla-core (AGX Orin and Orin NX have DLA cores 0 and 1)",
+            "enable-dla=0",
+            "use-dla-core=0",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def app_config_text(model_name: str, precision: str, config_file: str, settings: DeepStreamSettings = DeepStreamSettings(),
-                    uri: str = SAMPLE_URI, width: int = 1280, height: int = 720) -> str:
+def app_config_text(
+    model_name: str,
+    precision: str,
+    config_file: str,
+    settings: DeepStreamSettings = DeepStreamSettings(),
+    uri: str = SAMPLE_URI,
+    width: int = 1280,
+    height: int = 720,
+) -> str:
     """A `deepstream-app -c` config: one file source, nvstreammux, our nvinfer config as [primary-gie], and a
     headless fakesink (type=1), so it runs on a board without a display; paths relative to this file."""
     groups: dict[str, dict[str, object]] = {
         "application": {"enable-perf-measurement": 1, "perf-measurement-interval-sec": 5},
         "source0": {"enable": 1, "type": 3, "uri": uri, "num-sources": 1, "gpu-id": settings.gpu_id},
-        "streammux": {"gpu-id": settings.gpu_id, "live-source": 0, "batch-size": settings.batch_size,
-                      "batched-push-timeout": 40000, "width": width, "height": height},
-        "primary-gie": {"enable": 1, "gpu-id": settings.gpu_id, "batch-size": settings.batch_size,
-                        "gie-unique-id": 1, "config-file": config_file},
+        "streammux": {
+            "gpu-id": settings.gpu_id,
+            "live-source": 0,
+            "batch-size": settings.batch_size,
+            "batched-push-timeout": 40000,
+            "width": width,
+            "height": height,
+        },
+        "primary-gie": {
+            "enable": 1,
+            "gpu-id": settings.gpu_id,
+            "batch-size": settings.batch_size,
+            "gie-unique-id": 1,
+            "config-file": config_file,
+        },
         "osd": {"enable": 0},
         "tiled-display": {"enable": 0},
         "sink0": {"enable": 1, "type": 1, "sync": 0},
     }
-    lines = [f"# deepstream-app config for {model_name}, {precision.upper()}, written by resnet-deploy:",
-             f"# deepstream-app -c <this file>. Source type 3 = URI ({uri}); sink type 1 = fakesink (headless).",
-             "# Replace [source0] uri with your video; paths are relative to this file."]
+    lines = [
+        f"# deepstream-app config for {model_name}, {precision.upper()}, written by resnet-deploy:",
+        f"# deepstream-app -c <this file>. Source type 3 = URI ({uri}); sink type 1 = fakesink (headless).",
+        "# Replace [source0] uri with your video; paths are relative to this file.",
+    ]
     for group, keys in groups.items():
         lines += ["", f"[{group}]", *(f"{key}={value}" for key, value in keys.items())]
     return "\n".join(lines) + "\n"
@@ -208,20 +242,37 @@ def softmax_onnx(fp32_onnx: str | Path, out_path: str | Path) -> Path:
     return Path(out_path)
 
 
-def write_deepstream_files(folder: Path, model_name: str, fp32_onnx: Path, calibration_cache: str, labels_file: str,
-                           mean: float, std: float, input_shape: Sequence[int],
-                           settings: DeepStreamSettings = DeepStreamSettings()) -> dict[str, Path]:
+def write_deepstream_files(
+    folder: Path,
+    model_name: str,
+    fp32_onnx: Path,
+    calibration_cache: str,
+    labels_file: str,
+    mean: float,
+    std: float,
+    input_shape: Sequence[int],
+    settings: DeepStreamSettings = DeepStreamSettings(),
+) -> dict[str, Path]:
     """The softmax graph and one config per precision in `folder`; `calibration_cache` and `labels_file`
     are paths relative to `folder`. Returns the written files by role."""
     onnx_path = softmax_onnx(fp32_onnx, folder / f"{model_name}.deepstream.onnx")
     written = {"deepstream_onnx": onnx_path}
     for precision in NETWORK_MODES:
-        text = config_text(model_name, precision, onnx_file=onnx_path.name, labels_file=labels_file, mean=mean,
-                           std=std, input_shape=input_shape, settings=settings,
-                           calibration_cache=calibration_cache if precision == "int8" else None)
+        text = config_text(
+            model_name,
+            precision,
+            onnx_file=onnx_path.name,
+            labels_file=labels_file,
+            mean=mean,
+            std=std,
+            input_shape=input_shape,
+            settings=settings,
+            calibration_cache=calibration_cache if precision == "int8" else None,
+        )
         config = atomic_write_text(folder / f"config_infer_{model_name}_{precision}.txt", text)
         written[f"deepstream_config_{precision}"] = config
         written[f"deepstream_app_{precision}"] = atomic_write_text(
             folder / f"deepstream_app_{model_name}_{precision}.txt",
-            app_config_text(model_name, precision, config.name, settings))
+            app_config_text(model_name, precision, config.name, settings),
+        )
     return written

@@ -54,10 +54,24 @@ DEVICE_TREE = "proc/device-tree"
 # NVIDIA's JetPack archive, as jetson-containers' and jetson-stats' tables read it. 35.6.3 and 35.6.4 are
 # not in them: reported as "5.x" rather than guessed.
 JETPACK_FOR_L4T = {
-    "35.1.0": "5.0.2", "35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2", "35.5.0": "5.1.3",
-    "35.6.0": "5.1.4", "35.6.1": "5.1.5", "35.6.2": "5.1.5",
-    "36.0.0": "6.0 EA", "36.2.0": "6.0 DP", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.2": "6.1.1", "36.4.3": "6.2",
-    "36.4.4": "6.2.1", "36.4.7": "6.2.1", "36.5.0": "6.2.2", "36.5.2": "6.2.3",
+    "35.1.0": "5.0.2",
+    "35.2.1": "5.1",
+    "35.3.1": "5.1.1",
+    "35.4.1": "5.1.2",
+    "35.5.0": "5.1.3",
+    "35.6.0": "5.1.4",
+    "35.6.1": "5.1.5",
+    "35.6.2": "5.1.5",
+    "36.0.0": "6.0 EA",
+    "36.2.0": "6.0 DP",
+    "36.3.0": "6.0",
+    "36.4.0": "6.1",
+    "36.4.2": "6.1.1",
+    "36.4.3": "6.2",
+    "36.4.4": "6.2.1",
+    "36.4.7": "6.2.1",
+    "36.5.0": "6.2.2",
+    "36.5.2": "6.2.3",
 }
 TENSORRT_FOR_JETPACK_MINOR = {"5.0": "8.4", "5.1": "8.5", "6.0": "8.6", "6.1": "10.3", "6.2": "10.3"}
 DEEPSTREAM_FOR_JETPACK_MINOR = {"5.1": "6.3", "6.0": "7.0", "6.1": "7.1", "6.2": "7.1"}
@@ -201,12 +215,21 @@ def thermal_zones(root: Path) -> list[dict[str, Any]]:
         temp = _read(zone, "temp")
         if temp is None or not temp.lstrip("-").isdigit():
             continue
-        trips = [int(_read(zone, f"trip_point_{t.name.split('_')[2]}_temp") or 0) / 1000
-                 for t in zone.glob("trip_point_*_type") if _read(zone, t.name) == "passive"]
+        trips = [
+            int(_read(zone, f"trip_point_{t.name.split('_')[2]}_temp") or 0) / 1000
+            for t in zone.glob("trip_point_*_type")
+            if _read(zone, t.name) == "passive"
+        ]
         passive = min(trips) if trips else None
         celsius = int(temp) / 1000
-        zones.append({"name": _read(zone, "type") or zone.name, "celsius": celsius, "passive_trip": passive,
-                      "throttling": passive is not None and celsius >= passive})
+        zones.append(
+            {
+                "name": _read(zone, "type") or zone.name,
+                "celsius": celsius,
+                "passive_trip": passive,
+                "throttling": passive is not None and celsius >= passive,
+            }
+        )
     return zones
 
 
@@ -237,9 +260,19 @@ def fingerprint(root: str | Path | None = None) -> dict[str, Any]:
         return {}
     l4t = l4t_release(root)
     jetpack = jetpack_for(l4t) if l4t else None
-    return {"jetson": {"model": _read(root, DEVICE_TREE_MODEL), "l4t": l4t, "jetpack": jetpack,
-                       **versions_for_jetpack(jetpack), "power_mode": power_mode(root), "clocks": clock_state(root),
-                       "thermal": thermal_zones(root), "emc": emc_clock(root), "dla_cores": dla_cores(root)}}
+    return {
+        "jetson": {
+            "model": _read(root, DEVICE_TREE_MODEL),
+            "l4t": l4t,
+            "jetpack": jetpack,
+            **versions_for_jetpack(jetpack),
+            "power_mode": power_mode(root),
+            "clocks": clock_state(root),
+            "thermal": thermal_zones(root),
+            "emc": emc_clock(root),
+            "dla_cores": dla_cores(root),
+        }
+    }
 
 
 def comparable(fingerprint_dict: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -249,8 +282,12 @@ def comparable(fingerprint_dict: Mapping[str, Any]) -> dict[str, Any] | None:
     if not board:
         return None
     mode = board.get("power_mode") or {}
-    return {"model": board.get("model"), "l4t": board.get("l4t"), "power_mode": mode.get("id"),
-            "clocks_locked": (board.get("clocks") or {}).get("locked")}
+    return {
+        "model": board.get("model"),
+        "l4t": board.get("l4t"),
+        "power_mode": mode.get("id"),
+        "clocks_locked": (board.get("clocks") or {}).get("locked"),
+    }
 
 
 def warnings(fingerprint_dict: dict[str, Any]) -> list[str]:
@@ -263,19 +300,28 @@ def warnings(fingerprint_dict: dict[str, Any]) -> list[str]:
     if clocks["locked"] is None:
         notes.append("Jetson clocks could not be read (cpufreq / GPU devfreq): whether they are locked is unknown")
     elif not clocks["locked"]:
-        notes.append(f"Jetson clocks are not locked ({', '.join(clocks['unlocked'])} scale with load): latency "
-                     "varies run to run; run `sudo jetson_clocks` before benchmarking")
+        notes.append(
+            f"Jetson clocks are not locked ({', '.join(clocks['unlocked'])} scale with load): latency "
+            "varies run to run; run `sudo jetson_clocks` before benchmarking"
+        )
     if clocks["below_max"]:
-        notes.append(f"Jetson clocks locked but running below their maximum ({', '.join(clocks['below_max'])}): "
-                     "thermal throttling?")
-    hot = [f"{z['name']} {z['celsius']:.1f} C (passive trip {z['passive_trip']:.1f} C)"
-           for z in board.get("thermal", []) if z["throttling"]]
+        notes.append(
+            f"Jetson clocks locked but running below their maximum ({', '.join(clocks['below_max'])}): "
+            "thermal throttling?"
+        )
+    hot = [
+        f"{z['name']} {z['celsius']:.1f} C (passive trip {z['passive_trip']:.1f} C)"
+        for z in board.get("thermal", [])
+        if z["throttling"]
+    ]
     if hot:
         notes.append(f"Jetson is thermally throttling: {', '.join(hot)}; latency is not comparable")
     emc = board.get("emc")
     if emc and emc["below_max"]:
-        notes.append(f"Jetson memory clock (EMC) at {emc['rate'] / 1e6:.0f} of {emc['max_rate'] / 1e6:.0f} MHz: "
-                     "not locked by jetson_clocks, or throttled")
+        notes.append(
+            f"Jetson memory clock (EMC) at {emc['rate'] / 1e6:.0f} of {emc['max_rate'] / 1e6:.0f} MHz: "
+            "not locked by jetson_clocks, or throttled"
+        )
     mode = board["power_mode"]
     if mode is None:
         notes.append("nvpmodel power mode unknown (no /var/lib/nvpmodel/status or /etc/nvpmodel.conf)")

@@ -59,7 +59,9 @@ def portable_artifacts(options, log: Log) -> tuple[list, dict[str, Path], Path, 
     if options.onnx:
         fp32 = reference = Path(options.onnx)
         if precision_of_artifact(fp32) != "fp32":
-            raise ArtifactError(f"{fp32}: a bundle starts from the FP32 ONNX, this is a {precision_of_artifact(fp32)} graph")
+            raise ArtifactError(
+                f"{fp32}: a bundle starts from the FP32 ONNX, this is a {precision_of_artifact(fp32)} graph"
+            )
     else:
         reference = pipeline.ensure_checkpoint(options, log)
         stages.append(pipeline.export_stage(reference, options))
@@ -83,18 +85,38 @@ def _model_description(fp32: Path) -> dict[str, Any]:
     info = describe_onnx(fp32)
     export_manifest = manifest_path(fp32)
     config = json.loads(export_manifest.read_text()).get("model") if export_manifest.is_file() else None
-    spec = [{**t, "shape": [d if isinstance(d, int) else -1 for d in t["shape"]]} for t in info["inputs"] + info["outputs"]]
-    return {"name": fp32.stem, "config": config, "opset": info["opset"], "inputs": spec[:len(info["inputs"])],
-            "outputs": spec[len(info["inputs"]):]}
+    spec = [
+        {**t, "shape": [d if isinstance(d, int) else -1 for d in t["shape"]]} for t in info["inputs"] + info["outputs"]
+    ]
+    return {
+        "name": fp32.stem,
+        "config": config,
+        "opset": info["opset"],
+        "inputs": spec[: len(info["inputs"])],
+        "outputs": spec[len(info["inputs"]) :],
+    }
 
 
 def _parity_summary(report: dict[str, Any]) -> dict[str, Any]:
-    return {"split": report["dataset"]["split"], "images": report["dataset"]["count"],
-            "reference": {"name": report["reference"]["name"], "backend": report["reference"]["backend"],
-                          "top1": report["reference"]["top1"]},
-            "artifacts": {a["label"]: {"precision": a["precision"], "top1": a["top1"], "agreement": a["agreement"],
-                                       "passed": all(g["passed"] for g in a["gates"])} for a in report["artifacts"]},
-            "passed": report["passed"]}
+    return {
+        "split": report["dataset"]["split"],
+        "images": report["dataset"]["count"],
+        "reference": {
+            "name": report["reference"]["name"],
+            "backend": report["reference"]["backend"],
+            "top1": report["reference"]["top1"],
+        },
+        "artifacts": {
+            a["label"]: {
+                "precision": a["precision"],
+                "top1": a["top1"],
+                "agreement": a["agreement"],
+                "passed": all(g["passed"] for g in a["gates"]),
+            }
+            for a in report["artifacts"]
+        },
+        "passed": report["passed"],
+    }
 
 
 def _stage_files(staging: Path, artifacts: dict[str, Path], stem: str, deepstream_settings) -> dict[str, str]:
@@ -113,8 +135,16 @@ def _stage_files(staging: Path, artifacts: dict[str, Path], stem: str, deepstrea
     roles["labels.txt"] = LABELS
     (staging / "deepstream").mkdir()
     written = deepstream.write_deepstream_files(
-        staging / "deepstream", stem, artifacts[FP32], f"../model/{artifacts[CACHE].name}", "../labels.txt",
-        data.MEAN, data.STD, (1, 28, 28), deepstream_settings)
+        staging / "deepstream",
+        stem,
+        artifacts[FP32],
+        f"../model/{artifacts[CACHE].name}",
+        "../labels.txt",
+        data.MEAN,
+        data.STD,
+        (1, 28, 28),
+        deepstream_settings,
+    )
     roles.update({path.relative_to(staging).as_posix(): role for role, path in written.items()})
     wheel = build_wheel(staging / "wheel")
     roles[wheel.relative_to(staging).as_posix()] = WHEEL
@@ -126,8 +156,9 @@ def _file_entry(staging: Path, relative: str, role: str) -> dict[str, Any]:
     return {"role": role, "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
-def _manifest(staging: Path, roles: dict[str, str], artifacts: dict[str, Path], summary: Path, source: Path,
-              deepstream_settings) -> dict[str, Any]:
+def _manifest(
+    staging: Path, roles: dict[str, str], artifacts: dict[str, Path], summary: Path, source: Path, deepstream_settings
+) -> dict[str, Any]:
     from resnet_deploy import data
     from resnet_deploy.device import deepstream
     from resnet_deploy.quantize.cache import read_calibration_cache
@@ -138,27 +169,40 @@ def _manifest(staging: Path, roles: dict[str, str], artifacts: dict[str, Path], 
     limited_scale, limited_offset = deepstream.preprocessing(data.MEAN, data.STD, "limited")
     ds_onnx = next(r for r, role in roles.items() if role == "deepstream_onnx")
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": _model_description(artifacts[FP32]),
-        "normalization": {"mean": data.MEAN, "std": data.STD, "formula": "(x / 255 - mean) / std, x uint8 gray",
-                          "polarity": "light object on a dark background",
-                          "deepstream": {"net-scale-factor": scale, "offsets": offset,
-                                         "video_range": deepstream_settings.video_range,
-                                         "limited_range": {"net-scale-factor": limited_scale,
-                                                           "offsets": limited_offset}}},
+        "normalization": {
+            "mean": data.MEAN,
+            "std": data.STD,
+            "formula": "(x / 255 - mean) / std, x uint8 gray",
+            "polarity": "light object on a dark background",
+            "deepstream": {
+                "net-scale-factor": scale,
+                "offsets": offset,
+                "video_range": deepstream_settings.video_range,
+                "limited_range": {"net-scale-factor": limited_scale, "offsets": limited_offset},
+            },
+        },
         "class_names": list(data.CLASS_NAMES),
         "precisions": {p: next(r for r, role in roles.items() if role == PRECISION_ROLES[p]) for p in PRECISION_ROLES},
-        "calibration": {"method": calibration["best_method"], **calibration["calibration"],
-                        "tensorrt_version": calibration["trt_cache_version"],
-                        "cache_header": f"TRT-{header.version_code}-{header.algorithm}"},
+        "calibration": {
+            "method": calibration["best_method"],
+            **calibration["calibration"],
+            "tensorrt_version": calibration["trt_cache_version"],
+            "cache_header": f"TRT-{header.version_code}-{header.algorithm}",
+        },
         "parity": _parity_summary(json.loads(artifacts[PARITY].read_text())),
         "source": {"path": str(source), "sha256": sha256_file(source)},
         "versions": producing_versions(),
         "deepstream_version": deepstream.DEEPSTREAM_VERSION,
         "files": {relative: _file_entry(staging, relative, role) for relative, role in sorted(roles.items())},
-        "device_outputs": [f"deepstream/{name}" for precision in deepstream.NETWORK_MODES
-                           for name in deepstream.device_engine_names(Path(ds_onnx).name, precision, deepstream_settings)],
+        "device_outputs": [
+            f"deepstream/{name}"
+            for precision in deepstream.NETWORK_MODES
+            for name in deepstream.device_engine_names(Path(ds_onnx).name, precision, deepstream_settings)
+        ],
     }
 
 
@@ -178,8 +222,9 @@ def write_tarball(folder: Path, tar_path: Path) -> Path:
     return tar_path
 
 
-def make_bundle(options, out_dir: str | Path | None = None, *, tarball: bool = True, deepstream_settings=None,
-                log: Log = print) -> BundleResult:
+def make_bundle(
+    options, out_dir: str | Path | None = None, *, tarball: bool = True, deepstream_settings=None, log: Log = print
+) -> BundleResult:
     """Build (or reuse) the portable artifacts for `options` (a `pipeline.BuildOptions`) and write the bundle
     folder (default `bundles/<model>`) and its `.tar.gz` beside it; the folder is verified before it is moved
     into place, so a failure leaves no partial bundle."""
@@ -198,8 +243,9 @@ def make_bundle(options, out_dir: str | Path | None = None, *, tarball: bool = T
         wheel = next(r for r, role in roles.items() if role == WHEEL)
         readme = device_readme(out_dir.name, manifest, wheel, manifest["files"][wheel]["sha256"])
         atomic_write_text(staging / "DEVICE.md", readme)
-        manifest["files"] = dict(sorted({**manifest["files"],
-                                         "DEVICE.md": _file_entry(staging, "DEVICE.md", DEVICE_README)}.items()))
+        manifest["files"] = dict(
+            sorted({**manifest["files"], "DEVICE.md": _file_entry(staging, "DEVICE.md", DEVICE_README)}.items())
+        )
         atomic_write_json(staging / MANIFEST, manifest)
         verify_bundle(staging)
         install_folder(staging, out_dir)

@@ -35,33 +35,47 @@ def trtexec_lines(manifest: dict[str, Any]) -> list[str]:
     fp16 = EngineSettings(precision="fp16")
     shape = manifest["model"]["inputs"][0]["shape"][1:]
     name = manifest["model"]["inputs"][0]["name"]
-    return [trtexec_command(settings, manifest["precisions"][source], f"../engines/{stem}.{tag}.trtexec.engine",
-                            input_name=name, input_shape=shape, calibration_cache=cache)
-            for settings, source, tag in ((int8, "int8", "int8"), (legacy, "fp32", "int8-legacy-calib"),
-                                          (fp16, "fp16", "fp16"))]
+    return [
+        trtexec_command(
+            settings,
+            manifest["precisions"][source],
+            f"../engines/{stem}.{tag}.trtexec.engine",
+            input_name=name,
+            input_shape=shape,
+            calibration_cache=cache,
+        )
+        for settings, source, tag in (
+            (int8, "int8", "int8"),
+            (legacy, "fp32", "int8-legacy-calib"),
+            (fp16, "fp16", "fp16"),
+        )
+    ]
 
 
 def device_readme(name: str, manifest: dict[str, Any], wheel: str, wheel_sha256: str) -> str:
     """DEVICE.md of bundle `name` (its tarball `name.tar.gz`) with `wheel` (relative path) in it."""
     stem, ds = manifest["model"]["name"], manifest["normalization"]
     wheel_name = wheel.rsplit("/", 1)[-1]
-    rows = "\n".join(f"| {label} | {e['precision']} | {e['top1'] * 100:.2f}% | {e['agreement'] * 100:.2f}% |"
-                     for label, e in manifest["parity"]["artifacts"].items())
+    rows = "\n".join(
+        f"| {label} | {e['precision']} | {e['top1'] * 100:.2f}% | {e['agreement'] * 100:.2f}% |"
+        for label, e in manifest["parity"]["artifacts"].items()
+    )
     limited = ds["deepstream"].get("limited_range", {})
     trtexec = "\n".join(_device(line) for line in trtexec_lines(manifest))
     measure = _block(
         _device(f"resnet-deploy infer engines/{stem}.int8-*.engine ~/photos/ --top-k 3"),
         _device('sudo nvpmodel -m "$(python -m resnet_deploy.device.jetson fastest-mode)"'),
         _device("sudo jetson_clocks"),
-        _device(f"resnet-deploy bench engines/{stem}.int8-*.engine --batch-sizes 1,8 --cuda-graph"))
+        _device(f"resnet-deploy bench engines/{stem}.int8-*.engine --batch-sizes 1,8 --cuda-graph"),
+    )
     return f"""# {name}: {stem} for a Jetson
 
-Made by resnet-deploy {manifest['versions']['resnet-deploy']} on {manifest['created']}. `manifest.json` lists
+Made by resnet-deploy {manifest["versions"]["resnet-deploy"]} on {manifest["created"]}. `manifest.json` lists
 every file with its SHA-256; `resnet-deploy verify-bundle` refuses a changed, missing or extra file.
-Input `{manifest['model']['inputs'][0]['name']}` float32 [N, 1, 28, 28] = (x / 255 - {ds['mean']}) / {ds['std']}
-of 8-bit gray pixels, a light object on a dark background; output logits over {len(manifest['class_names'])}
-classes (`labels.txt`). INT8 calibration: {manifest['calibration']['method']} on {manifest['calibration']['count']}
-train-split images, cache `{manifest['calibration']['cache_header']}`.
+Input `{manifest["model"]["inputs"][0]["name"]}` float32 [N, 1, 28, 28] = (x / 255 - {ds["mean"]}) / {ds["std"]}
+of 8-bit gray pixels, a light object on a dark background; output logits over {len(manifest["class_names"])}
+classes (`labels.txt`). INT8 calibration: {manifest["calibration"]["method"]} on {manifest["calibration"]["count"]}
+train-split images, cache `{manifest["calibration"]["cache_header"]}`.
 
 **Supported: {SUPPORTED_JETPACK}.** JetPack 6.0 (L4T 36.3) ships TensorRT 8.6 and DeepStream 7.0,
 which skip this `TRT-100300` calibration cache: step 2's `python -m resnet_deploy.device.jetson check` refuses
@@ -81,18 +95,21 @@ The `{DEVICE_ONLY}` lines need the board (sudo, TensorRT, CUDA, nvpmodel, DeepSt
 The wheel is the project itself (no torch; `[images]` adds Pillow for photos). pip fetches numpy, onnx,
 onnxruntime, click, rich and filelock from its usual index; JetPack brings TensorRT (`python3-libnvinfer`).
 
-{_block(
-    _device("sudo apt-get update && sudo apt-get install -y python3-venv python3-dev python3-libnvinfer"),
-    "cd ~",
-    f"mkdir -p ~/{WHEEL_FOLDER}",
-    f"tar -xzf ~/{name}.tar.gz -C ~/{WHEEL_FOLDER} --strip-components=2 {name}/{wheel}",
-    f'echo "{wheel_sha256}  $HOME/{WHEEL_FOLDER}/{wheel_name}" | sha256sum -c -',
-    "python3 -m venv --system-site-packages ~/resnet-deploy-venv",
-    ". ~/resnet-deploy-venv/bin/activate",
-    f'pip install "$HOME/{WHEEL_FOLDER}/{wheel_name}[images]"',
-    _device("PATH=/usr/local/cuda/bin:$PATH pip install pycuda"),
-    _device('python -c "import pycuda.driver" && python -m resnet_deploy.device.jetson check'),
-    "resnet-deploy --version")}
+{
+        _block(
+            _device("sudo apt-get update && sudo apt-get install -y python3-venv python3-dev python3-libnvinfer"),
+            "cd ~",
+            f"mkdir -p ~/{WHEEL_FOLDER}",
+            f"tar -xzf ~/{name}.tar.gz -C ~/{WHEEL_FOLDER} --strip-components=2 {name}/{wheel}",
+            f'echo "{wheel_sha256}  $HOME/{WHEEL_FOLDER}/{wheel_name}" | sha256sum -c -',
+            "python3 -m venv --system-site-packages ~/resnet-deploy-venv",
+            ". ~/resnet-deploy-venv/bin/activate",
+            f'pip install "$HOME/{WHEEL_FOLDER}/{wheel_name}[images]"',
+            _device("PATH=/usr/local/cuda/bin:$PATH pip install pycuda"),
+            _device('python -c "import pycuda.driver" && python -m resnet_deploy.device.jetson check'),
+            "resnet-deploy --version",
+        )
+    }
 
 ## 3. Check the bundle and build the engine on the board
 
@@ -100,9 +117,12 @@ onnxruntime, click, rich and filelock from its usual index; JetPack brings Tenso
 nothing but an older bundle's own files; otherwise it exits 2 naming the others and touches nothing).
 Without TensorRT, `build --bundle` checks parity on ONNX Runtime and says the engine step was not run.
 
-{_block(
-    f"resnet-deploy verify-bundle ~/{name}.tar.gz --parity",
-    f"resnet-deploy build --bundle ~/{name} --precision int8")}
+{
+        _block(
+            f"resnet-deploy verify-bundle ~/{name}.tar.gz --parity",
+            f"resnet-deploy build --bundle ~/{name} --precision int8",
+        )
+    }
 
 `--precision fp16` and `fp32` build from the other graphs; `--legacy-calibrator` builds INT8 from the FP32
 graph and the calibration cache instead. Engines go to `./engines`, reports to `./reports` (never into
@@ -127,7 +147,7 @@ per board (mode 0 is 15 W on Orin Nano, MAXN_SUPER is mode 2 there).
 `bench` records the L4T release, power mode, clocks, thermal zones and the EMC clock, and warns when the
 clocks are not locked or the board throttles.
 
-## 6. DeepStream {manifest['deepstream_version']} (optional)
+## 6. DeepStream {manifest["deepstream_version"]} (optional)
 
 `deepstream/config_infer_{stem}_<fp32|fp16|int8>.txt` configure `nvinfer` as a primary classifier on the
 full frame; `deepstream/deepstream_app_{stem}_<precision>.txt` run it in `deepstream-app` on DeepStream's
@@ -139,15 +159,20 @@ saves it beside it; verification accepts those engine files.
 
 - **Scaling**: the configs scale on the GPU (`scaling-compute-hw=1`) with supersampling (`scaling-filter=3`);
   the Jetson's default scaler, the VIC, refuses a downscale above 16x, and 1280x720 to 28x28 is about 46x.
-- **Video range**: nvinfer's gray input is the luma plane. These configs assume {ds['deepstream'].get('video_range', 'full')}-range
-  pixels (net-scale-factor {ds['deepstream']['net-scale-factor']:.9g}, offsets {ds['deepstream']['offsets']:.9g}).
+- **Video range**: nvinfer's gray input is the luma plane. These configs assume {
+        ds["deepstream"].get("video_range", "full")
+    }-range
+  pixels (net-scale-factor {ds["deepstream"]["net-scale-factor"]:.9g}, offsets {ds["deepstream"]["offsets"]:.9g}).
   Decoded video is usually limited range (luma 16..235): then use net-scale-factor
-  {limited.get('net-scale-factor', 0):.9g} and offsets {limited.get('offsets', 0):.9g} (`bundle --deepstream-video-range limited`).
+  {limited.get("net-scale-factor", 0):.9g} and offsets {
+        limited.get("offsets", 0):.9g} (`bundle --deepstream-video-range limited`).
 - **Polarity**: the model expects a light object on a dark background. nvinfer cannot invert the picture;
   a dark-on-light scene needs an inverting step before it (Gst-nvdspreprocess with a custom tensor
   preparation), or the answers are wrong.
 
-## Parity on the workstation ({manifest['parity']['images']} {manifest['parity']['split']} images, reference {manifest['parity']['reference']['name']} top-1 {manifest['parity']['reference']['top1'] * 100:.2f}%)
+## Parity on the workstation ({manifest["parity"]["images"]} {manifest["parity"]["split"]} images, reference {
+        manifest["parity"]["reference"]["name"]
+    } top-1 {manifest["parity"]["reference"]["top1"] * 100:.2f}%)
 
 | artifact | precision | top-1 | agreement |
 | --- | --- | --- | --- |

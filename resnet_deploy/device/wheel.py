@@ -30,8 +30,10 @@ def source_root() -> Path:
     root = Path(__file__).resolve().parents[2]  # resnet_deploy/device/wheel.py -> the checkout
     pyproject = root / "pyproject.toml"
     if not pyproject.is_file() or f'name = "{PROJECT}"' not in pyproject.read_text():
-        raise ArtifactError(f"{root}: no resnet-deploy pyproject.toml; the bundle's wheel is built from the source "
-                            "checkout (pip install -e <checkout>)")
+        raise ArtifactError(
+            f"{root}: no resnet-deploy pyproject.toml; the bundle's wheel is built from the source "
+            "checkout (pip install -e <checkout>)"
+        )
     return root
 
 
@@ -61,8 +63,13 @@ def _pyproject(root: Path) -> dict[str, Any]:
 
 def core_metadata(project: dict[str, Any]) -> str:
     """METADATA (core metadata 2.1) of `[project]`: name, version, Python, dependencies and extras."""
-    lines = ["Metadata-Version: 2.1", f"Name: {project['name']}", f"Version: {project['version']}",
-             f"Summary: {project.get('description', '')}", f"Requires-Python: {project.get('requires-python', '')}"]
+    lines = [
+        "Metadata-Version: 2.1",
+        f"Name: {project['name']}",
+        f"Version: {project['version']}",
+        f"Summary: {project.get('description', '')}",
+        f"Requires-Python: {project.get('requires-python', '')}",
+    ]
     if isinstance(project.get("license"), dict) and "text" in project["license"]:
         lines.append(f"License: {project['license']['text']}")
     lines += [f"Requires-Dist: {requirement}" for requirement in project.get("dependencies", [])]
@@ -85,14 +92,19 @@ def build_wheel(out_dir: Path) -> Path:
     project = _pyproject(root)
     dist = f"{project['name'].replace('-', '_')}-{project['version']}"
     scripts = "".join(f"{name} = {target}\n" for name, target in project.get("scripts", {}).items())
-    entries = {path.relative_to(root).as_posix(): path.read_bytes()
-               for path in sorted((root / "resnet_deploy").rglob("*.py")) if "__pycache__" not in path.parts}
-    entries.update({
-        f"{dist}.dist-info/METADATA": core_metadata(project).encode(),
-        f"{dist}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: resnet-deploy\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        f"{dist}.dist-info/entry_points.txt": f"[console_scripts]\n{scripts}".encode(),
-        f"{dist}.dist-info/top_level.txt": b"resnet_deploy\n",
-    })
+    entries = {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in sorted((root / "resnet_deploy").rglob("*.py"))
+        if "__pycache__" not in path.parts
+    }
+    entries.update(
+        {
+            f"{dist}.dist-info/METADATA": core_metadata(project).encode(),
+            f"{dist}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: resnet-deploy\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+            f"{dist}.dist-info/entry_points.txt": f"[console_scripts]\n{scripts}".encode(),
+            f"{dist}.dist-info/top_level.txt": b"resnet_deploy\n",
+        }
+    )
     record = "\n".join([*(_record_line(n, d) for n, d in entries.items()), f"{dist}.dist-info/RECORD,,"]) + "\n"
     entries[f"{dist}.dist-info/RECORD"] = record.encode()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -54,8 +54,12 @@ def hex_to_scale(text: str) -> float:
     return float(struct.unpack(">f", bytes.fromhex(text))[0])
 
 
-def write_calibration_cache(path: str | Path, amax: dict[str, float], trt_version: str = DEFAULT_TRT_VERSION,
-                            algorithm: str = "EntropyCalibration2") -> Path:
+def write_calibration_cache(
+    path: str | Path,
+    amax: dict[str, float],
+    trt_version: str = DEFAULT_TRT_VERSION,
+    algorithm: str = "EntropyCalibration2",
+) -> Path:
     """Write the cache for activation ranges `amax` (scale = max(amax, MIN_AMAX) / 127) atomically."""
     bad = [name for name, value in amax.items() if not np.isfinite(value) or value < 0]
     if bad:
@@ -84,10 +88,13 @@ def read_calibration_cache(path: str | Path) -> tuple[CacheHeader, dict[str, flo
             raise ArtifactError(f"{path}: line {number}: expected 'tensor_name: <8 hex digits>', got {line[:80]!r}")
         name, scale = entry.group(1), hex_to_scale(entry.group(2))
         if not np.isfinite(scale) or scale < SMALLEST_NORMAL:
-            raise ArtifactError(f"{path}: line {number}: scale {scale:g} of {name!r} is not a positive normal "
-                                "float32 (zero, denormal, negative, infinite or NaN)")
+            raise ArtifactError(
+                f"{path}: line {number}: scale {scale:g} of {name!r} is not a positive normal "
+                "float32 (zero, denormal, negative, infinite or NaN)"
+            )
         if name in scales:
-            raise ArtifactError(f"{path}: line {number}: tensor {name!r} is listed twice (first on line "
-                                f"{first_line[name]})")
+            raise ArtifactError(
+                f"{path}: line {number}: tensor {name!r} is listed twice (first on line {first_line[name]})"
+            )
         scales[name], first_line[name] = scale, number
     return CacheHeader(int(header.group(1)), header.group(2)), scales

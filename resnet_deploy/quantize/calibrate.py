@@ -17,8 +17,18 @@ import numpy as np
 from resnet_deploy.runners.onnxrt import cpu_session
 
 METHODS = ("entropy", "max", "percentile")
-ACTIVATION_OPS = {"Conv", "Relu", "Add", "Gemm", "MaxPool", "GlobalAveragePool", "ReduceMean", "Flatten",
-                  "Reshape", "BatchNormalization"}
+ACTIVATION_OPS = {
+    "Conv",
+    "Relu",
+    "Add",
+    "Gemm",
+    "MaxPool",
+    "GlobalAveragePool",
+    "ReduceMean",
+    "Flatten",
+    "Reshape",
+    "BatchNormalization",
+}
 HISTOGRAM_BINS = 2048
 QUANTIZED_LEVELS = 128
 SPIKE_FRACTION = 0.1
@@ -74,7 +84,7 @@ def collect_stats(onnx_path: str | Path, images: np.ndarray, batch_size: int = 1
     stats = ActivationStats(names)
     for update in (stats.update_max, stats.update_histograms):
         for start in range(0, len(images), batch_size):
-            values = session.run(names, {input_name: images[start:start + batch_size]})
+            values = session.run(names, {input_name: images[start : start + batch_size]})
             update(dict(zip(names, values)))
     return stats
 
@@ -153,18 +163,22 @@ def amax_from_stats(stats: ActivationStats, method: str, percentile: float = 99.
     if method == "max":
         return dict(stats.amax)
     compute = (lambda h, t: percentile_amax(h, t, percentile)) if method == "percentile" else entropy_amax
-    return {name: (compute(stats.histograms[name], stats.amax[name]) if stats.amax[name] > 0 else 0.0)
-            for name in stats.names}
+    return {
+        name: (compute(stats.histograms[name], stats.amax[name]) if stats.amax[name] > 0 else 0.0)
+        for name in stats.names
+    }
 
 
-def calibrate_onnx(onnx_path: str | Path, images: np.ndarray, method: str = "entropy",
-                   percentile: float = 99.99) -> dict[str, float]:
+def calibrate_onnx(
+    onnx_path: str | Path, images: np.ndarray, method: str = "entropy", percentile: float = 99.99
+) -> dict[str, float]:
     """amax per activation tensor of the FP32 graph at `onnx_path`, by `method`."""
     return amax_from_stats(collect_stats(onnx_path, images), method, percentile)
 
 
-def calibrate_all(onnx_path: str | Path, images: np.ndarray, methods=METHODS,
-                  percentile: float = 99.99) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+def calibrate_all(
+    onnx_path: str | Path, images: np.ndarray, methods=METHODS, percentile: float = 99.99
+) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """amax for several methods from one pass of statistics; returns (amax by method, timings)."""
     started = time.perf_counter()
     stats = collect_stats(onnx_path, images)

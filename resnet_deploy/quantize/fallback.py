@@ -71,8 +71,16 @@ class Score:
 class QdqEvaluator:
     """Top-1 and FP32 agreement of Q/DQ variants of one FP32 graph on fixed images (cached per variant)."""
 
-    def __init__(self, model, amax: Mapping[str, float], images: np.ndarray, labels: np.ndarray, *,
-                 per_channel: bool = True, batch_size: int = 500):
+    def __init__(
+        self,
+        model,
+        amax: Mapping[str, float],
+        images: np.ndarray,
+        labels: np.ndarray,
+        *,
+        per_channel: bool = True,
+        batch_size: int = 500,
+    ):
         self.model, self.amax, self.per_channel = model, amax, per_channel
         self.images, self.labels, self.batch_size = images, labels, batch_size
         self.reference = self._logits(model).argmax(1)
@@ -81,8 +89,12 @@ class QdqEvaluator:
     def _logits(self, model) -> np.ndarray:
         session = cpu_session(model.SerializeToString())
         name = session.get_inputs()[0].name
-        return np.concatenate([session.run(None, {name: self.images[i:i + self.batch_size]})[0]
-                               for i in range(0, len(self.images), self.batch_size)])
+        return np.concatenate(
+            [
+                session.run(None, {name: self.images[i : i + self.batch_size]})[0]
+                for i in range(0, len(self.images), self.batch_size)
+            ]
+        )
 
     @property
     def fp32_top1(self) -> float:
@@ -91,8 +103,9 @@ class QdqEvaluator:
     def score(self, fallback: Mapping[str, str]) -> Score:
         key = frozenset(fallback.items())
         if key not in self.cache:
-            self.cache[key] = self.score_model(qdq_model(self.model, self.amax, fallback=fallback,
-                                                         per_channel=self.per_channel))
+            self.cache[key] = self.score_model(
+                qdq_model(self.model, self.amax, fallback=fallback, per_channel=self.per_channel)
+            )
         return self.cache[key]
 
     def score_model(self, model) -> Score:
@@ -112,7 +125,6 @@ class Budget:
         drop_ok = self.max_drop_pp is None or (fp32_top1 - score.top1) * 100 <= self.max_drop_pp + 1e-9
         agreement_ok = self.min_agreement_pct is None or score.agreement * 100 >= self.min_agreement_pct - 1e-9
         return drop_ok and agreement_ok
-
 
 
 def layer_macs(model) -> dict[str, int]:
@@ -168,8 +180,9 @@ def search_fallback(evaluator: QdqEvaluator, settings: FallbackSettings, log: Lo
     return _finish(result, evaluator, started)
 
 
-def _rank_by_sensitivity(evaluator: QdqEvaluator, settings: FallbackSettings, manual: dict[str, str],
-                         result: FallbackResult, log: Log) -> list[Layer]:
+def _rank_by_sensitivity(
+    evaluator: QdqEvaluator, settings: FallbackSettings, manual: dict[str, str], result: FallbackResult, log: Log
+) -> list[Layer]:
     """The layers not named by hand, each scored back in high precision alone; most helpful first."""
     macs = layer_macs(evaluator.model)
     candidates = [layer for layer in quantizable_layers(evaluator.model) if layer.node not in manual]
@@ -179,13 +192,21 @@ def _rank_by_sensitivity(evaluator: QdqEvaluator, settings: FallbackSettings, ma
         score = evaluator.score({**manual, layer.node: settings.fallback})
         gains[layer.node] = (score.agreement - base.agreement, score.top1 - base.top1)
         result.sensitivity.append(_sensitivity_row(layer, score, base, macs))
-        log(f"  sensitivity {number}/{len(candidates)}: {layer.name} back in {settings.fallback}: "
-            f"val top-1 {score.top1 * 100:.2f}%, agreement {score.agreement * 100:.2f}%")
+        log(
+            f"  sensitivity {number}/{len(candidates)}: {layer.name} back in {settings.fallback}: "
+            f"val top-1 {score.top1 * 100:.2f}%, agreement {score.agreement * 100:.2f}%"
+        )
     return sorted(candidates, key=lambda layer: (-gains[layer.node][0], -gains[layer.node][1], macs.get(layer.node, 0)))
 
 
-def _prune(evaluator: QdqEvaluator, budget: Budget, chosen: dict[str, str], removable: list[Layer],
-           result: FallbackResult, log: Log) -> dict[str, str]:
+def _prune(
+    evaluator: QdqEvaluator,
+    budget: Budget,
+    chosen: dict[str, str],
+    removable: list[Layer],
+    result: FallbackResult,
+    log: Log,
+) -> dict[str, str]:
     """Put back into INT8, last excluded first, every layer the budget holds without."""
     for layer in reversed(removable):
         trial = {node: precision for node, precision in chosen.items() if node != layer.node}
@@ -193,7 +214,9 @@ def _prune(evaluator: QdqEvaluator, budget: Budget, chosen: dict[str, str], remo
         if budget.met(score, evaluator.fp32_top1):
             chosen = trial
             result.steps.append(_step("restore", layer, score))
-            log(f"  back to INT8 {layer.name}: val top-1 {score.top1 * 100:.2f}%, agreement {score.agreement * 100:.2f}%")
+            log(
+                f"  back to INT8 {layer.name}: val top-1 {score.top1 * 100:.2f}%, agreement {score.agreement * 100:.2f}%"
+            )
     return chosen
 
 
@@ -205,15 +228,26 @@ def _finish(result: FallbackResult, evaluator: QdqEvaluator, started: float) -> 
 
 
 def _sensitivity_row(layer: Layer, score: Score, base: Score, macs: dict[str, int]) -> dict[str, Any]:
-    return {"layer": layer.name, "node": layer.node, "op_type": layer.op_type, "macs": macs.get(layer.node, 0),
-            "val_top1": score.top1, "val_agreement": score.agreement,
-            "top1_gain_pp": round((score.top1 - base.top1) * 100, 3),
-            "agreement_gain_pp": round((score.agreement - base.agreement) * 100, 3)}
+    return {
+        "layer": layer.name,
+        "node": layer.node,
+        "op_type": layer.op_type,
+        "macs": macs.get(layer.node, 0),
+        "val_top1": score.top1,
+        "val_agreement": score.agreement,
+        "top1_gain_pp": round((score.top1 - base.top1) * 100, 3),
+        "agreement_gain_pp": round((score.agreement - base.agreement) * 100, 3),
+    }
 
 
 def _step(action: str, layer: Layer, score: Score) -> dict[str, Any]:
-    return {"action": action, "layer": layer.name, "node": layer.node, "val_top1": score.top1,
-            "val_agreement": score.agreement}
+    return {
+        "action": action,
+        "layer": layer.name,
+        "node": layer.node,
+        "val_top1": score.top1,
+        "val_agreement": score.agreement,
+    }
 
 
 def int8_mac_share(macs: Mapping[str, int], fallback: Mapping[str, str]) -> float:
@@ -221,8 +255,14 @@ def int8_mac_share(macs: Mapping[str, int], fallback: Mapping[str, str]) -> floa
     return sum(m for node, m in macs.items() if node not in fallback) / total if total else 1.0
 
 
-def layer_precisions(model, fallback: Mapping[str, str], *, source_onnx: str | Path, source_sha256: str,
-                     calibration_cache: str | Path | None) -> dict[str, Any]:
+def layer_precisions(
+    model,
+    fallback: Mapping[str, str],
+    *,
+    source_onnx: str | Path,
+    source_sha256: str,
+    calibration_cache: str | Path | None,
+) -> dict[str, Any]:
     """The exclusions for TensorRT 10's legacy path (FP32 ONNX + INT8 flag + calibration cache).
 
     A TensorRT 10 builder applies them after parsing the FP32 ONNX: for every network layer whose
@@ -232,16 +272,31 @@ def layer_precisions(model, fallback: Mapping[str, str], *, source_onnx: str | P
     binding). `trtexec_args` says the same to trtexec.
     """
     by_node = {layer.node: layer for layer in quantizable_layers(model)}
-    rows = [{"name": node, "layer": by_node[node].name, "op_type": by_node[node].op_type, "precision": precision,
-             "trt_type": TRT_DATA_TYPES[precision]} for node, precision in fallback.items()]
+    rows = [
+        {
+            "name": node,
+            "layer": by_node[node].name,
+            "op_type": by_node[node].op_type,
+            "precision": precision,
+            "trt_type": TRT_DATA_TYPES[precision],
+        }
+        for node, precision in fallback.items()
+    ]
     flags = ["INT8", *(["FP16"] if "fp16" in fallback.values() else []), "OBEY_PRECISION_CONSTRAINTS"]
     spec = ",".join(f"{row['name']}:{row['precision']}" for row in rows)
     trtexec = ["--int8", *(["--fp16"] if "fp16" in fallback.values() else []), "--precisionConstraints=obey"]
     if spec:
         trtexec += [f"--layerPrecisions={spec}", f"--layerOutputTypes={spec}"]
-    return {"format": LAYER_PRECISIONS_FORMAT, "source_onnx": str(source_onnx), "source_onnx_sha256": source_sha256,
-            "calibration_cache": str(calibration_cache) if calibration_cache else None,
-            "default_precision": "int8", "builder_flags": flags, "layers": rows, "trtexec_args": " ".join(trtexec)}
+    return {
+        "format": LAYER_PRECISIONS_FORMAT,
+        "source_onnx": str(source_onnx),
+        "source_onnx_sha256": source_sha256,
+        "calibration_cache": str(calibration_cache) if calibration_cache else None,
+        "default_precision": "int8",
+        "builder_flags": flags,
+        "layers": rows,
+        "trtexec_args": " ".join(trtexec),
+    }
 
 
 @dataclass(frozen=True)
@@ -286,8 +341,9 @@ def read_layer_precisions(path: str | Path) -> LayerPrecisions:
     return LayerPrecisions(path, sha256, layers)
 
 
-def summarize(result: FallbackResult, evaluator: QdqEvaluator, settings: FallbackSettings,
-              test: QdqEvaluator | None = None) -> dict[str, Any]:
+def summarize(
+    result: FallbackResult, evaluator: QdqEvaluator, settings: FallbackSettings, test: QdqEvaluator | None = None
+) -> dict[str, Any]:
     """The JSON report: budget, excluded layers, INT8 MAC share, validation (and test) top-1 before and after."""
     model = evaluator.model
     macs = layer_macs(model)
@@ -296,20 +352,32 @@ def summarize(result: FallbackResult, evaluator: QdqEvaluator, settings: Fallbac
     budget = Budget(settings.accuracy_budget_pp, settings.min_agreement_pct)
     splits = {"validation": (evaluator, result.scores)}
     if test is not None:
-        splits["test"] = (test, {name: test.score(result.fallback if name == "fallback" else {})
-                                 for name in ("ptq", "fallback")})
+        splits["test"] = (
+            test,
+            {name: test.score(result.fallback if name == "fallback" else {}) for name in ("ptq", "fallback")},
+        )
     accuracy = {}
     for split, (runner, scores) in splits.items():
-        accuracy[split] = {"images": int(len(runner.labels)), "fp32_top1": runner.fp32_top1,
-                           **{f"{name}_top1": s.top1 for name, s in scores.items()},
-                           **{f"{name}_agreement": s.agreement for name, s in scores.items()},
-                           **{f"{name}_drop_pp": round((runner.fp32_top1 - s.top1) * 100, 4)
-                              for name, s in scores.items()}}
+        accuracy[split] = {
+            "images": int(len(runner.labels)),
+            "fp32_top1": runner.fp32_top1,
+            **{f"{name}_top1": s.top1 for name, s in scores.items()},
+            **{f"{name}_agreement": s.agreement for name, s in scores.items()},
+            **{f"{name}_drop_pp": round((runner.fp32_top1 - s.top1) * 100, 4) for name, s in scores.items()},
+        }
     return {
         "settings": asdict(settings),
         "budget_met": budget.met(result.scores["fallback"], fp32) if settings.searches else None,
-        "excluded": [{"layer": by_node[node].name, "node": node, "op_type": by_node[node].op_type,
-                      "precision": precision, "macs": macs.get(node, 0)} for node, precision in result.fallback.items()],
+        "excluded": [
+            {
+                "layer": by_node[node].name,
+                "node": node,
+                "op_type": by_node[node].op_type,
+                "precision": precision,
+                "macs": macs.get(node, 0),
+            }
+            for node, precision in result.fallback.items()
+        ],
         "int8_mac_share": int8_mac_share(macs, result.fallback),
         "total_macs": sum(macs.values()),
         "accuracy": accuracy,

@@ -76,10 +76,18 @@ def validation_top1(onnx_path: Path, images: np.ndarray, labels: np.ndarray) -> 
         return float((collect_logits(runner, images, 500).argmax(1) == labels).mean())
 
 
-def make_int8_artifacts(fp32_onnx: str | Path, out_dir: str | Path = "calibration", *,
-                        methods: Sequence[str] = METHODS, count: int = 512, seed: int = 0,
-                        trt_version: str = DEFAULT_TRT_VERSION, cpu_int8: bool = False, per_channel: bool = True,
-                        data_dir: str | Path | None = None) -> dict[str, Any]:
+def make_int8_artifacts(
+    fp32_onnx: str | Path,
+    out_dir: str | Path = "calibration",
+    *,
+    methods: Sequence[str] = METHODS,
+    count: int = 512,
+    seed: int = 0,
+    trt_version: str = DEFAULT_TRT_VERSION,
+    cpu_int8: bool = False,
+    per_channel: bool = True,
+    data_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """Calibrate `fp32_onnx` on `count` train-split images; returns (and writes) the summary.
 
     `per_channel=False` quantizes weights with one scale per tensor (a known way to lose accuracy,
@@ -97,30 +105,46 @@ def make_int8_artifacts(fp32_onnx: str | Path, out_dir: str | Path = "calibratio
         qdq = insert_qdq(fp32_onnx, amax, paths.qdq(method), per_channel=per_channel)
         write_calibration_cache(paths.cache(method), amax, trt_version=trt_version)
         atomic_write_json(paths.amax(method), amax)
-        results[method] = {"onnx": str(paths.qdq(method)), "cache": str(paths.cache(method)),
-                           "amax": str(paths.amax(method)), "quantized_activations": qdq["quantized_activations"],
-                           "val_top1": validation_top1(paths.qdq(method), val_images, val_labels)}
+        results[method] = {
+            "onnx": str(paths.qdq(method)),
+            "cache": str(paths.cache(method)),
+            "amax": str(paths.amax(method)),
+            "quantized_activations": qdq["quantized_activations"],
+            "val_top1": validation_top1(paths.qdq(method), val_images, val_labels),
+        }
     if cpu_int8:
         from resnet_deploy.quantize.cpu_int8 import quantize_for_cpu
 
         quantize_for_cpu(fp32_onnx, paths.cpu_int8, images)
-        results["cpu"] = {"onnx": str(paths.cpu_int8),
-                          "val_top1": validation_top1(paths.cpu_int8, val_images, val_labels)}
+        results["cpu"] = {
+            "onnx": str(paths.cpu_int8),
+            "val_top1": validation_top1(paths.cpu_int8, val_images, val_labels),
+        }
     best = max(amax_by_method, key=lambda m: (results[m]["val_top1"], m == "entropy"))
     summary = {
-        "source_onnx": str(fp32_onnx), "source_onnx_sha256": sha256_file(fp32_onnx),
+        "source_onnx": str(fp32_onnx),
+        "source_onnx_sha256": sha256_file(fp32_onnx),
         "calibration": {"split": "train", "count": count, "seed": seed},
         "weights": "per-channel" if per_channel else "per-tensor",
-        "trt_cache_version": trt_version, "methods": results, "best_method": best,
+        "trt_cache_version": trt_version,
+        "methods": results,
+        "best_method": best,
         "timings": {**timings, "total_seconds": round(time.perf_counter() - started, 3)},
     }
     atomic_write_json(paths.summary, summary)
     return summary
 
 
-def make_fallback_artifacts(fp32_onnx: str | Path, out_dir: str | Path, settings: FallbackSettings, *,
-                            method: str, per_channel: bool = True, data_dir: str | Path | None = None,
-                            log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def make_fallback_artifacts(
+    fp32_onnx: str | Path,
+    out_dir: str | Path,
+    settings: FallbackSettings,
+    *,
+    method: str,
+    per_channel: bool = True,
+    data_dir: str | Path | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
     """Keep layers out of INT8 for `method`'s ranges (searched on validation, or as named); write the
     fallback Q/DQ graph, the layer precisions for TensorRT 10's legacy path and a report (returned)."""
     from resnet_deploy.onnx_io import load_onnx
@@ -132,20 +156,34 @@ def make_fallback_artifacts(fp32_onnx: str | Path, out_dir: str | Path, settings
     amax = read_amax(paths.amax(method))
     model = load_onnx(fp32_onnx)
     dataset = data.load_fashion_mnist(data_dir)
-    validation = QdqEvaluator(model, amax, data.normalize(dataset.val_images), dataset.val_labels,
-                              per_channel=per_channel)
+    validation = QdqEvaluator(
+        model, amax, data.normalize(dataset.val_images), dataset.val_labels, per_channel=per_channel
+    )
     result = search_fallback(validation, settings, log)
     test = QdqEvaluator(model, amax, data.normalize(dataset.test_images), dataset.test_labels, per_channel=per_channel)
     report = summarize(result, validation, settings, test)
     insert_qdq(fp32_onnx, amax, paths.fallback_qdq(method), fallback=result.fallback, per_channel=per_channel)
     source_sha256 = sha256_file(fp32_onnx)
-    atomic_write_json(paths.layer_precisions(method),
-                      layer_precisions(model, result.fallback, source_onnx=fp32_onnx, source_sha256=source_sha256,
-                                       calibration_cache=paths.cache(method)))
-    report = {"source_onnx": str(fp32_onnx), "source_onnx_sha256": source_sha256, "method": method,
-              "weights": "per-channel" if per_channel else "per-tensor", "onnx": str(paths.fallback_qdq(method)),
-              "layer_precisions": str(paths.layer_precisions(method)), **report,
-              "seconds": round(time.perf_counter() - started, 3)}
+    atomic_write_json(
+        paths.layer_precisions(method),
+        layer_precisions(
+            model,
+            result.fallback,
+            source_onnx=fp32_onnx,
+            source_sha256=source_sha256,
+            calibration_cache=paths.cache(method),
+        ),
+    )
+    report = {
+        "source_onnx": str(fp32_onnx),
+        "source_onnx_sha256": source_sha256,
+        "method": method,
+        "weights": "per-channel" if per_channel else "per-tensor",
+        "onnx": str(paths.fallback_qdq(method)),
+        "layer_precisions": str(paths.layer_precisions(method)),
+        **report,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
     atomic_write_json(paths.fallback_report(method), report)
     return report
 
@@ -156,4 +194,6 @@ def read_amax(path: Path) -> dict[str, float]:
         values = json.loads(path.read_text())
         return {str(name): float(value) for name, value in values.items()}
     except (OSError, ValueError, AttributeError, TypeError) as exc:
-        raise ArtifactError(f"{path}: cannot read activation ranges ({exc}); run `resnet-deploy calibrate` first") from exc
+        raise ArtifactError(
+            f"{path}: cannot read activation ranges ({exc}); run `resnet-deploy calibrate` first"
+        ) from exc

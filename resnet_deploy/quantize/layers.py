@@ -57,8 +57,8 @@ class ErrorStats:
     def update(self, reference: np.ndarray, candidate: np.ndarray) -> None:
         reference, candidate = reference.reshape(-1), candidate.reshape(-1)
         for start in range(0, reference.size, SLICE_ELEMENTS):
-            ref = reference[start:start + SLICE_ELEMENTS].astype(np.float64)
-            cand = candidate[start:start + SLICE_ELEMENTS].astype(np.float64)
+            ref = reference[start : start + SLICE_ELEMENTS].astype(np.float64)
+            cand = candidate[start : start + SLICE_ELEMENTS].astype(np.float64)
             error = ref - cand
             self.dot += float(ref @ cand)
             self.reference_energy += float(ref @ ref)
@@ -119,24 +119,36 @@ def match_tensors(reference_model, candidate_model) -> tuple[list[TensorMatch], 
             unmatched.append(tensor)
             continue
         size = sizes.get(tensor) or fallback_size
-        matches.append(TensorMatch(len(matches), tensor, candidate, node.op_type, node.name,
-                                   layer_names.get(node.name), int(size) * 4))
+        matches.append(
+            TensorMatch(
+                len(matches), tensor, candidate, node.op_type, node.name, layer_names.get(node.name), int(size) * 4
+            )
+        )
     return matches, unmatched
 
 
-def check_same_model(matches: list[TensorMatch], reference_sizes: dict[str, int | None],
-                     candidate_sizes: dict[str, int | None], reference: Path, candidate: Path) -> None:
+def check_same_model(
+    matches: list[TensorMatch],
+    reference_sizes: dict[str, int | None],
+    candidate_sizes: dict[str, int | None],
+    reference: Path,
+    candidate: Path,
+) -> None:
     """Refuse two graphs of different models (another width, depth or input): the first matched
     tensor whose size per image differs, or no matched tensor at all, raises `ArtifactError`."""
     if not matches:
-        raise ArtifactError(f"{reference} and {candidate}: no layer of one matches a layer of the other "
-                            "(different models?); compare a graph with one derived from it")
+        raise ArtifactError(
+            f"{reference} and {candidate}: no layer of one matches a layer of the other "
+            "(different models?); compare a graph with one derived from it"
+        )
     for match in matches:
         ours, theirs = reference_sizes.get(match.reference), candidate_sizes.get(match.candidate)
         if ours and theirs and ours != theirs:
-            raise ArtifactError(f"{reference} and {candidate} are different models: {match.reference} ({match.op_type}"
-                                f"{', ' + match.layer if match.layer else ''}) has {ours} values per image in "
-                                f"{reference.name} and {theirs} in {candidate.name} (another width, depth or input)")
+            raise ArtifactError(
+                f"{reference} and {candidate} are different models: {match.reference} ({match.op_type}"
+                f"{', ' + match.layer if match.layer else ''}) has {ours} values per image in "
+                f"{reference.name} and {theirs} in {candidate.name} (another width, depth or input)"
+            )
 
 
 def _convolutions(model) -> int:
@@ -147,8 +159,10 @@ def check_same_depth(reference_model, candidate_model, reference: Path, candidat
     """Refuse two graphs with different numbers of convolutions (FP16, Q/DQ and fallback graphs keep them all)."""
     ours, theirs = _convolutions(reference_model), _convolutions(candidate_model)
     if ours != theirs:
-        raise ArtifactError(f"{reference} and {candidate} are different models: {ours} convolutions in "
-                            f"{reference.name}, {theirs} in {candidate.name} (another depth)")
+        raise ArtifactError(
+            f"{reference} and {candidate} are different models: {ours} convolutions in "
+            f"{reference.name}, {theirs} in {candidate.name} (another depth)"
+        )
 
 
 def plan_chunks(matches: list[TensorMatch], batch_size: int, max_bytes: int) -> tuple[int, list[list[TensorMatch]]]:
@@ -187,8 +201,9 @@ def session_with_outputs(model, names: list[str], types: dict[str, int], threads
 
     original = [onnx.ValueInfoProto.FromString(v.SerializeToString()) for v in model.graph.output]
     del model.graph.output[:]
-    model.graph.output.extend(onnx.helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None)
-                              for name in names)
+    model.graph.output.extend(
+        onnx.helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None) for name in names
+    )
     try:
         serialized = model.SerializeToString()
     finally:
@@ -211,14 +226,30 @@ class LayerComparison:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        return {"settings": self.settings, "first_below": self.first_below, "unmatched": self.unmatched,
-                "batch_size": self.batch_size, "chunks": self.chunks, "peak_output_bytes": self.peak_output_bytes,
-                "seconds": self.seconds, "rows": self.rows}
+        return {
+            "settings": self.settings,
+            "first_below": self.first_below,
+            "unmatched": self.unmatched,
+            "batch_size": self.batch_size,
+            "chunks": self.chunks,
+            "peak_output_bytes": self.peak_output_bytes,
+            "seconds": self.seconds,
+            "rows": self.rows,
+        }
 
 
-def compare_layers(reference_onnx: str | Path, candidate_onnx: str | Path, images: np.ndarray, *,
-                   batch_size: int = 64, max_memory_mib: float = 512, min_snr_db: float = 20.0,
-                   min_cosine: float = 0.99, threads: int = 0, progress: Progress | None = None) -> LayerComparison:
+def compare_layers(
+    reference_onnx: str | Path,
+    candidate_onnx: str | Path,
+    images: np.ndarray,
+    *,
+    batch_size: int = 64,
+    max_memory_mib: float = 512,
+    min_snr_db: float = 20.0,
+    min_cosine: float = 0.99,
+    threads: int = 0,
+    progress: Progress | None = None,
+) -> LayerComparison:
     """Compare every matched activation of `candidate_onnx` with `reference_onnx` on `images`."""
     from resnet_deploy.onnx_io import load_onnx
 
@@ -227,10 +258,12 @@ def compare_layers(reference_onnx: str | Path, candidate_onnx: str | Path, image
     matches, unmatched = match_tensors(reference_model, candidate_model)
     batch, chunks = plan_chunks(matches, batch_size, int(max_memory_mib * 2**20))
     stats = {m.reference: ErrorStats() for m in matches}
-    input_name = next(v.name for v in reference_model.graph.input
-                      if v.name not in {i.name for i in reference_model.graph.initializer})
+    input_name = next(
+        v.name for v in reference_model.graph.input if v.name not in {i.name for i in reference_model.graph.initializer}
+    )
     (reference_types, reference_sizes), (candidate_types, candidate_sizes) = (
-        value_types_and_sizes(m) for m in (reference_model, candidate_model))
+        value_types_and_sizes(m) for m in (reference_model, candidate_model)
+    )
     check_same_depth(reference_model, candidate_model, Path(reference_onnx), Path(candidate_onnx))
     check_same_model(matches, reference_sizes, candidate_sizes, Path(reference_onnx), Path(candidate_onnx))
     peak = 0
@@ -238,7 +271,7 @@ def compare_layers(reference_onnx: str | Path, candidate_onnx: str | Path, image
         reference = session_with_outputs(reference_model, [m.reference for m in chunk], reference_types, threads)
         candidate = session_with_outputs(candidate_model, [m.candidate for m in chunk], candidate_types, threads)
         for start in range(0, len(images), batch):
-            feed = {input_name: images[start:start + batch]}
+            feed = {input_name: images[start : start + batch]}
             ref_values, cand_values = reference.run(None, feed), candidate.run(None, feed)
             peak = max(peak, sum(v.nbytes for v in ref_values) + sum(v.nbytes for v in cand_values))
             for match, ref, cand in zip(chunk, ref_values, cand_values):
@@ -248,20 +281,42 @@ def compare_layers(reference_onnx: str | Path, candidate_onnx: str | Path, image
         if progress:
             progress(done + 1, len(chunks))
     rows = [_row(m, stats[m.reference], min_snr_db, min_cosine) for m in matches]
-    settings = {"reference": str(reference_onnx), "candidate": str(candidate_onnx), "images": int(len(images)),
-                "min_snr_db": min_snr_db, "min_cosine": min_cosine, "max_memory_mib": max_memory_mib,
-                "optimizations": "ONNX Runtime CPU, graph optimizations disabled"}
-    return LayerComparison(rows, unmatched, batch, len(chunks), peak, round(time.perf_counter() - started, 3),
-                           next((r for r in rows if r["below"]), None), settings)
+    settings = {
+        "reference": str(reference_onnx),
+        "candidate": str(candidate_onnx),
+        "images": int(len(images)),
+        "min_snr_db": min_snr_db,
+        "min_cosine": min_cosine,
+        "max_memory_mib": max_memory_mib,
+        "optimizations": "ONNX Runtime CPU, graph optimizations disabled",
+    }
+    return LayerComparison(
+        rows,
+        unmatched,
+        batch,
+        len(chunks),
+        peak,
+        round(time.perf_counter() - started, 3),
+        next((r for r in rows if r["below"]), None),
+        settings,
+    )
 
 
 def _row(match: TensorMatch, stats: ErrorStats, min_snr_db: float, min_cosine: float) -> dict[str, Any]:
     snr = stats.snr_db
-    return {"index": match.index, "tensor": match.reference, "candidate_tensor": match.candidate,
-            "op_type": match.op_type, "node": match.node, "layer": match.layer,
-            "cosine": stats.cosine, "snr_db": snr if math.isfinite(snr) else None,
-            "max_abs_error": stats.max_abs_error, "elements": stats.elements,
-            "below": bool(snr < min_snr_db or stats.cosine < min_cosine)}
+    return {
+        "index": match.index,
+        "tensor": match.reference,
+        "candidate_tensor": match.candidate,
+        "op_type": match.op_type,
+        "node": match.node,
+        "layer": match.layer,
+        "cosine": stats.cosine,
+        "snr_db": snr if math.isfinite(snr) else None,
+        "max_abs_error": stats.max_abs_error,
+        "elements": stats.elements,
+        "below": bool(snr < min_snr_db or stats.cosine < min_cosine),
+    }
 
 
 def plot_snr(comparison: LayerComparison, png_path: str | Path, title: str) -> Path | None:
@@ -279,10 +334,20 @@ def plot_snr(comparison: LayerComparison, png_path: str | Path, title: str) -> P
     fig, ax = plt.subplots(figsize=(max(6.0, len(rows) / 8), 4))
     for op_type in dict.fromkeys(r["op_type"] for r in rows):
         picked = [r for r in rows if r["op_type"] == op_type]
-        ax.plot([r["index"] for r in picked], [r["snr_db"] if r["snr_db"] is not None else ceiling for r in picked],
-                "o", markersize=3, label=op_type)
-    ax.plot([r["index"] for r in rows], [r["snr_db"] if r["snr_db"] is not None else ceiling for r in rows],
-            "-", color="grey", linewidth=0.5)
+        ax.plot(
+            [r["index"] for r in picked],
+            [r["snr_db"] if r["snr_db"] is not None else ceiling for r in picked],
+            "o",
+            markersize=3,
+            label=op_type,
+        )
+    ax.plot(
+        [r["index"] for r in rows],
+        [r["snr_db"] if r["snr_db"] is not None else ceiling for r in rows],
+        "-",
+        color="grey",
+        linewidth=0.5,
+    )
     ax.axhline(comparison.settings["min_snr_db"], color="red", linestyle="--", linewidth=1, label="threshold")
     if comparison.first_below:
         ax.axvline(comparison.first_below["index"], color="red", linewidth=0.8, alpha=0.5)

@@ -27,8 +27,20 @@ from resnet_deploy.errors import ArtifactError
 from resnet_deploy.quantize.qdq import INT8_MAX, LAYER_OPS, quantized_inputs
 from resnet_deploy.trt.compat import DEFAULT_TRT_VERSION
 
-SUPPORTED_OPS = {"Conv", "Gemm", "Relu", "Add", "BatchNormalization", "MaxPool", "GlobalAveragePool", "ReduceMean",
-                 "Flatten", "Reshape", "Pad", "Slice"}
+SUPPORTED_OPS = {
+    "Conv",
+    "Gemm",
+    "Relu",
+    "Add",
+    "BatchNormalization",
+    "MaxPool",
+    "GlobalAveragePool",
+    "ReduceMean",
+    "Flatten",
+    "Reshape",
+    "Pad",
+    "Slice",
+}
 Progress = Callable[[str, dict[str, Any]], None]
 
 
@@ -76,8 +88,13 @@ class QatGraph(nn.Module):
         initializers = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
         self.nodes = list(model.graph.node)
         trainable = {name for node in self.nodes if node.op_type in LAYER_OPS for name in node.input[1:]}
-        self.weights = nn.ParameterDict({_safe(n): nn.Parameter(torch.from_numpy(initializers[n].copy()))
-                                         for n in sorted(trainable) if n in initializers})
+        self.weights = nn.ParameterDict(
+            {
+                _safe(n): nn.Parameter(torch.from_numpy(initializers[n].copy()))
+                for n in sorted(trainable)
+                if n in initializers
+            }
+        )
         self.constants = {n: v for n, v in initializers.items() if n not in trainable}
         self.edges = quantized_inputs(model, self.fallback)
         tensors = {self.nodes[i].input[k] for i, positions in self.edges.items() for k in positions}
@@ -85,14 +102,16 @@ class QatGraph(nn.Module):
         if missing:
             raise ArtifactError(f"no calibration range for tensors {', '.join(missing[:5])}")
         # float64 so that ranges nobody trained export bit for bit as calibrated
-        self.amax = nn.ParameterDict({_safe(t): nn.Parameter(torch.tensor(float(amax[t]), dtype=torch.float64))
-                                      for t in sorted(tensors)})
+        self.amax = nn.ParameterDict(
+            {_safe(t): nn.Parameter(torch.tensor(float(amax[t]), dtype=torch.float64)) for t in sorted(tensors)}
+        )
         self.input_name = next(v.name for v in model.graph.input if v.name not in initializers)
         self.output_name = model.graph.output[0].name
 
     def learned_amax(self) -> dict[str, float]:
-        names = {_safe(t): t for i, positions in self.edges.items() for k in positions
-                 for t in [self.nodes[i].input[k]]}
+        names = {
+            _safe(t): t for i, positions in self.edges.items() for k in positions for t in [self.nodes[i].input[k]]
+        }
         return {names[key]: abs(float(value.detach())) for key, value in self.amax.items()}
 
     def trained_initializers(self) -> dict[str, np.ndarray]:
@@ -128,8 +147,15 @@ def _run_op(node, inputs: list) -> torch.Tensor:
         if list(pads[:half]) != list(pads[half:]):
             x = F.pad(x, [p for axis in reversed(range(half)) for p in (pads[axis], pads[axis + half])])
             pads = [0] * len(pads)
-        return F.conv2d(x, inputs[1], inputs[2] if len(inputs) > 2 else None, attrs.get("strides", 1),
-                        list(pads[:half]), attrs.get("dilations", 1), attrs.get("group", 1))
+        return F.conv2d(
+            x,
+            inputs[1],
+            inputs[2] if len(inputs) > 2 else None,
+            attrs.get("strides", 1),
+            list(pads[:half]),
+            attrs.get("dilations", 1),
+            attrs.get("group", 1),
+        )
     if op == "Gemm":
         a = x.t() if attrs.get("transA", 0) else x
         b = inputs[1].t() if attrs.get("transB", 0) else inputs[1]
@@ -144,7 +170,7 @@ def _run_op(node, inputs: list) -> torch.Tensor:
         return F.batch_norm(x, mean, var, scale, bias, False, 0.0, attrs.get("epsilon", 1e-5))
     if op == "MaxPool":
         pads = attrs.get("pads", [0, 0, 0, 0])
-        return F.max_pool2d(x, attrs["kernel_shape"], attrs.get("strides", 1), pads[:len(pads) // 2])
+        return F.max_pool2d(x, attrs["kernel_shape"], attrs.get("strides", 1), pads[: len(pads) // 2])
     if op in ("GlobalAveragePool", "ReduceMean"):
         axes = (inputs[1].tolist() if len(inputs) > 1 and inputs[1] is not None else attrs.get("axes")) or [2, 3]
         return x.mean(dim=[int(a) for a in axes], keepdim=bool(attrs.get("keepdims", 1)))
@@ -183,12 +209,23 @@ class QatConfig:
 def _predict(module: QatGraph, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     module.eval()
     with torch.no_grad():
-        return np.concatenate([module(torch.from_numpy(images[i:i + batch_size])).argmax(1).numpy()
-                               for i in range(0, len(images), batch_size)])
+        return np.concatenate(
+            [
+                module(torch.from_numpy(images[i : i + batch_size])).argmax(1).numpy()
+                for i in range(0, len(images), batch_size)
+            ]
+        )
 
 
-def fine_tune(module: QatGraph, config: QatConfig, train_images: np.ndarray, train_labels: np.ndarray,
-              val_images: np.ndarray, val_labels: np.ndarray, progress: Progress | None = None) -> list[dict[str, Any]]:
+def fine_tune(
+    module: QatGraph,
+    config: QatConfig,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
     """Train `module` in place; it ends with the state of its best validation epoch (0: as calibrated;
     on a tie the later epoch)."""
     from resnet_deploy.train import TrainConfig, augment, to_input
@@ -200,14 +237,18 @@ def fine_tune(module: QatGraph, config: QatConfig, train_images: np.ndarray, tra
     generator = torch.Generator().manual_seed(config.seed)
     images, labels = torch.from_numpy(np.ascontiguousarray(train_images)), torch.from_numpy(train_labels)
     if config.train_limit:
-        images, labels = images[:config.train_limit], labels[:config.train_limit]
+        images, labels = images[: config.train_limit], labels[: config.train_limit]
     steps = len(images) // config.batch_size
     if steps == 0:
         raise ArtifactError(f"batch size {config.batch_size} exceeds the {len(images)} training images")
     decay = [p for p in module.weights.values() if p.dim() > 1]
     no_decay = [p for p in module.weights.values() if p.dim() <= 1] + list(module.amax.values())
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, momentum=0.9, nesterov=True)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        momentum=0.9,
+        nesterov=True,
+    )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps))
     augmentation = TrainConfig()
     history = [{"epoch": 0, "val_top1": float((_predict(module, val_images) == val_labels).mean()), "seconds": 0.0}]
@@ -218,7 +259,7 @@ def fine_tune(module: QatGraph, config: QatConfig, train_images: np.ndarray, tra
         module.train()
         order = torch.randperm(len(images), generator=generator)
         for step in range(steps):
-            index = order[step * config.batch_size:(step + 1) * config.batch_size]
+            index = order[step * config.batch_size : (step + 1) * config.batch_size]
             batch = augment(to_input(images[index]), augmentation, generator).contiguous()
             loss = F.cross_entropy(module(batch), labels[index], label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -254,10 +295,17 @@ def export_qat(fp32_model, module: QatGraph, fp32_out: Path, qdq_out: Path) -> d
     return insert_qdq(fp32_out, module.learned_amax(), qdq_out, fallback=module.fallback)
 
 
-def quantization_aware_training(fp32_onnx: str | Path, out_dir: str | Path, config: QatConfig, *,
-                                amax: Mapping[str, float], fallback: Mapping[str, str] | None = None,
-                                trt_version: str = DEFAULT_TRT_VERSION, data_dir: str | Path | None = None,
-                                progress: Progress | None = None) -> dict[str, Any]:
+def quantization_aware_training(
+    fp32_onnx: str | Path,
+    out_dir: str | Path,
+    config: QatConfig,
+    *,
+    amax: Mapping[str, float],
+    fallback: Mapping[str, str] | None = None,
+    trt_version: str = DEFAULT_TRT_VERSION,
+    data_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Fine-tune `fp32_onnx` with fake quantization from `amax`, export, and score FP32 / PTQ / QAT on
     validation and test with ONNX Runtime; writes the graphs, ranges, cache and a report (returned)."""
     import onnx
@@ -276,8 +324,9 @@ def quantization_aware_training(fp32_onnx: str | Path, out_dir: str | Path, conf
     dataset = data.load_fashion_mnist(data_dir)
     val_images, test_images = data.normalize(dataset.val_images), data.normalize(dataset.test_images)
     module = QatGraph(model, amax, fallback)
-    history = fine_tune(module, config, dataset.train_images, dataset.train_labels, val_images, dataset.val_labels,
-                        progress)
+    history = fine_tune(
+        module, config, dataset.train_images, dataset.train_labels, val_images, dataset.val_labels, progress
+    )
     train_seconds = time.perf_counter() - started
     summary = export_qat(model, module, paths.qat_fp32, paths.qdq("qat"))
     learned = {**amax, **module.learned_amax()}
@@ -285,21 +334,34 @@ def quantization_aware_training(fp32_onnx: str | Path, out_dir: str | Path, conf
     write_calibration_cache(paths.cache("qat"), learned, trt_version=trt_version)
     qat_model = onnx.load(str(paths.qdq("qat")))
     accuracy = {}
-    for split, images, labels in (("validation", val_images, dataset.val_labels),
-                                  ("test", test_images, dataset.test_labels)):
+    for split, images, labels in (
+        ("validation", val_images, dataset.val_labels),
+        ("test", test_images, dataset.test_labels),
+    ):
         evaluator = QdqEvaluator(model, amax, images, labels)
         scores = {"ptq": evaluator.score(dict(fallback or {})), "qat": evaluator.score_model(qat_model)}
-        accuracy[split] = {"images": int(len(labels)), "fp32_top1": evaluator.fp32_top1,
-                           **{f"{n}_top1": s.top1 for n, s in scores.items()},
-                           **{f"{n}_agreement": s.agreement for n, s in scores.items()},
-                           **{f"{n}_drop_pp": round((evaluator.fp32_top1 - s.top1) * 100, 4) for n, s in scores.items()}}
-    report = {"source_onnx": str(fp32_onnx), "source_onnx_sha256": sha256_file(fp32_onnx), "config": asdict(config),
-              "fallback": dict(fallback or {}), "history": history,
-              "best_epoch": max(history, key=lambda h: (h["val_top1"], h["epoch"]))["epoch"], "accuracy": accuracy,
-              "onnx": str(paths.qdq("qat")), "fp32_onnx": str(paths.qat_fp32), "amax": str(paths.amax("qat")),
-              "cache": str(paths.cache("qat")),
-              "quantized_activations": summary["quantized_activations"],
-              "train_minutes": round(train_seconds / 60, 2),
-              "total_minutes": round((time.perf_counter() - started) / 60, 2)}
+        accuracy[split] = {
+            "images": int(len(labels)),
+            "fp32_top1": evaluator.fp32_top1,
+            **{f"{n}_top1": s.top1 for n, s in scores.items()},
+            **{f"{n}_agreement": s.agreement for n, s in scores.items()},
+            **{f"{n}_drop_pp": round((evaluator.fp32_top1 - s.top1) * 100, 4) for n, s in scores.items()},
+        }
+    report = {
+        "source_onnx": str(fp32_onnx),
+        "source_onnx_sha256": sha256_file(fp32_onnx),
+        "config": asdict(config),
+        "fallback": dict(fallback or {}),
+        "history": history,
+        "best_epoch": max(history, key=lambda h: (h["val_top1"], h["epoch"]))["epoch"],
+        "accuracy": accuracy,
+        "onnx": str(paths.qdq("qat")),
+        "fp32_onnx": str(paths.qat_fp32),
+        "amax": str(paths.amax("qat")),
+        "cache": str(paths.cache("qat")),
+        "quantized_activations": summary["quantized_activations"],
+        "train_minutes": round(train_seconds / 60, 2),
+        "total_minutes": round((time.perf_counter() - started) / 60, 2),
+    }
     atomic_write_json(paths.qat_report, report)
     return report

@@ -65,8 +65,10 @@ def resolve_layers(model, names: Iterable[str]) -> list[str]:
     for name in names:
         if name not in by_name:
             sample = ", ".join(layer.name for layer in layers[:4])
-            raise ArtifactError(f"no quantizable layer {name!r}; give a Conv/Gemm by name ({sample}, ...), "
-                                "its ONNX node name, 'first' or 'last'")
+            raise ArtifactError(
+                f"no quantizable layer {name!r}; give a Conv/Gemm by name ({sample}, ...), "
+                "its ONNX node name, 'first' or 'last'"
+            )
         resolved.append(by_name[name])
     return list(dict.fromkeys(resolved))
 
@@ -78,6 +80,7 @@ def _residual_input(add_node, producers: dict[str, Any], consumers: dict[str, in
     the shortcut conv reads the block input, which the main branch's first conv also reads; the
     main branch's last conv reads a tensor nothing else consumes.
     """
+
     def shortcut_score(name: str) -> int:
         node = producers.get(name)
         return consumers.get(node.input[0], 0) if node is not None and node.op_type == "Conv" else 1 << 30
@@ -142,16 +145,25 @@ def _weight_qdq(model, node, per_channel: bool = True) -> list:
     scale = np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32)
     quantized = np.clip(np.round(weight / scale.reshape(shape)), -INT8_MAX, INT8_MAX).astype(np.int8)
     prefix = f"{weight_name}_int8"
-    model.graph.initializer.extend([
-        numpy_helper.from_array(quantized, prefix),
-        numpy_helper.from_array(scale, f"{prefix}_scale"),
-        numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{prefix}_zero_point"),
-    ])
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(quantized, prefix),
+            numpy_helper.from_array(scale, f"{prefix}_scale"),
+            numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{prefix}_zero_point"),
+        ]
+    )
     dequantized = f"{prefix}_dequantized"
     node.input[1] = dequantized
     attributes: dict[str, Any] = {"axis": axis} if per_channel else {}
-    return [onnx.helper.make_node("DequantizeLinear", [prefix, f"{prefix}_scale", f"{prefix}_zero_point"],
-                                  [dequantized], name=f"{prefix}_DequantizeLinear", **attributes)]
+    return [
+        onnx.helper.make_node(
+            "DequantizeLinear",
+            [prefix, f"{prefix}_scale", f"{prefix}_zero_point"],
+            [dequantized],
+            name=f"{prefix}_DequantizeLinear",
+            **attributes,
+        )
+    ]
 
 
 def _activation_qdq(model, tensor: str, amax: float) -> tuple[list, str]:
@@ -160,14 +172,26 @@ def _activation_qdq(model, tensor: str, amax: float) -> tuple[list, str]:
 
     scale = np.float32(max(amax, 1e-8) / INT8_MAX)
     prefix = f"{tensor}_qdq"
-    model.graph.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), f"{prefix}_scale"),
-                                    numpy_helper.from_array(np.array(0, np.int8), f"{prefix}_zero_point")])
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(scale, np.float32), f"{prefix}_scale"),
+            numpy_helper.from_array(np.array(0, np.int8), f"{prefix}_zero_point"),
+        ]
+    )
     quantized, dequantized = f"{prefix}_quantized", f"{prefix}_dequantized"
     nodes = [
-        onnx.helper.make_node("QuantizeLinear", [tensor, f"{prefix}_scale", f"{prefix}_zero_point"],
-                              [quantized], name=f"{prefix}_QuantizeLinear"),
-        onnx.helper.make_node("DequantizeLinear", [quantized, f"{prefix}_scale", f"{prefix}_zero_point"],
-                              [dequantized], name=f"{prefix}_DequantizeLinear"),
+        onnx.helper.make_node(
+            "QuantizeLinear",
+            [tensor, f"{prefix}_scale", f"{prefix}_zero_point"],
+            [quantized],
+            name=f"{prefix}_QuantizeLinear",
+        ),
+        onnx.helper.make_node(
+            "DequantizeLinear",
+            [quantized, f"{prefix}_scale", f"{prefix}_zero_point"],
+            [dequantized],
+            name=f"{prefix}_DequantizeLinear",
+        ),
     ]
     return nodes, dequantized
 
@@ -194,8 +218,14 @@ def _fp16_layer(model, node) -> tuple[list, list]:
     return before, after
 
 
-def qdq_model(model, amax: Mapping[str, float], *, fallback: Mapping[str, str] | None = None,
-              per_channel: bool = True, source: str | Path = "model"):
+def qdq_model(
+    model,
+    amax: Mapping[str, float],
+    *,
+    fallback: Mapping[str, str] | None = None,
+    per_channel: bool = True,
+    source: str | Path = "model",
+):
     """A Q/DQ copy of the FP32 `model`; layers in `fallback` (node name -> fp16/fp32) stay out of INT8."""
     import onnx
 
@@ -236,8 +266,14 @@ def qdq_model(model, amax: Mapping[str, float], *, fallback: Mapping[str, str] |
     return model
 
 
-def insert_qdq(fp32_onnx: str | Path, amax: Mapping[str, float], out_path: str | Path, *,
-               fallback: Mapping[str, str] | None = None, per_channel: bool = True) -> dict[str, Any]:
+def insert_qdq(
+    fp32_onnx: str | Path,
+    amax: Mapping[str, float],
+    out_path: str | Path,
+    *,
+    fallback: Mapping[str, str] | None = None,
+    per_channel: bool = True,
+) -> dict[str, Any]:
     """Write the Q/DQ graph of `fp32_onnx` quantized with activation ranges `amax` to `out_path`."""
     import onnx
 
@@ -249,7 +285,9 @@ def insert_qdq(fp32_onnx: str | Path, amax: Mapping[str, float], out_path: str |
         onnx.save(model, str(tmp))
     granularity = "per-channel (axis 0)" if per_channel else "per-tensor"
     return {
-        "onnx": str(out_path), "sha256": sha256_file(out_path), "source_onnx_sha256": sha256_file(fp32_onnx),
+        "onnx": str(out_path),
+        "sha256": sha256_file(out_path),
+        "source_onnx_sha256": sha256_file(fp32_onnx),
         "quantized_activations": sum(n.op_type == "QuantizeLinear" for n in model.graph.node),
         "quantized_weights": sum(n.op_type in LAYER_OPS for n in model.graph.node) - len(fallback or {}),
         "fallback_layers": dict(fallback or {}),
@@ -275,8 +313,11 @@ def tensorrt_qdq_problems(model) -> list[str]:
 
     initializers = {init.name: init for init in model.graph.initializer}
     producers = {out: node for node in model.graph.node for out in node.output}
-    problems = [f"{n.name}: {n.op_type} is not supported by TensorRT's ONNX parser"
-                for n in model.graph.node if n.op_type in TENSORRT_UNSUPPORTED_OPS]
+    problems = [
+        f"{n.name}: {n.op_type} is not supported by TensorRT's ONNX parser"
+        for n in model.graph.node
+        if n.op_type in TENSORRT_UNSUPPORTED_OPS
+    ]
     for node in model.graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             zero_point = initializers.get(node.input[2]) if len(node.input) > 2 else None
@@ -287,6 +328,7 @@ def tensorrt_qdq_problems(model) -> list[str]:
             weight = node.input[1]
             source = producers.get(weight)
             if weight not in initializers and not (
-                    source is not None and source.op_type == "DequantizeLinear" and source.input[0] in initializers):
+                source is not None and source.op_type == "DequantizeLinear" and source.input[0] in initializers
+            ):
                 problems.append(f"{node.name}: weight {weight} is neither an initializer nor the Q/DQ of one")
     return problems

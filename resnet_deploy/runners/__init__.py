@@ -12,11 +12,14 @@ from resnet_deploy.runners.base import BaseRunner, RunnerStateError, TensorMeta
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
-SUFFIX_BACKENDS = {**dict.fromkeys(CHECKPOINT_SUFFIXES, "torch"), ".onnx": "onnxruntime", ".engine": "tensorrt",
-                   ".plan": "tensorrt"}
+SUFFIX_BACKENDS = {
+    **dict.fromkeys(CHECKPOINT_SUFFIXES, "torch"),
+    ".onnx": "onnxruntime",
+    ".engine": "tensorrt",
+    ".plan": "tensorrt",
+}
 
-__all__ = ["BACKENDS", "BaseRunner", "RunnerStateError", "TensorMeta", "artifact_labels", "backend_for",
-           "load_runner"]
+__all__ = ["BACKENDS", "BaseRunner", "RunnerStateError", "TensorMeta", "artifact_labels", "backend_for", "load_runner"]
 
 
 def backend_for(artifact: str | Path, backend: str = "auto") -> str:

@@ -63,8 +63,9 @@ class BaseRunner:
 
     def input_bytes_per_image(self) -> int:
         """Bytes of one image's inputs."""
-        return sum(int(np.prod([d for d in meta.shape[1:] if d > 0])) * meta.dtype.itemsize
-                   for meta in self.input_metadata())
+        return sum(
+            int(np.prod([d for d in meta.shape[1:] if d > 0])) * meta.dtype.itemsize for meta in self.input_metadata()
+        )
 
     def bytes_per_image(self) -> int:
         """Host memory one image of a batch needs in `infer`: its inputs here; runners that keep the

@@ -39,8 +39,13 @@ class OnnxRuntimeRunner(BaseRunner):
 
     backend = "onnxruntime"
 
-    def __init__(self, onnx_path: str | Path, providers: list[str] | None = None,
-                 intra_op_threads: int | None = None, name: str | None = None):
+    def __init__(
+        self,
+        onnx_path: str | Path,
+        providers: list[str] | None = None,
+        intra_op_threads: int | None = None,
+        name: str | None = None,
+    ):
         super().__init__(name or Path(onnx_path).name)
         self.onnx_path = Path(onnx_path)
         self.providers = providers
@@ -57,8 +62,9 @@ class OnnxRuntimeRunner(BaseRunner):
         if not self.onnx_path.is_file():
             raise ArtifactError(f"{self.onnx_path}: ONNX file not found")
         try:
-            self._session = ort.InferenceSession(str(self.onnx_path), options,
-                                                 providers=self.providers or default_providers())
+            self._session = ort.InferenceSession(
+                str(self.onnx_path), options, providers=self.providers or default_providers()
+            )
         except Exception as exc:  # ORT raises its own exception types for bad files
             raise ArtifactError(f"{self.onnx_path}: ONNX Runtime cannot load it: {exc}") from exc
 
@@ -74,9 +80,14 @@ class OnnxRuntimeRunner(BaseRunner):
         return self.input_bytes_per_image() + sum(largest)
 
     def _input_metadata(self) -> list[TensorMeta]:
-        return [TensorMeta(i.name, np.dtype(ORT_TYPES.get(i.type, np.float32)),
-                           tuple(d if isinstance(d, int) else -1 for d in i.shape))
-                for i in self._session.get_inputs()]
+        return [
+            TensorMeta(
+                i.name,
+                np.dtype(ORT_TYPES.get(i.type, np.float32)),
+                tuple(d if isinstance(d, int) else -1 for d in i.shape),
+            )
+            for i in self._session.get_inputs()
+        ]
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [o.name for o in self._session.get_outputs()]

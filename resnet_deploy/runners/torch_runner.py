@@ -16,7 +16,9 @@ class TorchRunner(BaseRunner):
     backend = "torch"
 
     def __init__(self, model_or_checkpoint, name: str | None = None, threads: int | None = None):
-        super().__init__(name or (Path(model_or_checkpoint).name if isinstance(model_or_checkpoint, (str, Path)) else None))
+        super().__init__(
+            name or (Path(model_or_checkpoint).name if isinstance(model_or_checkpoint, (str, Path)) else None)
+        )
         self._source = model_or_checkpoint
         self._threads = threads
         self._previous_threads: int | None = None
@@ -49,8 +51,11 @@ class TorchRunner(BaseRunner):
         import torch
 
         sizes = []
-        hooks = [module.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel() * out.element_size()))
-                 for module in self._model.modules() if not list(module.children())]
+        hooks = [
+            module.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel() * out.element_size()))
+            for module in self._model.modules()
+            if not list(module.children())
+        ]
         try:
             with torch.inference_mode():
                 self._model(torch.zeros((1, *self._input_metadata()[0].shape[1:])))

@@ -47,7 +47,9 @@ class ServedArtifact:
         if requested is not None and requested < 1:
             raise ResnetDeployError(f"--max-batch-size must be >= 1, got {requested}")
         if limit is not None and requested is not None and requested > limit:
-            raise ArtifactError(f"{self.path}: --max-batch-size {requested} exceeds the engine profile's max batch {limit}")
+            raise ArtifactError(
+                f"{self.path}: --max-batch-size {requested} exceeds the engine profile's max batch {limit}"
+            )
         return requested or limit or 64
 
 
@@ -80,9 +82,17 @@ def _from_onnx(path: Path, name: str, version: int | None) -> ServedArtifact:
 
     model = load_classifier(path)
     (tensor_in,), (tensor_out,) = io_signature(model)
-    return ServedArtifact(path, name, version or (model.model_version if model.model_version > 0 else 1),
-                          "onnxruntime", tensor_in["name"], tensor_in["dtype"], tuple(tensor_in["shape"][1:]),
-                          tensor_out["name"], tuple(tensor_out["shape"][1:]))
+    return ServedArtifact(
+        path,
+        name,
+        version or (model.model_version if model.model_version > 0 else 1),
+        "onnxruntime",
+        tensor_in["name"],
+        tensor_in["dtype"],
+        tuple(tensor_in["shape"][1:]),
+        tensor_out["name"],
+        tuple(tensor_out["shape"][1:]),
+    )
 
 
 def _from_engine(path: Path, name: str, version: int) -> ServedArtifact:
@@ -92,8 +102,18 @@ def _from_engine(path: Path, name: str, version: int) -> ServedArtifact:
     try:
         tensor_in, tensor_out = sidecar["inputs"][0], sidecar["outputs"][0]
         max_batch = int(sidecar["profile"]["max"][0])
-        return ServedArtifact(path, name, version, "tensorrt", tensor_in["name"], tensor_in["dtype"],
-                              tuple(int(d) for d in tensor_in["shape"][1:]), tensor_out["name"],
-                              tuple(int(d) for d in tensor_out["shape"][1:]), max_batch, sidecar)
+        return ServedArtifact(
+            path,
+            name,
+            version,
+            "tensorrt",
+            tensor_in["name"],
+            tensor_in["dtype"],
+            tuple(int(d) for d in tensor_in["shape"][1:]),
+            tensor_out["name"],
+            tuple(int(d) for d in tensor_out["shape"][1:]),
+            max_batch,
+            sidecar,
+        )
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path}: sidecar lacks the engine's I/O or profile ({exc!r})") from exc

@@ -24,5 +24,7 @@ class BatchingSettings:
         if self.max_queue_delay_us < 0:
             raise ResnetDeployError(f"--max-queue-delay-us must be >= 0, got {self.max_queue_delay_us}")
         if self.max_batch_size is not None and any(size > self.max_batch_size for size in self.preferred_batch_sizes):
-            raise ResnetDeployError(f"--preferred-batch-sizes {list(self.preferred_batch_sizes)} exceed "
-                                    f"--max-batch-size {self.max_batch_size}")
+            raise ResnetDeployError(
+                f"--preferred-batch-sizes {list(self.preferred_batch_sizes)} exceed "
+                f"--max-batch-size {self.max_batch_size}"
+            )

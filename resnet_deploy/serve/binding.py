@@ -60,7 +60,9 @@ class ServerSettings:
     def __post_init__(self):
         ports = (self.http_port, self.grpc_port, self.metrics_port)
         if len(set(ports)) != 3 or not all(0 < p < 65536 for p in ports):
-            raise ResnetDeployError(f"HTTP, gRPC and metrics ports must be three distinct ports in 1-65535, got {ports}")
+            raise ResnetDeployError(
+                f"HTTP, gRPC and metrics ports must be three distinct ports in 1-65535, got {ports}"
+            )
         if not 0 <= self.drain_timeout_s <= MAX_DRAIN_TIMEOUT_S:
             raise ResnetDeployError(f"--drain-timeout must be 0-{MAX_DRAIN_TIMEOUT_S} s, got {self.drain_timeout_s}")
 
@@ -77,8 +79,10 @@ class ServerSettings:
                 try:
                     probe.bind((self.host, port))
                 except OSError as exc:
-                    raise ResnetDeployError(f"{label} port {port} on {self.host} is not free ({exc.strerror}); "
-                                            "pass --http-port, --grpc-port and --metrics-port") from exc
+                    raise ResnetDeployError(
+                        f"{label} port {port} on {self.host} is not free ({exc.strerror}); "
+                        "pass --http-port, --grpc-port and --metrics-port"
+                    ) from exc
 
 
 @dataclass
@@ -112,9 +116,15 @@ class BoundModel:
 class TritonService:
     """A running Triton server with the artifacts bound; a context manager that drains on exit."""
 
-    def __init__(self, artifacts: list[ServedArtifact], batching: BatchingSettings = BatchingSettings(),
-                 server: ServerSettings = ServerSettings(), threads: int = 0, raw_model: bool = True,
-                 progress: Callable[[str], None] = lambda _: None):
+    def __init__(
+        self,
+        artifacts: list[ServedArtifact],
+        batching: BatchingSettings = BatchingSettings(),
+        server: ServerSettings = ServerSettings(),
+        threads: int = 0,
+        raw_model: bool = True,
+        progress: Callable[[str], None] = lambda _: None,
+    ):
         """`threads`: ONNX Runtime intra-op threads per instance (0: its default); `raw_model`: also
         serve NAME-raw for uint8 pixels."""
         names = [a.name for a in artifacts] + [f"{a.name}-raw" for a in artifacts if raw_model]
@@ -230,37 +240,63 @@ class TritonService:
             except ResnetDeployError as exc:
                 if HANDSHAKE_RACE not in str(exc) or attempt == START_ATTEMPTS:
                     raise
-                self.progress(f"PyTriton's instance handshake failed (attempt {attempt}/{START_ATTEMPTS}); "
-                              "starting Triton again")
+                self.progress(
+                    f"PyTriton's instance handshake failed (attempt {attempt}/{START_ATTEMPTS}); starting Triton again"
+                )
 
     def _start_triton_once(self, workspace: Path):
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
         s = self.server
-        config = TritonConfig(http_address=s.host, grpc_address=s.host, metrics_address=s.host,
-                              http_port=s.http_port, grpc_port=s.grpc_port, metrics_port=s.metrics_port,
-                              exit_timeout_secs=s.drain_timeout_s, log_verbose=s.log_verbose,
-                              allow_gpu_metrics=any(a.is_engine for a in self.artifacts))
-        triton = Triton(config=config, workspace=workspace,
-                        security_config=TritonSecurityConfig(restricted_endpoints=list(RESTRICTED_ENDPOINTS)))
+        config = TritonConfig(
+            http_address=s.host,
+            grpc_address=s.host,
+            metrics_address=s.host,
+            http_port=s.http_port,
+            grpc_port=s.grpc_port,
+            metrics_port=s.metrics_port,
+            exit_timeout_secs=s.drain_timeout_s,
+            log_verbose=s.log_verbose,
+            allow_gpu_metrics=any(a.is_engine for a in self.artifacts),
+        )
+        triton = Triton(
+            config=config,
+            workspace=workspace,
+            security_config=TritonSecurityConfig(restricted_endpoints=list(RESTRICTED_ENDPOINTS)),
+        )
         b = self.batching
-        batcher = DynamicBatcher(max_queue_delay_microseconds=b.max_queue_delay_us,
-                                 preferred_batch_size=list(b.preferred_batch_sizes) or None) if b.dynamic else None
+        batcher = (
+            DynamicBatcher(
+                max_queue_delay_microseconds=b.max_queue_delay_us,
+                preferred_batch_size=list(b.preferred_batch_sizes) or None,
+            )
+            if b.dynamic
+            else None
+        )
         for model in self.models:
-            triton.bind(model_name=model.name, infer_func=model.instances, model_version=model.artifact.version,
-                        inputs=[Tensor(name=model.input_name, dtype=model.input_dtype, shape=model.input_dims)],
-                        outputs=[Tensor(name=LOGITS, dtype=np.float32, shape=(model.artifact.num_classes,)),
-                                 Tensor(name=CLASS_ID, dtype=np.int64, shape=(1,))],
-                        config=ModelConfig(max_batch_size=model.max_batch_size, batcher=batcher), strict=True)
+            triton.bind(
+                model_name=model.name,
+                infer_func=model.instances,
+                model_version=model.artifact.version,
+                inputs=[Tensor(name=model.input_name, dtype=model.input_dtype, shape=model.input_dims)],
+                outputs=[
+                    Tensor(name=LOGITS, dtype=np.float32, shape=(model.artifact.num_classes,)),
+                    Tensor(name=CLASS_ID, dtype=np.int64, shape=(1,)),
+                ],
+                config=ModelConfig(max_batch_size=model.max_batch_size, batcher=batcher),
+                strict=True,
+            )
         self.progress("starting Triton")
         try:
             triton.run()
         except Exception as exc:
             with contextlib.suppress(Exception):
                 triton.stop()
-            raise ResnetDeployError(f"Triton did not start ({type(exc).__name__}: {exc}); are ports "
-                                    f"{s.http_port}/{s.grpc_port}/{s.metrics_port} free?") from exc
+            raise ResnetDeployError(
+                f"Triton did not start ({type(exc).__name__}: {exc}); are ports "
+                f"{s.http_port}/{s.grpc_port}/{s.metrics_port} free?"
+            ) from exc
         return triton
 
     def _workspace(self) -> Path:
@@ -272,8 +308,10 @@ class TritonService:
         workspace = Path(self.server.workspace or PYTRITON_HOME).resolve() / f"ws-{secrets.token_hex(3)}"
         longest = max(map(len, self.model_names)) + len(f"_0_{self.batching.instances - 1}-server.sock")
         if len(str(workspace)) + 1 + longest > MAX_SOCKET_PATH:
-            raise ResnetDeployError(f"PyTriton's socket paths in {workspace} would exceed {MAX_SOCKET_PATH} characters "
-                                    "with these model names; pass a shorter --name or --workspace")
+            raise ResnetDeployError(
+                f"PyTriton's socket paths in {workspace} would exceed {MAX_SOCKET_PATH} characters "
+                "with these model names; pass a shorter --name or --workspace"
+            )
         return workspace
 
     def _stop_triton(self) -> None:
@@ -301,19 +339,24 @@ class TritonService:
         with ModelClient(Endpoint("http", self.http_address), model.name) as client:
             logits = client.infer(client.io(), batch)[LOGITS]
         if not np.allclose(logits, expected, rtol=1e-5, atol=1e-5):
-            raise ResnetDeployError(f"{model.name}: the server's answer to the self-check request differs from "
-                                    "the local runner's")
+            raise ResnetDeployError(
+                f"{model.name}: the server's answer to the self-check request differs from the local runner's"
+            )
 
 
 def _require_tensorrt(artifact: ServedArtifact) -> None:
     from resnet_deploy.trt.compat import require
 
-    require(f"{artifact.path}: serving a TensorRT engine (serve the ONNX artifact here, or use `triton-repo` for a "
-            "Triton container with TensorRT)")
+    require(
+        f"{artifact.path}: serving a TensorRT engine (serve the ONNX artifact here, or use `triton-repo` for a "
+        "Triton container with TensorRT)"
+    )
 
     from resnet_deploy.data import MEAN, STD
 
     constants = artifact.sidecar.get("normalization", {"mean": MEAN, "std": STD})
     if (constants.get("mean"), constants.get("std")) != (MEAN, STD):
-        raise ArtifactError(f"{artifact.path}: sidecar normalization {constants} differs from the Fashion-MNIST "
-                            f"constants (mean {MEAN}, std {STD}) the raw-pixel model uses")
+        raise ArtifactError(
+            f"{artifact.path}: sidecar normalization {constants} differs from the Fashion-MNIST "
+            f"constants (mean {MEAN}, std {STD}) the raw-pixel model uses"
+        )

@@ -77,8 +77,9 @@ class ModelClient:
         self.timeout_s = timeout_s
         self._module = endpoint.module()
         if endpoint.protocol == "http":
-            self._client = self._module.InferenceServerClient(endpoint.address, connection_timeout=timeout_s,
-                                                              network_timeout=timeout_s)
+            self._client = self._module.InferenceServerClient(
+                endpoint.address, connection_timeout=timeout_s, network_timeout=timeout_s
+            )
         else:
             self._client = self._module.InferenceServerClient(endpoint.address)
 
@@ -101,13 +102,20 @@ class ModelClient:
             raise ResnetDeployError(f"{self.endpoint}: model {self.model!r}: {error_message(exc)}") from exc
         config = config.get("config", config)
         if len(metadata["inputs"]) != 1:
-            raise ResnetDeployError(f"{self.endpoint}: model {self.model!r} has {len(metadata['inputs'])} inputs; "
-                                    "expected one image input")
+            raise ResnetDeployError(
+                f"{self.endpoint}: model {self.model!r} has {len(metadata['inputs'])} inputs; expected one image input"
+            )
         tensor = metadata["inputs"][0]
         max_batch = int(config.get("max_batch_size", 0))
-        dims = tuple(int(d) for d in tensor["shape"])[1 if max_batch else 0:]
-        return ModelIO(self.model, tensor["name"], tensor["datatype"], dims, max_batch,
-                       tuple(o["name"] for o in metadata["outputs"]))
+        dims = tuple(int(d) for d in tensor["shape"])[1 if max_batch else 0 :]
+        return ModelIO(
+            self.model,
+            tensor["name"],
+            tensor["datatype"],
+            dims,
+            max_batch,
+            tuple(o["name"] for o in metadata["outputs"]),
+        )
 
     def infer(self, io: ModelIO, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Outputs by name; `class_id` is added from the first output's argmax when the model lacks it
@@ -118,9 +126,11 @@ class ModelClient:
         result = self._client.infer(self.model, [request], **timeout)
         outputs = {name: result.as_numpy(name) for name in io.outputs}
         if all(value is None for value in outputs.values()):
-            raise ResnetDeployError(f"{self.endpoint}: model {self.model!r} answered without outputs: it refused "
-                                    "this request's input (NaN or infinite values) and answered the others batched "
-                                    "with it")
+            raise ResnetDeployError(
+                f"{self.endpoint}: model {self.model!r} answered without outputs: it refused "
+                "this request's input (NaN or infinite values) and answered the others batched "
+                "with it"
+            )
         if CLASS_ID not in outputs:
             outputs[CLASS_ID] = outputs[io.outputs[0]].argmax(axis=1)[:, None]
         return outputs
@@ -129,8 +139,13 @@ class ModelClient:
         """Cumulative server-side counts and nanoseconds for this model (Triton's statistics extension)."""
         grpc_kwargs = {"as_json": True} if self.endpoint.protocol == "grpc" else {}
         stats = self._client.get_inference_statistics(self.model, **grpc_kwargs)["model_stats"]
-        totals = {"inference_count": 0, "execution_count": 0, "success_count": 0, "fail_count": 0,
-                  **{f"{phase}_ns": 0 for phase in STAT_PHASES}}
+        totals = {
+            "inference_count": 0,
+            "execution_count": 0,
+            "success_count": 0,
+            "fail_count": 0,
+            **{f"{phase}_ns": 0 for phase in STAT_PHASES},
+        }
         for version in stats:
             inference = version.get("inference_stats", {})
             totals["inference_count"] += int(version.get("inference_count", 0))
@@ -160,15 +175,18 @@ def is_model_ready(http_address: str, model: str, timeout_s: float = 5.0) -> boo
         return False
 
 
-def wait_until_models_ready(http_address: str, models: Sequence[str], timeout_s: float = 60.0,
-                            poll_s: float = 0.1) -> None:
+def wait_until_models_ready(
+    http_address: str, models: Sequence[str], timeout_s: float = 60.0, poll_s: float = 0.1
+) -> None:
     """Wait until every model's own readiness probe says ready; raise naming the first that does not."""
     deadline = time.monotonic() + timeout_s
     for model in models:
         while not is_model_ready(http_address, model):
             if time.monotonic() > deadline:
-                raise ResnetDeployError(f"model {model!r} is not ready {timeout_s:g} s after the server started "
-                                        f"({model_ready_url(http_address, model)} does not answer 200)")
+                raise ResnetDeployError(
+                    f"model {model!r} is not ready {timeout_s:g} s after the server started "
+                    f"({model_ready_url(http_address, model)} does not answer 200)"
+                )
             time.sleep(poll_s)
 
 

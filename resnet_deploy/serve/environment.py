@@ -23,10 +23,14 @@ def require_serve_extra(server: bool = True) -> None:
         try:
             __import__(module)
         except ImportError as exc:
-            raise ResnetDeployError(f"{module} is not importable ({exc}); install the serve extra: {INSTALL_HINT}") from exc
+            raise ResnetDeployError(
+                f"{module} is not importable ({exc}); install the serve extra: {INSTALL_HINT}"
+            ) from exc
     if server and int(numpy.__version__.split(".")[0]) >= 2:
-        raise ResnetDeployError(f"PyTriton 0.7 needs numpy<2, this environment has numpy {numpy.__version__}; "
-                                f"use a separate environment: {INSTALL_HINT}")
+        raise ResnetDeployError(
+            f"PyTriton 0.7 needs numpy<2, this environment has numpy {numpy.__version__}; "
+            f"use a separate environment: {INSTALL_HINT}"
+        )
 
 
 def python_library_dir() -> str:

@@ -93,8 +93,10 @@ class InstanceCallable:
             logits, _ = self.infer_batch(batch)
             seconds[size] = time.perf_counter() - start
             if logits.shape != (size, self.artifact.num_classes):
-                raise ResnetDeployError(f"{self.artifact.path}: warm-up batch {size} gave logits {logits.shape}, "
-                                        f"expected {(size, self.artifact.num_classes)}")
+                raise ResnetDeployError(
+                    f"{self.artifact.path}: warm-up batch {size} gave logits {logits.shape}, "
+                    f"expected {(size, self.artifact.num_classes)}"
+                )
         return seconds
 
 

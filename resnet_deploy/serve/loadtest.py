@@ -35,11 +35,13 @@ class LoadSettings:
     timeout_s: float = 30.0
 
     def __post_init__(self):
-        for option, value, valid, rule in (("--concurrency", self.concurrency, self.concurrency >= 1, ">= 1"),
-                                           ("--batch-size", self.batch_size, self.batch_size >= 1, ">= 1"),
-                                           ("--duration-s", self.duration_s, self.duration_s > 0, "> 0"),
-                                           ("--warmup-s", self.warmup_s, self.warmup_s >= 0, ">= 0"),
-                                           ("--timeout-s", self.timeout_s, self.timeout_s > 0, "> 0")):
+        for option, value, valid, rule in (
+            ("--concurrency", self.concurrency, self.concurrency >= 1, ">= 1"),
+            ("--batch-size", self.batch_size, self.batch_size >= 1, ">= 1"),
+            ("--duration-s", self.duration_s, self.duration_s > 0, "> 0"),
+            ("--warmup-s", self.warmup_s, self.warmup_s >= 0, ">= 0"),
+            ("--timeout-s", self.timeout_s, self.timeout_s > 0, "> 0"),
+        ):
             if not (valid and math.isfinite(value)):
                 raise ResnetDeployError(f"{option} {value}: must be a finite number {rule}")
 
@@ -58,8 +60,14 @@ def model_inputs(io: ModelIO, images_uint8: np.ndarray) -> np.ndarray:
     return images_uint8 if io.raw_pixels else normalize(images_uint8)
 
 
-def run_load(endpoint: Endpoint, stats_endpoint: Endpoint, io: ModelIO, inputs: np.ndarray,
-             settings: LoadSettings, stop: threading.Event | None = None) -> dict[str, Any]:
+def run_load(
+    endpoint: Endpoint,
+    stats_endpoint: Endpoint,
+    io: ModelIO,
+    inputs: np.ndarray,
+    settings: LoadSettings,
+    stop: threading.Event | None = None,
+) -> dict[str, Any]:
     """One closed-loop run; returns counts, throughput, latency percentiles and server statistics."""
     stop = stop or threading.Event()
     records: list[list[Record]] = [[] for _ in range(settings.concurrency)]
@@ -119,16 +127,26 @@ def _statistics(endpoint: Endpoint, model: str) -> dict[str, int] | None:
         return None
 
 
-def summarize(records: Sequence[Record], window_s: float, settings: LoadSettings,
-              before: dict[str, int] | None, after: dict[str, int] | None) -> dict[str, Any]:
+def summarize(
+    records: Sequence[Record],
+    window_s: float,
+    settings: LoadSettings,
+    before: dict[str, int] | None,
+    after: dict[str, int] | None,
+) -> dict[str, Any]:
     """Client-side counts, rates and latency percentiles, plus the server-side deltas when both reads worked."""
     answered = [r.latency_s * 1000 for r in records if r.error is None]
     errors = Counter(r.error for r in records if r.error is not None)
     result: dict[str, Any] = {
-        "concurrency": settings.concurrency, "batch_size": settings.batch_size,
-        "duration_s": round(window_s, 3), "sent": len(records), "answered": len(answered),
-        "failed": sum(errors.values()), "errors": dict(errors.most_common(5)),
-        "requests_per_s": len(answered) / window_s, "images_per_s": len(answered) * settings.batch_size / window_s,
+        "concurrency": settings.concurrency,
+        "batch_size": settings.batch_size,
+        "duration_s": round(window_s, 3),
+        "sent": len(records),
+        "answered": len(answered),
+        "failed": sum(errors.values()),
+        "errors": dict(errors.most_common(5)),
+        "requests_per_s": len(answered) / window_s,
+        "images_per_s": len(answered) * settings.batch_size / window_s,
         "latency_ms": _percentiles(answered),
     }
     if before is not None and after is not None:
@@ -140,22 +158,35 @@ def _percentiles(latencies_ms: Sequence[float]) -> dict[str, float | None]:
     if not latencies_ms:
         return {"mean": None, "max": None, **{f"p{p}": None for p in PERCENTILES}}
     values = np.asarray(latencies_ms)
-    return {"mean": float(values.mean()), "max": float(values.max()),
-            **{f"p{p}": float(np.percentile(values, p)) for p in PERCENTILES}}
+    return {
+        "mean": float(values.mean()),
+        "max": float(values.max()),
+        **{f"p{p}": float(np.percentile(values, p)) for p in PERCENTILES},
+    }
 
 
 def _server_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
     delta = {key: after[key] - before[key] for key in after}
     requests = max(delta["success_count"] + delta["fail_count"], 1)
     executions = max(delta["execution_count"], 1)
-    return {"requests": delta["success_count"], "failed": delta["fail_count"], "executions": delta["execution_count"],
-            "avg_batch": delta["inference_count"] / executions,
-            **{f"{phase}_ms": delta[f"{phase}_ns"] / requests / 1e6 for phase in STAT_PHASES}}
+    return {
+        "requests": delta["success_count"],
+        "failed": delta["fail_count"],
+        "executions": delta["execution_count"],
+        "avg_batch": delta["inference_count"] / executions,
+        **{f"{phase}_ms": delta[f"{phase}_ns"] / requests / 1e6 for phase in STAT_PHASES},
+    }
 
 
-def sweep(endpoints: Sequence[Endpoint], stats_endpoint: Endpoint, io: ModelIO, inputs: np.ndarray,
-          concurrencies: Sequence[int], base: LoadSettings,
-          progress: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
+def sweep(
+    endpoints: Sequence[Endpoint],
+    stats_endpoint: Endpoint,
+    io: ModelIO,
+    inputs: np.ndarray,
+    concurrencies: Sequence[int],
+    base: LoadSettings,
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[dict[str, Any]]:
     """`run_load` for every protocol and concurrency, in that order."""
     runs = []
     for endpoint in endpoints:
@@ -171,5 +202,5 @@ def server_predictions(endpoint: Endpoint, io: ModelIO, inputs: np.ndarray, batc
     predictions = []
     with ModelClient(endpoint, io.model) as client:
         for start in range(0, len(inputs), batch_size):
-            predictions.append(client.infer(io, inputs[start:start + batch_size])["class_id"].reshape(-1))
+            predictions.append(client.infer(io, inputs[start : start + batch_size])["class_id"].reshape(-1))
     return np.concatenate(predictions)

@@ -43,13 +43,34 @@ def _shared_memory() -> set[str]:
 class ServeProcess:
     """`resnet-deploy serve ARTIFACTS --host 127.0.0.1 ...` with its output kept in `lines`."""
 
-    def __init__(self, artifacts: Sequence[str | Path], *options: str, workspace: str | Path,
-                 ports: Sequence[int] | None = None, host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        artifacts: Sequence[str | Path],
+        *options: str,
+        workspace: str | Path,
+        ports: Sequence[int] | None = None,
+        host: str = "127.0.0.1",
+    ):
         self.host = host
         self.http_port, self.grpc_port, self.metrics_port = ports or free_ports(3, host)
-        self.command = [sys.executable, "-m", "resnet_deploy", "serve", *map(str, artifacts), "--host", host,
-                        "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
-                        "--metrics-port", str(self.metrics_port), "--workspace", str(workspace), *options]
+        self.command = [
+            sys.executable,
+            "-m",
+            "resnet_deploy",
+            "serve",
+            *map(str, artifacts),
+            "--host",
+            host,
+            "--http-port",
+            str(self.http_port),
+            "--grpc-port",
+            str(self.grpc_port),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--workspace",
+            str(workspace),
+            *options,
+        ]
         self.lines: list[str] = []
         self.process: subprocess.Popen | None = None
         self._shared_memory_before: set[str] = set()
@@ -70,15 +91,22 @@ class ServeProcess:
         """Start and wait for the `ready:` line; on exit or timeout, kill it and raise with its output."""
         self.lines = []
         self._shared_memory_before = _shared_memory()
-        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         threading.Thread(target=self._collect, args=(self.process,), daemon=True).start()
         deadline = time.monotonic() + timeout_s
         while not any(line.startswith(READY_PREFIX) for line in self.lines):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.kill()
-                raise ResnetDeployError(f"serve did not become ready (exit {self.process.returncode}):\n"
-                                        f"{self.output[-4000:]}")
+                raise ResnetDeployError(
+                    f"serve did not become ready (exit {self.process.returncode}):\n{self.output[-4000:]}"
+                )
             time.sleep(0.1)
         return self
 

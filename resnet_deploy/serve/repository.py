@@ -31,8 +31,14 @@ from resnet_deploy.serve.batching import BatchingSettings
 LABELS_FILE = "labels.txt"
 PROVENANCE_FILE = "provenance.json"
 PLATFORMS = {"onnxruntime": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
-TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32",
-                "uint8": "TYPE_UINT8", "int8": "TYPE_INT8"}
+TRITON_TYPES = {
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "int64": "TYPE_INT64",
+    "int32": "TYPE_INT32",
+    "uint8": "TYPE_UINT8",
+    "int8": "TYPE_INT8",
+}
 ORT_TENSORRT_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8-qdq": "INT8"}
 REPOSITORY_README = "README.md"
 VERSION_COMPATIBLE_FLAG = "--backend-config=tensorrt,version-compatible=true"
@@ -59,28 +65,34 @@ def build_config(artifact: ServedArtifact, settings: RepositorySettings):
     if batching.dynamic and too_large:
         where = "the engine profile's max" if artifact.is_engine else "the max batch size (64 for ONNX by default)"
         raise ArtifactError(f"{artifact.path}: --preferred-batch-sizes {too_large} exceed {where} {max_batch}")
-    config = pb.ModelConfig(name=artifact.name, platform=platform, default_model_filename=file_name,
-                            max_batch_size=max_batch)
+    config = pb.ModelConfig(
+        name=artifact.name, platform=platform, default_model_filename=file_name, max_batch_size=max_batch
+    )
     config.version_policy.specific.versions.append(artifact.version)
-    config.input.add(name=artifact.input_name, data_type=_triton_type(artifact, artifact.input_dtype),
-                     dims=list(artifact.input_dims))
-    config.output.add(name=artifact.output_name, data_type=pb.TYPE_FP32, dims=list(artifact.output_dims),
-                      label_filename=LABELS_FILE)
+    config.input.add(
+        name=artifact.input_name, data_type=_triton_type(artifact, artifact.input_dtype), dims=list(artifact.input_dims)
+    )
+    config.output.add(
+        name=artifact.output_name, data_type=pb.TYPE_FP32, dims=list(artifact.output_dims), label_filename=LABELS_FILE
+    )
     if batching.dynamic:
         config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
         config.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
     on_gpu = artifact.is_engine or settings.onnx_on_gpu
-    group = config.instance_group.add(count=batching.instances,
-                                      kind=pb.ModelInstanceGroup.KIND_GPU if on_gpu else pb.ModelInstanceGroup.KIND_CPU)
+    group = config.instance_group.add(
+        count=batching.instances, kind=pb.ModelInstanceGroup.KIND_GPU if on_gpu else pb.ModelInstanceGroup.KIND_CPU
+    )
     dla_core = artifact.sidecar.get("dla_core") if artifact.is_engine else None
     if dla_core is not None:
         group.secondary_devices.add(kind=pb.ModelInstanceGroup.SecondaryDevice.KIND_NVDLA, device_id=int(dla_core))
     if on_gpu and not artifact.is_engine:
         precision = _onnx_precision(artifact)
         if precision not in ORT_TENSORRT_PRECISION:
-            raise ArtifactError(f"{artifact.path}: --onnx-on-gpu runs ONNX Runtime's TensorRT accelerator, which "
-                                f"cannot take this {precision} graph (the CPU INT8 one); serve it on the CPU or "
-                                "give the FP32, FP16 or Q/DQ graph")
+            raise ArtifactError(
+                f"{artifact.path}: --onnx-on-gpu runs ONNX Runtime's TensorRT accelerator, which "
+                f"cannot take this {precision} graph (the CPU INT8 one); serve it on the CPU or "
+                "give the FP32, FP16 or Q/DQ graph"
+            )
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
         accelerator.parameters["precision_mode"] = ORT_TENSORRT_PRECISION[precision]
     return config
@@ -107,8 +119,10 @@ def triton_rules(config) -> list[str]:
     for group in config.instance_group:
         if group.count < 1:
             problems.append(f"instance_group count {group.count} must be >= 1")
-        if config.platform == "tensorrt_plan" and group.kind not in (pb.ModelInstanceGroup.KIND_GPU,
-                                                                     pb.ModelInstanceGroup.KIND_AUTO):
+        if config.platform == "tensorrt_plan" and group.kind not in (
+            pb.ModelInstanceGroup.KIND_GPU,
+            pb.ModelInstanceGroup.KIND_AUTO,
+        ):
             problems.append(f"a tensorrt_plan runs on KIND_GPU, not {pb.ModelInstanceGroup.Kind.Name(group.kind)}")
         if group.secondary_devices and config.platform != "tensorrt_plan":
             problems.append("secondary_devices (KIND_NVDLA) apply to tensorrt_plan models only")
@@ -120,8 +134,14 @@ def repository_readme(models: list[dict[str, Any]], release: str = "24.08") -> s
     plans need."""
     flags = [VERSION_COMPATIBLE_FLAG] if any(m["provenance"].get("version_compatible") for m in models) else []
     command = " ".join(["tritonserver", "--model-repository=/models", *flags])
-    note = (f"\nVersion-compatible plans load only with `{VERSION_COMPATIBLE_FLAG}` (Triton's TensorRT backend);"
-            " it is in the command above.\n") if flags else ""
+    note = (
+        (
+            f"\nVersion-compatible plans load only with `{VERSION_COMPATIBLE_FLAG}` (Triton's TensorRT backend);"
+            " it is in the command above.\n"
+        )
+        if flags
+        else ""
+    )
     return f"""# Triton model repository (written by resnet-deploy triton-repo)
 
 Models: {", ".join(m["model"] for m in models)}. Check it with `resnet-deploy triton-repo --check <this folder>`.
@@ -145,8 +165,9 @@ def _onnx_precision(artifact: ServedArtifact) -> str:
     return describe_onnx(artifact.path)["precision"]
 
 
-def write_repository(artifacts: list[ServedArtifact], out_dir: str | Path, settings: RepositorySettings,
-                     force: bool = False) -> list[dict[str, Any]]:
+def write_repository(
+    artifacts: list[ServedArtifact], out_dir: str | Path, settings: RepositorySettings, force: bool = False
+) -> list[dict[str, Any]]:
     """Write one model folder per artifact (each built aside and renamed into place), then validate them."""
     from google.protobuf import text_format
 
@@ -189,8 +210,9 @@ def _write_readme(out_dir: Path) -> None:
     models = []
     for folder in sorted(p for p in out_dir.iterdir() if (p / "config.pbtxt").is_file()):
         provenance = folder / PROVENANCE_FILE
-        models.append({"model": folder.name,
-                       "provenance": json.loads(provenance.read_text()) if provenance.is_file() else {}})
+        models.append(
+            {"model": folder.name, "provenance": json.loads(provenance.read_text()) if provenance.is_file() else {}}
+        )
     atomic_write_text(out_dir / REPOSITORY_README, repository_readme(models))
 
 
@@ -207,17 +229,27 @@ def _provenance(artifact: ServedArtifact, settings: RepositorySettings) -> dict[
     from resnet_deploy.fileio import sha256_file
     from resnet_deploy.serve.releases import SOURCE, container_image, releases_carrying
 
-    record: dict[str, Any] = {"source": str(artifact.path), "sha256": sha256_file(artifact.path),
-                              "backend": artifact.backend}
+    record: dict[str, Any] = {
+        "source": str(artifact.path),
+        "sha256": sha256_file(artifact.path),
+        "backend": artifact.backend,
+    }
     if artifact.is_engine:
         version = str(artifact.sidecar["tensorrt_version"])
         _check_plan_target(artifact, settings)
         releases = releases_carrying(version)
-        record.update({"version_compatible": bool(artifact.sidecar.get("version_compatible")),
-                       "dla_core": artifact.sidecar.get("dla_core"),
-                       "tensorrt_version": version, "compute_capability": artifact.sidecar["compute_capability"],
-                       "gpu_name": artifact.sidecar.get("gpu_name"), "ngc_releases": releases,
-                       "ngc_images": [container_image(r) for r in releases], "ngc_source": SOURCE})
+        record.update(
+            {
+                "version_compatible": bool(artifact.sidecar.get("version_compatible")),
+                "dla_core": artifact.sidecar.get("dla_core"),
+                "tensorrt_version": version,
+                "compute_capability": artifact.sidecar["compute_capability"],
+                "gpu_name": artifact.sidecar.get("gpu_name"),
+                "ngc_releases": releases,
+                "ngc_images": [container_image(r) for r in releases],
+                "ngc_source": SOURCE,
+            }
+        )
     return record
 
 
@@ -228,11 +260,16 @@ def _check_plan_target(artifact: ServedArtifact, settings: RepositorySettings) -
 
     if settings.container_tensorrt or settings.target_compute_capability:
         sidecar = artifact.sidecar
-        target = DeviceInfo(0, str(sidecar.get("gpu_name", "?")),
-                            settings.target_compute_capability or str(sidecar["compute_capability"]),
-                            bool(sidecar.get("integrated_gpu")), str(sidecar.get("platform", "x86_64")))
-        check_compatible(sidecar, settings.container_tensorrt or str(sidecar["tensorrt_version"]), target,
-                         engine_path=artifact.path)
+        target = DeviceInfo(
+            0,
+            str(sidecar.get("gpu_name", "?")),
+            settings.target_compute_capability or str(sidecar["compute_capability"]),
+            bool(sidecar.get("integrated_gpu")),
+            str(sidecar.get("platform", "x86_64")),
+        )
+        check_compatible(
+            sidecar, settings.container_tensorrt or str(sidecar["tensorrt_version"]), target, engine_path=artifact.path
+        )
 
 
 def parse_config(path: str | Path):
@@ -247,8 +284,9 @@ def parse_config(path: str | Path):
         raise ArtifactError(f"{path}: not a valid Triton model config: {exc}") from exc
 
 
-def validate_repository(root: str | Path, settings: RepositorySettings = RepositorySettings(),
-                        only: list[str] | None = None) -> list[dict[str, Any]]:
+def validate_repository(
+    root: str | Path, settings: RepositorySettings = RepositorySettings(), only: list[str] | None = None
+) -> list[dict[str, Any]]:
     """Parse and check every model folder under `root` (or the ones in `only`); one summary per model."""
     root = Path(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
@@ -269,22 +307,29 @@ def _validate_model(folder: Path, settings: RepositorySettings) -> dict[str, Any
         problems.append(f"name {config.name!r} differs from its folder {folder.name!r}")
     backend = {platform: backend for backend, (platform, _) in PLATFORMS.items()}.get(config.platform)
     if backend is None:
-        raise ArtifactError(f"{config_path}: platform {config.platform!r} is not one triton-repo writes "
-                            f"({', '.join(p for p, _ in PLATFORMS.values())})")
+        raise ArtifactError(
+            f"{config_path}: platform {config.platform!r} is not one triton-repo writes "
+            f"({', '.join(p for p, _ in PLATFORMS.values())})"
+        )
     versions = list(config.version_policy.specific.versions) or [1]
     model_file = folder / str(versions[0]) / (config.default_model_filename or PLATFORMS[backend][1])
     if not model_file.is_file():
         raise ArtifactError(f"{config_path}: model file {model_file} is missing")
     artifact = describe_artifact(model_file, config.name, versions[0])
     if artifact.profile_max_batch is not None and config.max_batch_size > artifact.profile_max_batch:
-        problems.append(f"max_batch_size {config.max_batch_size} exceeds the engine profile's max batch "
-                        f"{artifact.profile_max_batch}")
+        problems.append(
+            f"max_batch_size {config.max_batch_size} exceeds the engine profile's max batch "
+            f"{artifact.profile_max_batch}"
+        )
         raise ArtifactError(f"{config_path}: " + "; ".join(problems))
-    expected = build_config(artifact, RepositorySettings(BatchingSettings(max_batch_size=config.max_batch_size or None,
-                                                                          dynamic=False)))
+    expected = build_config(
+        artifact, RepositorySettings(BatchingSettings(max_batch_size=config.max_batch_size or None, dynamic=False))
+    )
     for field in ("input", "output"):
-        got, want = (", ".join(f"{t.name} {pb.DataType.Name(t.data_type)[5:]} {list(t.dims)}" for t in getattr(c, field))
-                     for c in (config, expected))
+        got, want = (
+            ", ".join(f"{t.name} {pb.DataType.Name(t.data_type)[5:]} {list(t.dims)}" for t in getattr(c, field))
+            for c in (config, expected)
+        )
         if got != want:
             problems.append(f"{field} {got} does not match the model file's {want}")
     labels = folder / LABELS_FILE
@@ -294,6 +339,13 @@ def _validate_model(folder: Path, settings: RepositorySettings) -> dict[str, Any
         raise ArtifactError(f"{config_path}: " + "; ".join(problems))
     if artifact.is_engine:
         _check_plan_target(artifact, settings)
-    return {"model": config.name, "platform": config.platform, "version": versions[0],
-            "max_batch_size": config.max_batch_size, "path": str(folder),
-            "provenance": json.loads((folder / PROVENANCE_FILE).read_text()) if (folder / PROVENANCE_FILE).is_file() else {}}
+    return {
+        "model": config.name,
+        "platform": config.platform,
+        "version": versions[0],
+        "max_batch_size": config.max_batch_size,
+        "path": str(folder),
+        "provenance": json.loads((folder / PROVENANCE_FILE).read_text())
+        if (folder / PROVENANCE_FILE).is_file()
+        else {},
+    }

@@ -65,8 +65,10 @@ def load_legacy_cache(trt, caps: Capabilities, path: str | Path) -> LegacyCache:
     header, scales = read_calibration_cache(path)
     class_name = CALIBRATOR_CLASSES.get(header.algorithm)
     if class_name is None or class_name not in caps.calibrators:
-        raise ArtifactError(f"{path}: calibration algorithm {header.algorithm!r} has no calibrator in TensorRT "
-                            f"{caps.version} (it has {', '.join(caps.calibrators) or 'none'})")
+        raise ArtifactError(
+            f"{path}: calibration algorithm {header.algorithm!r} has no calibrator in TensorRT "
+            f"{caps.version} (it has {', '.join(caps.calibrators) or 'none'})"
+        )
     if not scales:
         raise ArtifactError(f"{path}: calibration cache has no tensor scales")
     body = path.read_text().split("\n", 1)[1]
@@ -132,8 +134,10 @@ def graph_precision(onnx_path: Path) -> str:
 
     model = load_onnx(onnx_path)
     if precision_of(model) == "int8-cpu":
-        raise ArtifactError(f"{onnx_path}: is the ONNX Runtime CPU INT8 graph (uint8 activations); TensorRT builds "
-                            "the Q/DQ graph (*.qdq.onnx)")
+        raise ArtifactError(
+            f"{onnx_path}: is the ONNX Runtime CPU INT8 graph (uint8 activations); TensorRT builds "
+            "the Q/DQ graph (*.qdq.onnx)"
+        )
     return precision_of_graph(model)
 
 
@@ -149,7 +153,8 @@ def _check_graph(onnx_path: Path, precision: str, strongly_typed: bool, legacy: 
         raise ResnetDeployError(
             f"{onnx_path}: is an {given} graph; a {'strongly' if strongly_typed else 'weakly'} typed "
             f"--precision {precision} build needs the {precision} graph (Q/DQ for int8), or --legacy-calibrator "
-            "with the FP32 graph on TensorRT 10")
+            "with the FP32 graph on TensorRT 10"
+        )
 
 
 def _weak_flag_names(precision: str, layer_precisions: LayerPrecisions | None) -> list[str]:
@@ -174,19 +179,31 @@ def strongly_typed_network(caps: Capabilities, settings: EngineSettings) -> bool
 def _check_dla_flow(caps: Capabilities, settings: EngineSettings) -> None:
     """DLA INT8 on TensorRT 10 is calibrated INT8 (IInt8EntropyCalibrator2 is "the required calibrator for DLA")."""
     if caps.precision_flags and settings.precision == "int8" and not settings.legacy_calibrator:
-        raise ResnetDeployError(f"--dla-core with int8 on TensorRT {caps.version}: NVIDIA's DLA flow is the FP32 "
-                                "graph with the INT8 flag and a calibration cache; add --legacy-calibrator (the Q/DQ "
-                                "graph is not built for DLA here)")
+        raise ResnetDeployError(
+            f"--dla-core with int8 on TensorRT {caps.version}: NVIDIA's DLA flow is the FP32 "
+            "graph with the INT8 flag and a calibration cache; add --legacy-calibrator (the Q/DQ "
+            "graph is not built for DLA here)"
+        )
 
 
-def _precision_flags(trt, caps: Capabilities, config, settings: EngineSettings, legacy_cache: LegacyCache | None,
-                     layer_precisions: LayerPrecisions | None, profile, strongly_typed: bool) -> Any:
+def _precision_flags(
+    trt,
+    caps: Capabilities,
+    config,
+    settings: EngineSettings,
+    legacy_cache: LegacyCache | None,
+    layer_precisions: LayerPrecisions | None,
+    profile,
+    strongly_typed: bool,
+) -> Any:
     """Builder flags for the weakly typed branches (TensorRT <= 10 only); returns the calibrator to keep alive."""
     if strongly_typed:
         return None
     if not caps.precision_flags:
-        raise ResnetDeployError(f"TensorRT {caps.version} removed weak typing (BuilderFlag.FP16/INT8 and "
-                                "calibrators): build the FP16 or Q/DQ graph strongly typed instead")
+        raise ResnetDeployError(
+            f"TensorRT {caps.version} removed weak typing (BuilderFlag.FP16/INT8 and "
+            "calibrators): build the FP16 or Q/DQ graph strongly typed instead"
+        )
     for name in _weak_flag_names(settings.precision, layer_precisions):
         config.set_flag(getattr(trt.BuilderFlag, name))
     if legacy_cache is None:
@@ -204,8 +221,10 @@ def _checked_layer_precisions(path: Path, onnx_path: Path) -> LayerPrecisions:
     """The layer-precisions file, refused (naming it) when malformed or made for another ONNX than `onnx_path`."""
     spec = read_layer_precisions(path)
     if spec.source_onnx_sha256 != sha256_file(onnx_path):
-        raise ArtifactError(f"{path}: made for another ONNX (its source_onnx_sha256 is not {onnx_path}'s); "
-                            "run the INT8 fallback again on this graph")
+        raise ArtifactError(
+            f"{path}: made for another ONNX (its source_onnx_sha256 is not {onnx_path}'s); "
+            "run the INT8 fallback again on this graph"
+        )
     return spec
 
 
@@ -216,8 +235,9 @@ def _apply_layer_precisions(trt, network, spec: LayerPrecisions, onnx_path: Path
     layers = {layer.name: layer for layer in (network.get_layer(i) for i in range(network.num_layers))}
     missing = [name for name in spec.layers if name not in layers]
     if missing:
-        raise ArtifactError(f"{spec.path}: layers {', '.join(missing)} are not in the network TensorRT parsed from "
-                            f"{onnx_path}")
+        raise ArtifactError(
+            f"{spec.path}: layers {', '.join(missing)} are not in the network TensorRT parsed from {onnx_path}"
+        )
     for name, precision in spec.layers.items():
         data_type = getattr(trt.DataType, TRT_DATA_TYPES[precision])
         layer = layers[name]
@@ -293,14 +313,20 @@ def _compatibility(trt, caps: Capabilities, config, settings: EngineSettings, in
     level = settings.hardware_compatibility
     if level != "none":
         if level not in caps.hardware_levels:
-            raise ResnetDeployError(f"TensorRT {caps.version} has no hardware-compatibility level {level!r}; "
-                                    f"it offers {', '.join(caps.hardware_levels)}")
+            raise ResnetDeployError(
+                f"TensorRT {caps.version} has no hardware-compatibility level {level!r}; "
+                f"it offers {', '.join(caps.hardware_levels)}"
+            )
         if info.integrated:
-            raise ResnetDeployError(f"hardware compatibility is not supported on Jetson ({info.name} is an "
-                                    "integrated GPU); build with --hardware-compatibility none")
+            raise ResnetDeployError(
+                f"hardware compatibility is not supported on Jetson ({info.name} is an "
+                "integrated GPU); build with --hardware-compatibility none"
+            )
         if level == "ampere_plus" and version_numbers(info.compute_capability, 2) < (8, 0):
-            raise ResnetDeployError(f"--hardware-compatibility ampere_plus is built on Ampere or later; {info.name} "
-                                    f"has compute capability {info.compute_capability}")
+            raise ResnetDeployError(
+                f"--hardware-compatibility ampere_plus is built on Ampere or later; {info.name} "
+                f"has compute capability {info.compute_capability}"
+            )
         config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, level.upper())
     if settings.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
@@ -312,13 +338,16 @@ def _tensor_meta(trt, tensor, shape: list[int]) -> dict[str, Any]:
     return {"name": tensor.name, "dtype": np.dtype(trt.nptype(tensor.dtype)).name, "shape": shape}
 
 
-def _legacy_cache(trt, caps: Capabilities, settings: EngineSettings,
-                  calibration_cache: str | Path | None) -> LegacyCache | None:
+def _legacy_cache(
+    trt, caps: Capabilities, settings: EngineSettings, calibration_cache: str | Path | None
+) -> LegacyCache | None:
     if not settings.legacy_calibrator:
         return None
     if not caps.legacy_calibrator:
-        raise ResnetDeployError(f"--legacy-calibrator needs TensorRT <= 10; TensorRT {caps.version} removed "
-                                "IInt8Calibrator and the INT8 builder flag. Build the Q/DQ graph instead.")
+        raise ResnetDeployError(
+            f"--legacy-calibrator needs TensorRT <= 10; TensorRT {caps.version} removed "
+            "IInt8Calibrator and the INT8 builder flag. Build the Q/DQ graph instead."
+        )
     if settings.precision != "int8":
         return None
     if calibration_cache is None:
@@ -335,7 +364,7 @@ class _Built:
     dla_placement: dict[str, Any] | None = None
 
 
-FOREIGN_NODE = "{ForeignNode["      # a DLA subgraph as TensorRT names it in the engine's layers
+FOREIGN_NODE = "{ForeignNode["  # a DLA subgraph as TensorRT names it in the engine's layers
 DLA_IO = (" to nvm", " from nvm", " copy finish")  # the reformats around a DLA subgraph
 
 
@@ -360,10 +389,13 @@ def dla_placement(trt, plan: bytes, settings: EngineSettings, network_devices: d
     names = [_layer_name(layer) for layer in info.get("Layers", [])]
     compute = [n for n in names if not n.endswith(DLA_IO)]
     fallback = [name for name, on_dla in network_devices.items() if not on_dla]
-    return {"network_layers": len(network_devices), "network_layers_on_dla": len(network_devices) - len(fallback),
-            "gpu_fallback_layers": fallback,
-            "engine_dla_layers": [n for n in compute if n.startswith(FOREIGN_NODE)],
-            "engine_gpu_layers": [n for n in compute if not n.startswith(FOREIGN_NODE)]}
+    return {
+        "network_layers": len(network_devices),
+        "network_layers_on_dla": len(network_devices) - len(fallback),
+        "gpu_fallback_layers": fallback,
+        "engine_dla_layers": [n for n in compute if n.startswith(FOREIGN_NODE)],
+        "engine_gpu_layers": [n for n in compute if not n.startswith(FOREIGN_NODE)],
+    }
 
 
 def dla_warning(placement: dict[str, Any], core: int) -> str | None:
@@ -372,13 +404,23 @@ def dla_warning(placement: dict[str, Any], core: int) -> str | None:
     if not placement["engine_dla_layers"]:
         return f"warning: the dla{core} engine runs entirely on the GPU: no layer landed on the DLA"
     if on_dla * 2 < total:
-        return (f"warning: most layers of the dla{core} engine fell back to the GPU ({total - on_dla} of {total} "
-                "cannot run on the DLA); the DLA saves little here")
+        return (
+            f"warning: most layers of the dla{core} engine fell back to the GPU ({total - on_dla} of {total} "
+            "cannot run on the DLA); the DLA saves little here"
+        )
     return None
 
 
-def _build(trt, caps: Capabilities, onnx_path: Path, settings: EngineSettings, legacy_cache: LegacyCache | None,
-           layer_precisions: LayerPrecisions | None, info: DeviceInfo, log: Log) -> _Built:
+def _build(
+    trt,
+    caps: Capabilities,
+    onnx_path: Path,
+    settings: EngineSettings,
+    legacy_cache: LegacyCache | None,
+    layer_precisions: LayerPrecisions | None,
+    info: DeviceInfo,
+    log: Log,
+) -> _Built:
     """Parse, configure and build with the device's context current; every TensorRT object dies here."""
     logger = trt_logger(trt)
     builder = trt.Builder(logger)
@@ -398,17 +440,23 @@ def _build(trt, caps: Capabilities, onnx_path: Path, settings: EngineSettings, l
     profile.set_shape(input_tensor.name, shapes["min"], shapes["opt"], shapes["max"])
     config.add_optimization_profile(profile)
     _tf32(trt, caps, config, settings.tf32)
-    calibrator = _precision_flags(trt, caps, config, settings, legacy_cache, layer_precisions, profile,
-                                  strongly_typed)
+    calibrator = _precision_flags(trt, caps, config, settings, legacy_cache, layer_precisions, profile, strongly_typed)
     timing_cache = _load_timing_cache(config, settings.timing_cache, log)
     _dla(trt, caps, builder, config, settings)
     _compatibility(trt, caps, config, settings, info)
-    log(f"building {settings.precision} engine from {onnx_path} with TensorRT {caps.version} on {info.name} "
+    log(
+        f"building {settings.precision} engine from {onnx_path} with TensorRT {caps.version} on {info.name} "
         f"({'strongly' if strongly_typed else 'weakly'} typed, batch "
-        f"{settings.min_batch}/{settings.opt_batch}/{settings.max_batch})")
-    network_devices = ({layer.name: bool(config.can_run_on_DLA(layer)) for layer in
-                        (network.get_layer(i) for i in range(network.num_layers))}
-                       if settings.dla_core is not None else {})
+        f"{settings.min_batch}/{settings.opt_batch}/{settings.max_batch})"
+    )
+    network_devices = (
+        {
+            layer.name: bool(config.can_run_on_DLA(layer))
+            for layer in (network.get_layer(i) for i in range(network.num_layers))
+        }
+        if settings.dla_core is not None
+        else {}
+    )
     serialized = builder.build_serialized_network(network, config)
     del calibrator
     if serialized is None:
@@ -422,13 +470,25 @@ def _build(trt, caps: Capabilities, onnx_path: Path, settings: EngineSettings, l
         warning = dla_warning(placement, settings.dla_core)
         if warning:
             log(warning)
-    return _Built(bytes(serialized), [_tensor_meta(trt, input_tensor, [-1, *sample_shape])],
-                  [_tensor_meta(trt, t, list(t.shape)) for t in outputs], strongly_typed, placement)
+    return _Built(
+        bytes(serialized),
+        [_tensor_meta(trt, input_tensor, [-1, *sample_shape])],
+        [_tensor_meta(trt, t, list(t.shape)) for t in outputs],
+        strongly_typed,
+        placement,
+    )
 
 
-def build_engine(onnx_path: str | Path, settings: EngineSettings, engines_dir: str | Path = "engines", *,
-                 calibration_cache: str | Path | None = None, model_name: str | None = None,
-                 extra_metadata: dict[str, Any] | None = None, log: Log = print) -> EngineInfo:
+def build_engine(
+    onnx_path: str | Path,
+    settings: EngineSettings,
+    engines_dir: str | Path = "engines",
+    *,
+    calibration_cache: str | Path | None = None,
+    model_name: str | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+    log: Log = print,
+) -> EngineInfo:
     """Build and save an engine from an ONNX graph (FP32, FP16 or Q/DQ) on `settings.device`, with its sidecar.
 
     `calibration_cache` serves the legacy calibrator (int8 with `settings.legacy_calibrator`), which also
@@ -437,8 +497,11 @@ def build_engine(onnx_path: str | Path, settings: EngineSettings, engines_dir: s
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise ArtifactError(f"{onnx_path}: ONNX file not found")
-    layer_precisions = (_checked_layer_precisions(settings.layer_precisions, onnx_path)
-                        if settings.layer_precisions is not None else None)
+    layer_precisions = (
+        _checked_layer_precisions(settings.layer_precisions, onnx_path)
+        if settings.layer_precisions is not None
+        else None
+    )
     trt = import_tensorrt("building an engine")
     caps = capabilities(trt)
     legacy_cache = _legacy_cache(trt, caps, settings, calibration_cache)
@@ -449,57 +512,96 @@ def build_engine(onnx_path: str | Path, settings: EngineSettings, engines_dir: s
         built = _build(trt, caps, onnx_path, settings, legacy_cache, layer_precisions, info, log)
     engine_path = engine_path_for(onnx_path, settings, engines_dir, caps.version, info, model_name)
     atomic_write_bytes(engine_path, built.plan)
-    sidecar = _sidecar(trt.__version__, onnx_path, engine_path, info, settings, built, legacy_cache,
-                       layer_precisions)
+    sidecar = _sidecar(trt.__version__, onnx_path, engine_path, info, settings, built, legacy_cache, layer_precisions)
     sidecar.update({"build_seconds": round(time.perf_counter() - started, 2), **(extra_metadata or {})})
     return EngineInfo(engine_path, write_sidecar(engine_path, sidecar), sidecar)
 
 
-def _sidecar(trt_version: str, onnx_path: Path, engine_path: Path, info: DeviceInfo, settings: EngineSettings,
-             built: _Built, legacy_cache: LegacyCache | None,
-             layer_precisions: LayerPrecisions | None) -> dict[str, Any]:
+def _sidecar(
+    trt_version: str,
+    onnx_path: Path,
+    engine_path: Path,
+    info: DeviceInfo,
+    settings: EngineSettings,
+    built: _Built,
+    legacy_cache: LegacyCache | None,
+    layer_precisions: LayerPrecisions | None,
+) -> dict[str, Any]:
     """What a runner must know before deserializing, and what the engine was made from."""
     from resnet_deploy.data import CLASS_NAMES, MEAN, STD
 
     if legacy_cache is not None:
-        calibration = {"method": "legacy-calibrator", "cache": str(legacy_cache.path),
-                       "cache_sha256": sha256_file(legacy_cache.path), "algorithm": legacy_cache.algorithm,
-                       "calibrator": legacy_cache.calibrator_class, "tensors": legacy_cache.tensors}
+        calibration = {
+            "method": "legacy-calibrator",
+            "cache": str(legacy_cache.path),
+            "cache_sha256": sha256_file(legacy_cache.path),
+            "algorithm": legacy_cache.algorithm,
+            "calibrator": legacy_cache.calibrator_class,
+            "tensors": legacy_cache.tensors,
+        }
         if layer_precisions is not None:
-            calibration["layer_precisions"] = {"file": str(layer_precisions.path),
-                                               "sha256": sha256_file(layer_precisions.path),
-                                               "layers": layer_precisions.layers}
+            calibration["layer_precisions"] = {
+                "file": str(layer_precisions.path),
+                "sha256": sha256_file(layer_precisions.path),
+                "layers": layer_precisions.layers,
+            }
     else:
         calibration = {"method": "qdq-graph" if settings.precision == "int8" else None}
-    trtexec = trtexec_args(settings, onnx_path, engine_path, input_name=built.inputs[0]["name"],
-                           input_shape=built.inputs[0]["shape"][1:], strongly_typed=built.strongly_typed,
-                           calibration_cache=legacy_cache.path if legacy_cache is not None else None)
+    trtexec = trtexec_args(
+        settings,
+        onnx_path,
+        engine_path,
+        input_name=built.inputs[0]["name"],
+        input_shape=built.inputs[0]["shape"][1:],
+        strongly_typed=built.strongly_typed,
+        calibration_cache=legacy_cache.path if legacy_cache is not None else None,
+    )
     return {
-        "engine": engine_path.name, "tensorrt_version": trt_version, "gpu_name": info.name,
-        "compute_capability": info.compute_capability, "integrated_gpu": info.integrated, "platform": info.platform,
-        "precision": settings.precision, "tf32": settings.tf32, "dla_core": settings.dla_core,
-        "hardware_compatibility": settings.hardware_compatibility, "version_compatible": settings.version_compatible,
-        "strongly_typed": built.strongly_typed, "legacy_calibrator": settings.legacy_calibrator,
+        "engine": engine_path.name,
+        "tensorrt_version": trt_version,
+        "gpu_name": info.name,
+        "compute_capability": info.compute_capability,
+        "integrated_gpu": info.integrated,
+        "platform": info.platform,
+        "precision": settings.precision,
+        "tf32": settings.tf32,
+        "dla_core": settings.dla_core,
+        "hardware_compatibility": settings.hardware_compatibility,
+        "version_compatible": settings.version_compatible,
+        "strongly_typed": built.strongly_typed,
+        "legacy_calibrator": settings.legacy_calibrator,
         "dla_placement": built.dla_placement,
         "profile": {k: [b, *built.inputs[0]["shape"][1:]] for k, b in settings.batches.items()},
-        "inputs": built.inputs, "outputs": built.outputs,
-        "source_onnx": str(onnx_path), "source_onnx_sha256": sha256_file(onnx_path),
-        "calibration": calibration, "build_settings": settings.as_dict(), "trtexec": shlex.join(trtexec),
-        "normalization": {"mean": MEAN, "std": STD}, "class_names": list(CLASS_NAMES),
+        "inputs": built.inputs,
+        "outputs": built.outputs,
+        "source_onnx": str(onnx_path),
+        "source_onnx_sha256": sha256_file(onnx_path),
+        "calibration": calibration,
+        "build_settings": settings.as_dict(),
+        "trtexec": shlex.join(trtexec),
+        "normalization": {"mean": MEAN, "std": STD},
+        "class_names": list(CLASS_NAMES),
     }
 
 
-def engine_path_for(onnx_path: str | Path, settings: EngineSettings, engines_dir: str | Path, trt_version: str,
-                    info: DeviceInfo, model_name: str | None = None) -> Path:
+def engine_path_for(
+    onnx_path: str | Path,
+    settings: EngineSettings,
+    engines_dir: str | Path,
+    trt_version: str,
+    info: DeviceInfo,
+    model_name: str | None = None,
+) -> Path:
     """Where the engine for these settings, this TensorRT and this GPU goes."""
     name = model_name or Path(onnx_path).name.split(".")[0]
-    return Path(engines_dir) / engine_file_name(name, settings.precision, settings.max_batch, info.name,
-                                                info.compute_capability, trt_version, settings.tags())
+    return Path(engines_dir) / engine_file_name(
+        name, settings.precision, settings.max_batch, info.name, info.compute_capability, trt_version, settings.tags()
+    )
 
 
-def planned_engine_path(onnx_path: str | Path, settings: EngineSettings, engines_dir: str | Path = "engines",
-                        model_name: str | None = None) -> Path:
+def planned_engine_path(
+    onnx_path: str | Path, settings: EngineSettings, engines_dir: str | Path = "engines", model_name: str | None = None
+) -> Path:
     """The engine path `build_engine` with these settings would write here (imports TensorRT and pycuda)."""
     trt = import_tensorrt("planning an engine")
-    return engine_path_for(onnx_path, settings, engines_dir, trt.__version__, device_info(settings.device),
-                           model_name)
+    return engine_path_for(onnx_path, settings, engines_dir, trt.__version__, device_info(settings.device), model_name)

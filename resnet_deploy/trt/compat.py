@@ -26,8 +26,11 @@ DEFAULT_TRT_VERSION = "10.3.0"
 
 HARDWARE_LEVELS = ("none", "ampere_plus", "same_compute_capability")
 # Calibration-cache algorithm (header) -> the calibrator class TensorRT accepts that cache from.
-CALIBRATOR_CLASSES = {"EntropyCalibration2": "IInt8EntropyCalibrator2", "EntropyCalibration": "IInt8EntropyCalibrator",
-                      "MinMaxCalibration": "IInt8MinMaxCalibrator"}
+CALIBRATOR_CLASSES = {
+    "EntropyCalibration2": "IInt8EntropyCalibrator2",
+    "EntropyCalibration": "IInt8EntropyCalibrator",
+    "MinMaxCalibration": "IInt8MinMaxCalibrator",
+}
 
 # Which runtime majors load a version-compatible engine of each build major ("Version Compatibility":
 # from 8.6 on; TensorRT 8 engines run on 9 and 10, TensorRT 10 engines on 11, never backwards).
@@ -36,7 +39,7 @@ VERSION_COMPATIBLE_SINCE = (8, 6)
 
 INSTALL = {
     "tensorrt": "`pip install tensorrt` on an x86_64 or SBSA GPU host (or the package's `tensorrt` extra), "
-                "JetPack's TensorRT on Jetson (`sudo apt install python3-libnvinfer`)",
+    "JetPack's TensorRT on Jetson (`sudo apt install python3-libnvinfer`)",
     "pycuda": "`pip install pycuda` (it builds against the CUDA toolkit; offline: tools/gpu_smoke/README.md)",
 }
 
@@ -61,8 +64,10 @@ def require(what: str, modules: tuple[str, ...] = ("tensorrt", "pycuda")) -> Non
     """Raise one line saying `what` needs `modules` and how to get them, without importing them."""
     missing = [name for name in missing_modules() if name in modules]
     if missing:
-        raise TensorRTMissing(f"{what} needs {' and '.join(missing)}, not installed here: "
-                              + "; ".join(f"{name}: {INSTALL[name]}" for name in missing))
+        raise TensorRTMissing(
+            f"{what} needs {' and '.join(missing)}, not installed here: "
+            + "; ".join(f"{name}: {INSTALL[name]}" for name in missing)
+        )
 
 
 MIN_TENSORRT = (10, 3)  # JetPack 6.0's 8.6 skips a TRT-100300 cache and has no strongly typed networks
@@ -72,8 +77,10 @@ def require_supported_version(version: str, where: str = "") -> None:
     """Refuse, in one line (exit 3), a TensorRT older than 10.3; `where` names the board when known."""
     if version_numbers(version, 2) >= MIN_TENSORRT:
         return
-    raise EnvironmentFailure(f"TensorRT {version} is installed{where}; resnet-deploy needs TensorRT 10.3 or later: "
-                             "JetPack 6.1 (L4T 36.4) or later on a Jetson")
+    raise EnvironmentFailure(
+        f"TensorRT {version} is installed{where}; resnet-deploy needs TensorRT 10.3 or later: "
+        "JetPack 6.1 (L4T 36.4) or later on a Jetson"
+    )
 
 
 def import_tensorrt(what: str = "this command", where: str = ""):
@@ -166,7 +173,7 @@ def version_numbers(version: str, parts: int = 3) -> tuple[int, ...]:
 def same_release(built: str, runtime: str) -> bool:
     """'10.3.0' (JetPack's spelling) equals '10.3.0.30'; the build number must match where both give it."""
     a, b = str(built).split("."), str(runtime).split(".")
-    return a[:len(b)] == b[:len(a)] and len(a) >= 3 and len(b) >= 3
+    return a[: len(b)] == b[: len(a)] and len(a) >= 3 and len(b) >= 3
 
 
 def version_compatible_runs(built: str, runtime: str) -> bool:
@@ -183,8 +190,9 @@ def version_compatible_rule(built: str) -> str:
     runtimes = VERSION_COMPATIBLE_RUNTIMES.get(major[0], ()) if major else ()
     if not runtimes or version_numbers(built, 2) < VERSION_COMPATIBLE_SINCE:
         return "version compatibility needs TensorRT 8.6 or later at build and run time"
-    return ("a version-compatible engine runs on the TensorRT that built it or a later release of major "
-            + " or ".join(str(m) for m in runtimes))
+    return "a version-compatible engine runs on the TensorRT that built it or a later release of major " + " or ".join(
+        str(m) for m in runtimes
+    )
 
 
 def dla_supported(version: str) -> bool:
@@ -193,5 +201,7 @@ def dla_supported(version: str) -> bool:
     return numbers[:1] < (10,) or (10,) <= numbers[:2] <= (10, 7) or numbers >= (11, 4, 1)
 
 
-DLA_RELEASES = ("10.7 was the last 10.x release with DLA, 11.0 to 11.4.0 have none, 11.4.1 has it on AGX Orin "
-                "with JetPack 7.2.2+ (strongly typed); Thor has no DLA")
+DLA_RELEASES = (
+    "10.7 was the last 10.x release with DLA, 11.0 to 11.4.0 have none, 11.4.1 has it on AGX Orin "
+    "with JetPack 7.2.2+ (strongly typed); Thor has no DLA"
+)

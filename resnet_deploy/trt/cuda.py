@@ -58,8 +58,7 @@ def device_info(index: int = 0) -> DeviceInfo:
         raise ResnetDeployError(f"no CUDA device {index}: this machine has {count}")
     device = cuda.Device(index)
     integrated = bool(device.get_attribute(cuda.device_attribute.INTEGRATED))
-    return DeviceInfo(index, device.name(), "{}.{}".format(*device.compute_capability()), integrated,
-                      host_platform())
+    return DeviceInfo(index, device.name(), "{}.{}".format(*device.compute_capability()), integrated, host_platform())
 
 
 _contexts_lock = threading.Lock()
@@ -156,8 +155,12 @@ class StreamLoop:
         self._timer: EventTimer | None = EventTimer(self.stream, PHASES)
         self.last_timings: dict[str, float] = {}
 
-    def run(self, inputs: Mapping[str, np.ndarray], output_shapes: Mapping[str, tuple[int, ...]],
-            enqueue: Callable[[Any], None]) -> dict[str, np.ndarray]:
+    def run(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        output_shapes: Mapping[str, tuple[int, ...]],
+        enqueue: Callable[[Any], None],
+    ) -> dict[str, np.ndarray]:
         """One batch: `enqueue(stream)` must queue the work on `stream` (and raise if it cannot)."""
         timer = self._timer
         assert timer is not None, "StreamLoop.run() after free()"

@@ -24,8 +24,8 @@ from resnet_deploy.errors import ResnetDeployError
 
 LIBRARY = "libcuda.so.1"
 SUCCESS = 0
-CAPTURE_INVALIDATED = 901            # CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
-CAPTURE_MODE_THREAD_LOCAL = 1        # CU_STREAM_CAPTURE_MODE_THREAD_LOCAL, trtexec's mode
+CAPTURE_INVALIDATED = 901  # CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
+CAPTURE_MODE_THREAD_LOCAL = 1  # CU_STREAM_CAPTURE_MODE_THREAD_LOCAL, trtexec's mode
 
 # Driver symbol -> its parameters' C types, as cuda.h declares them.
 SIGNATURES: dict[str, tuple[str, ...]] = {
@@ -38,10 +38,17 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     "cuGetErrorName": ("CUresult", "const char **"),
 }
 # C type -> ctypes type (handles are opaque pointers, enums and CUresult are C ints).
-CTYPES = {"CUstream": ctypes.c_void_p, "CUgraph": ctypes.c_void_p, "CUgraphExec": ctypes.c_void_p,
-          "CUgraph *": ctypes.POINTER(ctypes.c_void_p), "CUgraphExec *": ctypes.POINTER(ctypes.c_void_p),
-          "CUstreamCaptureMode": ctypes.c_int, "CUresult": ctypes.c_int, "unsigned long long": ctypes.c_ulonglong,
-          "const char **": ctypes.POINTER(ctypes.c_char_p)}
+CTYPES = {
+    "CUstream": ctypes.c_void_p,
+    "CUgraph": ctypes.c_void_p,
+    "CUgraphExec": ctypes.c_void_p,
+    "CUgraph *": ctypes.POINTER(ctypes.c_void_p),
+    "CUgraphExec *": ctypes.POINTER(ctypes.c_void_p),
+    "CUstreamCaptureMode": ctypes.c_int,
+    "CUresult": ctypes.c_int,
+    "unsigned long long": ctypes.c_ulonglong,
+    "const char **": ctypes.POINTER(ctypes.c_char_p),
+}
 
 
 class CudaGraphError(ResnetDeployError):
@@ -101,8 +108,9 @@ class GraphAPI:
 
     def instantiate(self, graph: int) -> int:
         executable = ctypes.c_void_p()
-        self._call("cuGraphInstantiateWithFlags", ctypes.byref(executable), ctypes.c_void_p(graph),
-                   ctypes.c_ulonglong(0))
+        self._call(
+            "cuGraphInstantiateWithFlags", ctypes.byref(executable), ctypes.c_void_p(graph), ctypes.c_ulonglong(0)
+        )
         assert executable.value is not None  # a successful cuGraphInstantiate writes the executable's handle
         return executable.value
 
@@ -174,8 +182,10 @@ class CudaGraphs:
             self._executables[shape] = self._capture(stream, enqueue)
         except ResnetDeployError as exc:
             self.free()
-            self._fall_back(f"CUDA graph capture failed for batch shape {shape}: {exc}; running without CUDA graphs "
-                            "(as trtexec does)")
+            self._fall_back(
+                f"CUDA graph capture failed for batch shape {shape}: {exc}; running without CUDA graphs "
+                "(as trtexec does)"
+            )
 
     def _capture(self, stream: Any, enqueue: Enqueue) -> int:
         """Capture `enqueue` on `stream` (nothing runs) and instantiate it; ends a failed capture cleanly."""
@@ -212,5 +222,4 @@ class CudaGraphs:
             self._api.destroy_executable(executable)
 
     def status(self) -> dict[str, Any]:
-        return {"requested": True, "captured": [list(shape) for shape in self._executables],
-                "fallback": self.fallback}
+        return {"requested": True, "captured": [list(shape) for shape in self._executables], "fallback": self.fallback}

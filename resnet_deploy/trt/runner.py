@@ -42,16 +42,25 @@ from resnet_deploy.trt.cudagraph import CudaGraphs
 from resnet_deploy.trt.sidecar import check_compatible, read_sidecar
 
 DEFAULT_MAX_GRAPH_SHAPES = 4
-DLA_NO_GRAPHS = ("CUDA graphs and DLA offloading are not simultaneously supported (as trtexec says); running this "
-                 "DLA engine without CUDA graphs")
+DLA_NO_GRAPHS = (
+    "CUDA graphs and DLA offloading are not simultaneously supported (as trtexec says); running this "
+    "DLA engine without CUDA graphs"
+)
 
 
 class TensorRTRunner(BaseRunner):
     backend = "tensorrt"
 
-    def __init__(self, engine_path: str | Path, device: int = 0, name: str | None = None, thread_safe: bool = True,
-                 cuda_graph: bool = False, notice: Callable[[str], None] | None = None,
-                 max_graph_shapes: int = DEFAULT_MAX_GRAPH_SHAPES):
+    def __init__(
+        self,
+        engine_path: str | Path,
+        device: int = 0,
+        name: str | None = None,
+        thread_safe: bool = True,
+        cuda_graph: bool = False,
+        notice: Callable[[str], None] | None = None,
+        max_graph_shapes: int = DEFAULT_MAX_GRAPH_SHAPES,
+    ):
         super().__init__(name or Path(engine_path).name)
         require(f"{Path(engine_path).name}: running a TensorRT engine")
         self.engine_path = Path(engine_path)
@@ -102,8 +111,9 @@ class TensorRTRunner(BaseRunner):
         if dla_core is not None:
             cores = self._runtime.num_DLA_cores
             if dla_core >= cores:
-                raise ArtifactError(f"{self.engine_path}: built for DLA core {dla_core}; this device has "
-                                    f"{cores} DLA cores")
+                raise ArtifactError(
+                    f"{self.engine_path}: built for DLA core {dla_core}; this device has {cores} DLA cores"
+                )
             # trtexec sets the runtime's DLA core before deserializing (samples/common/sampleEngines.cpp).
             self._runtime.DLA_core = dla_core
         if self.sidecar.get("version_compatible"):
@@ -218,20 +228,24 @@ class TensorRTRunner(BaseRunner):
         elif len(feed) == 1:
             batch = next(iter(feed.values()))
         else:
-            raise ResnetDeployError(f"{self.engine_path.name}: feed has {sorted(feed)}, the engine's input is {meta.name!r}")
+            raise ResnetDeployError(
+                f"{self.engine_path.name}: feed has {sorted(feed)}, the engine's input is {meta.name!r}"
+            )
         batch = np.asarray(batch)
         if batch.ndim != len(meta.shape) or batch.shape[1:] != meta.shape[1:]:
             raise ResnetDeployError(f"{self.engine_path.name}: input shape {batch.shape} does not fit {meta.shape}")
         if batch.shape[0] < 1 or (batch.shape[0] > self.max_batch and not self.fixed_batch):
-            raise ResnetDeployError(f"{self.engine_path.name}: batch {batch.shape[0]} is outside the engine's "
-                                    f"profile 1..{self.max_batch}; rebuild with a larger --max-batch")
+            raise ResnetDeployError(
+                f"{self.engine_path.name}: batch {batch.shape[0]} is outside the engine's "
+                f"profile 1..{self.max_batch}; rebuild with a larger --max-batch"
+            )
         return batch
 
     def _chunks(self, batch: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
         """(chunk, real rows): chunks of at most max_batch (a fixed-shape engine's batch), each padded with zeros
         to the profile's min."""
         for start in range(0, len(batch), self.max_batch):
-            chunk = batch[start:start + self.max_batch]
+            chunk = batch[start : start + self.max_batch]
             rows = len(chunk)
             if rows < self.min_batch:
                 padded = np.zeros((self.min_batch, *chunk.shape[1:]), chunk.dtype)
@@ -247,8 +261,10 @@ class TensorRTRunner(BaseRunner):
                 yield
             return
         if threading.get_ident() != self._owner:
-            raise RunnerStateError(f"runner {self.name!r} was made with thread_safe=False and is used from another "
-                                   "thread than the one that activated it; use one runner per thread")
+            raise RunnerStateError(
+                f"runner {self.name!r} was made with thread_safe=False and is used from another "
+                "thread than the one that activated it; use one runner per thread"
+            )
         yield
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -283,8 +299,10 @@ class TensorRTRunner(BaseRunner):
             return True
         if not self._capped:
             self._capped = True
-            self._notice(f"{self.engine_path.name}: {self.max_graph_shapes} batch shapes have CUDA graphs (the cap, "
-                         f"max_graph_shapes); batch shape {shape} and other new shapes run without a graph")
+            self._notice(
+                f"{self.engine_path.name}: {self.max_graph_shapes} batch shapes have CUDA graphs (the cap, "
+                f"max_graph_shapes); batch shape {shape} and other new shapes run without a graph"
+            )
         return False
 
     def _bind(self, execution, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
@@ -295,8 +313,10 @@ class TensorRTRunner(BaseRunner):
         for name, buffer in self._active_loop.buffers.items():
             address = int(buffer.device)
             if not execution.set_tensor_address(name, address):
-                raise ResnetDeployError(f"{self.engine_path.name}: TensorRT refused address {address:#x} for tensor "
-                                        f"{name!r} (null or not 256-byte aligned; see the TensorRT log)")
+                raise ResnetDeployError(
+                    f"{self.engine_path.name}: TensorRT refused address {address:#x} for tensor "
+                    f"{name!r} (null or not 256-byte aligned; see the TensorRT log)"
+                )
         return {m.name: tuple(execution.get_tensor_shape(m.name)) for m in self._outputs}
 
     def _run_graphed(self, inputs: dict[str, np.ndarray], shape: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -308,8 +328,11 @@ class TensorRTRunner(BaseRunner):
         graphs = self._graphs
         assert graphs is not None  # _run_one sends a batch here only with CUDA graphs on
         execution, shapes = self._graph_contexts[shape]
-        outputs = self._active_loop.run(inputs, shapes, lambda stream: graphs.run(
-            shape, stream, lambda capturing: self._enqueue(execution, capturing)))
+        outputs = self._active_loop.run(
+            inputs,
+            shapes,
+            lambda stream: graphs.run(shape, stream, lambda capturing: self._enqueue(execution, capturing)),
+        )
         if not graphs.active:
             self._graph_contexts = {}
         return outputs

@@ -61,13 +61,17 @@ class EngineSettings:
         if self.precision not in PRECISIONS:
             raise ResnetDeployError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise ResnetDeployError("batch profile must satisfy 1 <= min <= opt <= max, got "
-                                    f"{self.min_batch}/{self.opt_batch}/{self.max_batch}")
+            raise ResnetDeployError(
+                "batch profile must satisfy 1 <= min <= opt <= max, got "
+                f"{self.min_batch}/{self.opt_batch}/{self.max_batch}"
+            )
         if self.workspace_mib < 1:
             raise ResnetDeployError(f"workspace must be at least 1 MiB, got {self.workspace_mib}")
         if self.hardware_compatibility not in HARDWARE_LEVELS:
-            raise ResnetDeployError(f"hardware compatibility must be one of {', '.join(HARDWARE_LEVELS)}, "
-                                    f"got {self.hardware_compatibility!r}")
+            raise ResnetDeployError(
+                f"hardware compatibility must be one of {', '.join(HARDWARE_LEVELS)}, "
+                f"got {self.hardware_compatibility!r}"
+            )
         if self.device < 0:
             raise ResnetDeployError(f"device must be a CUDA device index >= 0, got {self.device}")
         if self.dla_core is not None:
@@ -81,8 +85,10 @@ class EngineSettings:
         if self.dla_core < 0:
             raise ResnetDeployError(f"--dla-core must be >= 0, got {self.dla_core}")
         if not self.min_batch == self.opt_batch == self.max_batch:
-            raise ResnetDeployError(f"DLA needs a fixed shape: --min-batch = --opt-batch = --max-batch, got "
-                                    f"{self.min_batch}/{self.opt_batch}/{self.max_batch}")
+            raise ResnetDeployError(
+                f"DLA needs a fixed shape: --min-batch = --opt-batch = --max-batch, got "
+                f"{self.min_batch}/{self.opt_batch}/{self.max_batch}"
+            )
         if self.precision == "fp32":
             raise ResnetDeployError("DLA runs FP16 or INT8 networks only; --precision fp32 cannot use --dla-core")
         if self.hardware_compatibility != "none":
@@ -92,9 +98,11 @@ class EngineSettings:
         """Layer precisions exist only in weakly typed networks ("Strongly-typed networks reject calls to
         setPrecision", NvInfer.h 10.x; TensorRT 11 removed them): the legacy INT8 build is their only use."""
         if not (self.legacy_calibrator and self.precision == "int8"):
-            raise ResnetDeployError(f"{self.layer_precisions}: layer precisions apply to TensorRT 10's weakly typed "
-                                    "INT8 build only (--precision int8 --legacy-calibrator); a strongly typed "
-                                    "network rejects them: build the fallback Q/DQ graph instead")
+            raise ResnetDeployError(
+                f"{self.layer_precisions}: layer precisions apply to TensorRT 10's weakly typed "
+                "INT8 build only (--precision int8 --legacy-calibrator); a strongly typed "
+                "network rejects them: build the fallback Q/DQ graph instead"
+            )
 
     @property
     def batches(self) -> dict[str, int]:

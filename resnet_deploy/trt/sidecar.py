@@ -31,8 +31,15 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.+]+", "-", text.lower()).strip("-")
 
 
-def engine_file_name(model: str, precision: str, max_batch: int, gpu_name: str, compute_capability: str,
-                     trt_version: str, tags: list[str] | tuple[str, ...] = ()) -> str:
+def engine_file_name(
+    model: str,
+    precision: str,
+    max_batch: int,
+    gpu_name: str,
+    compute_capability: str,
+    trt_version: str,
+    tags: list[str] | tuple[str, ...] = (),
+) -> str:
     """One scheme for every engine: model, precision (+ variant tags), max batch, GPU and TensorRT version.
 
     Example: resnet18-w0.25_int8_b256_sm86-nvidia-rtx-a4000_trt10.3.0.engine
@@ -50,8 +57,10 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     """The sidecar of `engine_path`; missing, malformed or incomplete sidecars raise `ArtifactError`."""
     path = sidecar_path(engine_path)
     if not path.is_file():
-        raise ArtifactError(f"{engine_path}: no sidecar {path.name}; engines are only run with the metadata "
-                            "written when they were built")
+        raise ArtifactError(
+            f"{engine_path}: no sidecar {path.name}; engines are only run with the metadata "
+            "written when they were built"
+        )
     try:
         sidecar = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -60,7 +69,9 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"{path}: expected a JSON object, got {type(sidecar).__name__}")
     missing = [k for k in REQUIRED_FIELDS if k not in sidecar]
     if missing:
-        raise ArtifactError(f"{path}: sidecar lacks {', '.join(missing)}; rebuild the engine with `resnet-deploy build`")
+        raise ArtifactError(
+            f"{path}: sidecar lacks {', '.join(missing)}; rebuild the engine with `resnet-deploy build`"
+        )
     return sidecar
 
 
@@ -68,8 +79,9 @@ def _gpu_kind(integrated: bool) -> str:
     return "an integrated GPU (Jetson)" if integrated else "a discrete GPU"
 
 
-def check_compatible(sidecar: dict[str, Any], runtime_trt_version: str, device: DeviceInfo,
-                     engine_path: str | Path = "engine") -> list[str]:
+def check_compatible(
+    sidecar: dict[str, Any], runtime_trt_version: str, device: DeviceInfo, engine_path: str | Path = "engine"
+) -> list[str]:
     """Refuse an engine built for another TensorRT, platform or compute capability; return warnings.
 
     A GPU of the same compute capability but another model is a warning, as TensorRT itself says.
@@ -77,16 +89,21 @@ def check_compatible(sidecar: dict[str, Any], runtime_trt_version: str, device: 
     built = str(sidecar["tensorrt_version"])
     if not same_release(built, runtime_trt_version):
         if not (sidecar.get("version_compatible") and version_compatible_runs(built, runtime_trt_version)):
-            hint = version_compatible_rule(built) if sidecar.get("version_compatible") else \
-                "or build it --version-compatible"
+            hint = (
+                version_compatible_rule(built)
+                if sidecar.get("version_compatible")
+                else "or build it --version-compatible"
+            )
             raise ArtifactError(
                 f"{engine_path}: built with TensorRT {built}, this runtime is TensorRT {runtime_trt_version}; "
-                f"rebuild it here with `resnet-deploy build` ({hint})")
+                f"rebuild it here with `resnet-deploy build` ({hint})"
+            )
     if sidecar["platform"] != device.platform or bool(sidecar["integrated_gpu"]) != device.integrated:
         raise ArtifactError(
             f"{engine_path}: built on {sidecar['platform']} with {_gpu_kind(bool(sidecar['integrated_gpu']))}, this "
             f"is {device.platform} with {_gpu_kind(device.integrated)}; engines are not portable across platforms "
-            "(hardware compatibility included): rebuild it here with `resnet-deploy build`")
+            "(hardware compatibility included): rebuild it here with `resnet-deploy build`"
+        )
     built_cc = str(sidecar["compute_capability"])
     level = str(sidecar.get("hardware_compatibility") or "none").lower()
     if version_numbers(built_cc, 2) != version_numbers(device.compute_capability, 2):
@@ -94,12 +111,15 @@ def check_compatible(sidecar: dict[str, Any], runtime_trt_version: str, device: 
             raise ArtifactError(
                 f"{engine_path}: built for compute capability {built_cc} ({sidecar.get('gpu_name', '?')}), "
                 f"this GPU has {device.compute_capability}; rebuild it on this GPU (or, for Ampere and later GPUs, "
-                "build it --hardware-compatibility ampere_plus)")
+                "build it --hardware-compatibility ampere_plus)"
+            )
         return []
     built_name = sidecar.get("gpu_name")
     if built_name and built_name != device.name and level == "none":
-        return [f"{engine_path}: built on {built_name}, running on {device.name} (same compute capability "
-                f"{device.compute_capability}); TensorRT supports this but tactics were timed on the other GPU"]
+        return [
+            f"{engine_path}: built on {built_name}, running on {device.name} (same compute capability "
+            f"{device.compute_capability}); TensorRT supports this but tactics were timed on the other GPU"
+        ]
     return []
 
 

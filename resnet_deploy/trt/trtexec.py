@@ -43,8 +43,12 @@ def _precision_args(settings: EngineSettings, calibration_cache: str | Path | No
 
         spec = read_layer_precisions(settings.layer_precisions)
         layers = ",".join(f"{name}:{precision}" for name, precision in spec.layers.items())
-        args = ["--int8", *(["--fp16"] if spec.needs_fp16 else []), f"--layerPrecisions={layers}",
-                "--precisionConstraints=obey"]
+        args = [
+            "--int8",
+            *(["--fp16"] if spec.needs_fp16 else []),
+            f"--layerPrecisions={layers}",
+            "--precisionConstraints=obey",
+        ]
     if settings.legacy_calibrator:
         if calibration_cache is None:
             raise ArtifactError("the legacy INT8 build needs the calibration cache for trtexec's --calib")
@@ -52,9 +56,17 @@ def _precision_args(settings: EngineSettings, calibration_cache: str | Path | No
     return args
 
 
-def trtexec_args(settings: EngineSettings, onnx: str | Path, engine: str | Path, *, input_name: str = "input",
-                 input_shape: Sequence[int] = (1, 28, 28), calibration_cache: str | Path | None = None,
-                 strongly_typed: bool | None = None, trtexec: str = TRTEXEC) -> list[str]:
+def trtexec_args(
+    settings: EngineSettings,
+    onnx: str | Path,
+    engine: str | Path,
+    *,
+    input_name: str = "input",
+    input_shape: Sequence[int] = (1, 28, 28),
+    calibration_cache: str | Path | None = None,
+    strongly_typed: bool | None = None,
+    trtexec: str = TRTEXEC,
+) -> list[str]:
     """argv of the trtexec build of `onnx` into `engine` under `settings` (the graph `build` would use).
 
     `strongly_typed` is the typing the builder actually used (`builder.strongly_typed_network`: DLA on
