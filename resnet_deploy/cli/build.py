@@ -22,6 +22,7 @@ from resnet_deploy.cli.options import (
     given_params,
     max_drop_option,
     parity_limit_option,
+    source_options,
 )
 from resnet_deploy.device.build import build_from_bundle
 from resnet_deploy.errors import GateFailed
@@ -45,18 +46,7 @@ NOT_WITH_BUNDLE = (
 
 @click.command()
 @click.option("--precision", type=click.Choice(PRECISIONS), default="int8", show_default=True)
-@click.option(
-    "--checkpoint",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Start from this checkpoint (default: checkpoints/resnet18-w0.25/best.pt, trained if absent).",
-)
-@click.option(
-    "--onnx",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Start from this FP32 ONNX instead of a checkpoint.",
-)
+@source_options("Start from this FP32 ONNX instead of a checkpoint.")
 @click.option(
     "--reference",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -18,22 +18,12 @@ from resnet_deploy.cli.options import (
     json_option,
     max_drop_option,
     parity_limit_option,
+    source_options,
 )
 
 
 @click.command()
-@click.option(
-    "--checkpoint",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Start from this checkpoint (default: checkpoints/resnet18-w0.25/best.pt, trained if absent).",
-)
-@click.option(
-    "--onnx",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Start from this FP32 ONNX (e.g. what `build` exported) instead of a checkpoint.",
-)
+@source_options("Start from this FP32 ONNX (e.g. what `build` exported) instead of a checkpoint.")
 @click.option(
     "--out",
     "out_dir",

@@ -285,6 +285,23 @@ def checkpoint_options(command: Callable) -> Callable:
     )(command)
 
 
+def source_options(onnx_help: str) -> Decorator:
+    """--checkpoint (the default model's, trained if absent) or --onnx: where `build` and `bundle` start."""
+
+    def decorate(command: Callable) -> Callable:
+        command = click.option("--onnx", type=click.Path(dir_okay=False, path_type=Path), default=None, help=onnx_help)(
+            command
+        )
+        return click.option(
+            "--checkpoint",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Start from this checkpoint (default: checkpoints/resnet18-w0.25/best.pt, trained if absent).",
+        )(command)
+
+    return decorate
+
+
 # ---- Calibration -----------------------------------------------------------------------------------------
 
 
