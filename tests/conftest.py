@@ -39,6 +39,9 @@ def offline_data(data_dir):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RESNET_DEPLOY_DATA", str(data_dir))
         patch.setenv("RESNET_DEPLOY_MIRROR", "http://127.0.0.1:9/")
+        # CI=true makes a skipped latency check fail (bench.ci_strict); tests that mean it set it themselves,
+        # so the suite asserts the same under CI as on a laptop.
+        patch.delenv("CI", raising=False)
         yield
 
 
