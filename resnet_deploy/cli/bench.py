@@ -15,6 +15,7 @@ from resnet_deploy.cli.options import (
     NON_NEGATIVE_INT,
     PERCENT,
     POSITIVE_INT,
+    FiniteFloatRange,
     OutputPath,
     artifacts_argument,
     backend_option,
@@ -74,6 +75,13 @@ def _batch_sizes(ctx, param, value: str) -> list[int]:
         "--max-regression", type=PERCENT, default=10.0, show_default=True, help="Allowed regression vs the baseline, %."
     )
 )
+@click.option(
+    "--max-median-regression",
+    type=FiniteFloatRange(min=0, max=100, max_open=True),
+    default=None,
+    help="Allowed slowdown of an absolute median vs a same-machine baseline, % (default: --max-regression); "
+    "medians move more between runs than the speedups of one interleaved run.",
+)
 @data_dir_option
 def bench(
     artifacts,
@@ -91,6 +99,7 @@ def bench(
     baseline,
     max_regression,
     update_baseline,
+    max_median_regression,
     data_dir,
 ) -> None:
     """Latency and throughput of checkpoints, ONNX files or engines on real test images.
@@ -176,7 +185,13 @@ def bench(
     gate_error = None
     if baseline:
         try:
-            apply_baseline_gate(report, baseline, max_regression, update=update_baseline)
+            apply_baseline_gate(
+                report,
+                baseline,
+                max_regression,
+                update=update_baseline,
+                max_median_regression_pct=max_median_regression,
+            )
         except GateFailed as exc:
             gate_error = exc
     atomic_write_json(json_path, report)
