@@ -50,6 +50,23 @@ TINY_RECIPE = dict(model="resnet18", width=0.125, epochs=2, train_limit=8192, ba
 
 
 @pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    """Run `resnet-deploy ARGS` in-process in `tmp_path`; returns a `cli_runner.Result` (exit code, output)."""
+    from resnet_deploy.cli import run
+    from tests.cli_runner import Result
+
+    monkeypatch.chdir(tmp_path)
+
+    def call(*args) -> Result:
+        capsys.readouterr()
+        code = run([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return call
+
+
+@pytest.fixture
 def no_tensorrt(monkeypatch):
     """This machine as a host without TensorRT and pycuda, whatever is installed (for GPU runners too)."""
     monkeypatch.setitem(sys.modules, "tensorrt", None)

@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,28 +32,10 @@ from resnet_deploy.models import create_model
 from resnet_deploy.quantize.cache import write_calibration_cache
 from resnet_deploy.quantize.fp16 import convert_to_fp16
 from tests.classifier_graphs import write_classifier
+from tests.cli_runner import Result
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch, tmp_path):
-    """Run `resnet-deploy ARGS` in-process in `tmp_path`; returns the exit code and what it printed."""
-    monkeypatch.chdir(tmp_path)
-
-    def call(*args) -> Result:
-        capsys.readouterr()
-        code = run([str(a) for a in args])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-    return call
 
 
 def refused(result: Result, code: int, *fragments: str) -> None:

@@ -22,24 +22,11 @@ torch = pytest.importorskip("torch")
 
 from resnet_deploy.checkpoint import meta_path, save_checkpoint
 from resnet_deploy.cli import cli as cli_group
-from resnet_deploy.cli import run
 from resnet_deploy.cli.options import MAX_THREADS, FiniteFloatRange
 from resnet_deploy.models import create_model
 from tests.classifier_graphs import write_classifier
-from tests.test_cli_contract import REPO, Result, refused
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch, tmp_path):
-    """Run `resnet-deploy ARGS` in-process in `tmp_path`; returns the exit code and what it printed."""
-    monkeypatch.chdir(tmp_path)
-
-    def call(*args) -> Result:
-        capsys.readouterr()
-        code = run([str(a) for a in args])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-    return call
+from tests.cli_runner import Result
+from tests.test_cli_contract import REPO, refused
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[str, str]]:
