@@ -5,6 +5,7 @@ the raw-pixel model, bad input refused while the server keeps serving, metrics a
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 
@@ -170,10 +171,16 @@ def test_metrics_statistics_open_and_repository_control_closed(server, test_imag
 def test_readiness_comes_after_the_warm_up(server):
     lines = server.lines
     warmed = [i for i, line in enumerate(lines) if "warm-up inference done on every instance" in line]
-    loaded = [i for i, line in enumerate(lines) if "successfully loaded 'tiny" in line]
+    loaded: dict[str, list[int]] = {}
+    for i, line in enumerate(lines):
+        match = re.search(r"successfully loaded '([^']+)'", line)
+        if match:
+            loaded.setdefault(match.group(1), []).append(i)
     ready = [i for i, line in enumerate(lines) if line.startswith("ready:")]
-    assert len(warmed) == 2 and len(loaded) == 2 and len(ready) == 1
-    assert max(warmed) < min(loaded) and max(loaded) < ready[0]
+    log = "\n".join(lines)
+    assert len(warmed) == 2 and sorted(loaded) == ["tiny", "tiny-raw"] and len(ready) == 1, log
+    first_loads = [indices[0] for indices in loaded.values()]
+    assert max(warmed) < min(first_loads) and max(first_loads) < ready[0], log
 
 
 @pytest.mark.parametrize("model", ["tiny", "tiny-raw"])
