@@ -140,7 +140,7 @@ def threads_option_for(help: str) -> Decorator:
     return click.option("--threads", type=ThreadCount(), default=0, help=help)
 
 
-threads_option = threads_option_for("CPU threads for PyTorch and ONNX Runtime (0: their default).")
+threads_option = threads_option_for("CPU threads for PyTorch, ONNX Runtime and OpenVINO (0: their default).")
 
 
 def artifacts_argument(name: str = "artifacts") -> Decorator:

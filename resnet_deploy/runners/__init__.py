@@ -10,7 +10,7 @@ from resnet_deploy.errors import ResnetDeployError
 from resnet_deploy.fileio import require_file
 from resnet_deploy.runners.base import BaseRunner, RunnerStateError, TensorMeta
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 SUFFIX_BACKENDS = {
     **dict.fromkeys(CHECKPOINT_SUFFIXES, "torch"),
@@ -54,8 +54,8 @@ def load_runner(artifact: str | Path, backend: str = "auto", *, threads: int = 0
     """A runner for a checkpoint (.pt, .pth), an ONNX file or a TensorRT engine (.engine, .plan).
 
     The file must exist; an ONNX file is checked against the I/O contract here, before anything
-    runs. `threads` (0: the library's default) sets torch's CPU threads or ONNX Runtime's intra-op
-    threads; TensorRT has no such setting. Other `options` go to the runner's constructor.
+    runs. `threads` (0: the library's default) sets torch's CPU threads, ONNX Runtime's intra-op
+    threads or OpenVINO's inference threads; TensorRT has no such setting. Other `options` go to the runner's constructor.
     """
     path = require_file(artifact)
     chosen = backend_for(path, backend)
@@ -69,6 +69,12 @@ def load_runner(artifact: str | Path, backend: str = "auto", *, threads: int = 0
 
         load_classifier(path)
         return OnnxRuntimeRunner(path, intra_op_threads=threads or None, **options)
+    if chosen == "openvino":
+        from resnet_deploy.onnx_io import load_classifier
+        from resnet_deploy.runners.openvino import OpenVinoRunner
+
+        load_classifier(path)
+        return OpenVinoRunner(path, threads=threads or None, **options)
     from resnet_deploy.trt.runner import TensorRTRunner
 
     return TensorRTRunner(path, **options)
