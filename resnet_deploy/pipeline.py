@@ -212,8 +212,11 @@ def _epoch_logger(log: Log):
 
 
 def artifact_stem(checkpoint: Path) -> str:
-    """`checkpoints/resnet18-w0.25/best.pt` -> `resnet18-w0.25`."""
-    return checkpoint.parent.name if checkpoint.stem in ("best", "last") else checkpoint.stem
+    """`checkpoints/resnet18-w0.25/best.pt` -> `resnet18-w0.25` (also when given as `best.pt` from inside
+    that folder); any other checkpoint -> its own stem."""
+    if checkpoint.stem not in ("best", "last"):
+        return checkpoint.stem
+    return checkpoint.resolve().parent.name or checkpoint.stem
 
 
 def export_stage(checkpoint: Path, options: BuildOptions) -> StageResult:

@@ -87,3 +87,17 @@ def test_engine_settings_of_another_precision_are_refused():
     with pytest.raises(ResnetDeployError, match="the engine settings say precision 'fp16', the build 'int8'"):
         BuildOptions(precision="int8", engine=EngineSettings(precision="fp16"))
     assert BuildOptions(precision="fp16").engine == EngineSettings(precision="fp16")
+
+
+@pytest.mark.parametrize("name", ["best.pt", "last.pt", "./best.pt"])
+def test_artifacts_are_named_after_the_run_folder_also_from_inside_it(tmp_path, monkeypatch, name):
+    from pathlib import Path
+
+    from resnet_deploy.pipeline import artifact_stem
+
+    run = tmp_path / "resnet18-w0.125"
+    run.mkdir()
+    monkeypatch.chdir(run)
+    assert artifact_stem(Path(name)) == "resnet18-w0.125"  # was "" (artifacts/.onnx, then exit 2 after parity)
+    assert artifact_stem(run / name) == "resnet18-w0.125"
+    assert artifact_stem(Path("model-a.pt")) == "model-a"
