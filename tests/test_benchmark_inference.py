@@ -1,0 +1,84 @@
+"""benchmarks/inference.py on the trained tiny model: every runner in one interleaved run (OpenVINO where it is
+installed), top-1 of each on the same test images, and goals computed from that run's own numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "inference.py"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def inference():
+    spec = importlib.util.spec_from_file_location("benchmark_inference", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def report(inference, trained_checkpoint, data_dir, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("bench-inference")
+    args = [
+        "--checkpoint",
+        str(trained_checkpoint),
+        "--batch-sizes",
+        "1,4",
+        "--duration-s",
+        "0.05",
+        "--threads",
+        "1",
+        "--accuracy-images",
+        "300",
+        "--data-dir",
+        str(data_dir),
+        "--out-dir",
+        str(out),
+    ]
+    assert inference.main(args) == 0
+    (path,) = out.glob("inference-*.json")
+    assert (out / f"{path.stem}.md").read_text().startswith("Model resnet18-w0.125")
+    return json.loads(path.read_text())
+
+
+def test_every_runner_at_every_batch_size(report):
+    runners = {
+        "pytorch eager fp32",
+        "onnxruntime fp32",
+        "onnxruntime int8 (TensorRT-style Q/DQ)",
+        "onnxruntime int8 (CPU target)",
+    }
+    if importlib.util.find_spec("openvino"):
+        runners |= {"openvino fp32", "openvino int8 (TensorRT-style Q/DQ)", "openvino int8 (CPU target)"}
+        assert report["openvino"]
+    assert set(report["results"]) == {"1", "4"}
+    assert all(set(entries) == runners for entries in report["results"].values())
+    assert set(report["accuracy"]) == runners
+    assert isinstance(report["cpu_flags"], list) and report["fingerprint"]["versions"]["onnxruntime"]
+
+
+def test_accuracy_is_measured_and_the_drop_is_against_onnxruntime_fp32(report):
+    accuracy = report["accuracy"]
+    assert accuracy["onnxruntime fp32"]["drop_pp"] == 0 and accuracy["onnxruntime fp32"]["top1"] > 0.5
+    assert accuracy["pytorch eager fp32"]["top1"] == pytest.approx(accuracy["onnxruntime fp32"]["top1"], abs=0.005)
+    for entry in accuracy.values():
+        assert entry["drop_pp"] == round(100 * (accuracy["onnxruntime fp32"]["top1"] - entry["top1"]), 3)
+
+
+def test_goals_come_from_this_runs_medians(report, inference):
+    speed = [g for g in report["goals"] if g["batch"] is not None]
+    assert [(g["runner"], g["batch"]) for g in speed] == [("onnxruntime fp32", 1), ("onnxruntime int8 (CPU target)", 1)]
+    for goal in speed:
+        entries = report["results"][str(goal["batch"])]
+        ratio = entries[goal["versus"]]["latency_ms"]["median"] / entries[goal["runner"]]["latency_ms"]["median"]
+        assert goal["measured"] == f"{ratio:.2f}x"
+        assert goal["met"] == (ratio >= float(goal["wanted"].removeprefix(">= ").removesuffix("x")))
+    drops = [g for g in report["goals"] if g["batch"] is None]
+    assert {g["runner"] for g in drops} == {label for label in report["accuracy"] if "int8" in label}
+    for goal in drops:
+        assert goal["met"] == (report["accuracy"][goal["runner"]]["drop_pp"] <= inference.MAX_INT8_DROP_PP)
