@@ -12,8 +12,20 @@ import pytest
 from resnet_deploy import data
 from resnet_deploy.cli import main
 from resnet_deploy.quantize.cache import read_calibration_cache
-from resnet_deploy.quantize.calibrate import (HISTOGRAM_BINS, METHODS, activation_tensors, calibrate_all,
-                                              calibrate_onnx, collect_stats, entropy_amax, percentile_amax)
+from resnet_deploy.quantize.calibrate import (
+    HISTOGRAM_BINS,
+    METHODS,
+    QUANTIZED_LEVELS,
+    SPIKE_FRACTION,
+    activation_tensors,
+    calibrate_all,
+    calibrate_onnx,
+    collect_stats,
+    entropy_amax,
+    kl_search,
+    percentile_amax,
+    spike_fraction,
+)
 
 EXPECTED_OPS = {"Conv", "Relu", "Add", "Gemm", "ReduceMean", "GlobalAveragePool", "MaxPool", "Flatten", "Reshape"}
 
@@ -160,3 +172,90 @@ def test_calibrate_command_one_method_with_cpu_int8(untrained_onnx, data_dir, tm
     assert scales["input"] == float(np.float32(float(np.abs(images).max()) / 127.0))
     assert (tmp_path / f"{stem}.int8-max.qdq.onnx").is_file() and (tmp_path / f"{stem}.int8-cpu.onnx").is_file()
     assert not list(tmp_path.glob("*entropy*")) and "(best)" in capsys.readouterr().out
+
+
+# The entropy search as it was before it was vectorized (one clip index at a time), kept here as the
+# reference that the vectorized search must agree with.
+def looped_kl_search(histogram: np.ndarray, levels: int = QUANTIZED_LEVELS) -> int:
+    bins = len(histogram)
+    tails = np.concatenate([np.cumsum(histogram[::-1])[::-1], [0.0]])
+    best_divergence, best_index = np.inf, bins
+    for index in range(levels, bins + 1):
+        reference = histogram[:index].copy()
+        reference[-1] += tails[index]
+        divergence = looped_kl_to_quantized(reference, histogram[:index], levels)
+        if divergence < best_divergence:
+            best_divergence, best_index = divergence, index
+    return best_index
+
+
+def looped_kl_to_quantized(reference: np.ndarray, clipped: np.ndarray, levels: int) -> float:
+    nonzero = reference != 0
+    starts = np.linspace(0, len(clipped), levels + 1).astype(int)[:-1]
+    sums = np.add.reduceat(clipped, starts)
+    counts = np.add.reduceat(nonzero.astype(np.float64), starts)
+    per_bin = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+    quantized = np.repeat(per_bin, np.diff(np.append(starts, len(clipped)))) * nonzero
+    p, q = looped_smooth(reference), looped_smooth(quantized)
+    if p is None or q is None:
+        return np.inf
+    mask = (p > 0) & (q > 0)
+    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+
+
+def looped_smooth(counts: np.ndarray, eps: float = 1e-4) -> np.ndarray | None:
+    zero = counts == 0
+    n_zero, n_nonzero = int(zero.sum()), int((~zero).sum())
+    if n_nonzero == 0:
+        return None
+    eps1 = eps * n_zero / n_nonzero
+    if eps1 >= 1.0:
+        return None
+    dist = counts / counts.sum()
+    return np.where(zero, eps, dist - eps1 * (~zero))
+
+
+def synthetic_histograms() -> dict[str, np.ndarray]:
+    """2048-bin histograms of the shapes the search meets, and of degenerate ones."""
+    rng = np.random.default_rng(21)
+    bins = HISTOGRAM_BINS
+
+    def of(values):
+        return np.histogram(values, bins=bins, range=(0, values.max()))[0].astype(np.float64)
+
+    relu = np.maximum(rng.normal(size=300_000), 0)
+    sparse = (rng.random(bins) < 0.05) * rng.integers(1, 40, bins).astype(np.float64)
+    few = np.zeros(bins)
+    few[[3, 700, 1500]] = [5, 2, 1]
+    fractional = rng.random(bins) * (rng.random(bins) < 0.7)
+    cauchy = np.abs(rng.standard_cauchy(200_000))
+    cases = {"random counts": rng.integers(0, 1000, bins).astype(np.float64), "relu with its zero spike": of(relu),
+             "laplace": of(np.abs(rng.laplace(size=200_000))), "cauchy, long sparse tail": of(cauchy),
+             "sparse": sparse, "three nonzero bins": few, "fractional counts": fractional, "flat": np.ones(bins)}
+    for position in (0, 1, 640, bins - 1):
+        one = np.zeros(bins)
+        one[position] = 1000
+        cases[f"all in bin {position}"] = one
+    return cases
+
+
+@pytest.mark.parametrize("name", list(synthetic_histograms()))
+def test_vectorized_kl_search_chooses_what_the_loop_chooses(name):
+    histogram = synthetic_histograms()[name]
+    zero_bin_levelled = np.r_[histogram[1], histogram[1:]]  # what entropy_amax searches
+    assert kl_search(histogram, QUANTIZED_LEVELS) == looped_kl_search(histogram)
+    assert kl_search(zero_bin_levelled, QUANTIZED_LEVELS) == looped_kl_search(zero_bin_levelled)
+
+
+@pytest.mark.slow
+def test_vectorized_kl_search_chooses_what_the_loop_chooses_on_real_activations(untrained_onnx, images):
+    stats = collect_stats(untrained_onnx, images)
+    searched = 0
+    for name in stats.names:
+        histogram = stats.histograms[name].astype(np.float64)
+        histogram[0] = histogram[1]
+        if histogram.sum() == 0 or spike_fraction(histogram) > SPIKE_FRACTION:
+            continue  # not searched: entropy_amax returns the top or the percentile range
+        assert kl_search(histogram, QUANTIZED_LEVELS) == looped_kl_search(histogram), name
+        searched += 1
+    assert searched > len(stats.names) / 2

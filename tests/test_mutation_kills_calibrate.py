@@ -11,9 +11,17 @@ import onnx
 import pytest
 
 from resnet_deploy.quantize import calibrate
-from resnet_deploy.quantize.calibrate import (ActivationStats, activation_tensors, amax_from_stats, calibrate_all,
-                                              calibrate_onnx, collect_stats, entropy_amax, percentile_amax,
-                                              spike_fraction)
+from resnet_deploy.quantize.calibrate import (
+    ActivationStats,
+    activation_tensors,
+    amax_from_stats,
+    calibrate_all,
+    calibrate_onnx,
+    collect_stats,
+    entropy_amax,
+    percentile_amax,
+    spike_fraction,
+)
 from tests.classifier_graphs import write_classifier
 
 
@@ -202,23 +210,77 @@ def test_entropy_of_sparse_histograms_matches_the_plain_loop_rule(histogram):
     assert entropy_amax(np.array(histogram), top, levels=4) == loop_entropy_amax(histogram, top, levels=4)
 
 
-def test_smoothing_moves_eps_onto_empty_bins():
-    assert np.allclose(calibrate._smooth(np.array([0.0, 1.0, 3.0])), [1e-4, 0.25 - 0.5e-4, 0.75 - 0.5e-4],
-                       rtol=0, atol=1e-15)
-    assert calibrate._smooth(np.array([0.0, 3.0])) is not None
-    assert calibrate._smooth(np.zeros(3)) is None
-    assert calibrate._smooth(np.r_[1.0, np.zeros(10000)]) is None  # eps * 10000 / 1 = 1: no mass left
-    assert calibrate._smooth(np.r_[1.0, np.zeros(9999)]) is not None
+def loop_divergence(histogram: list[float], index: int, levels: int) -> float:
+    """KL(P || Q) of one clip index, with the plain loops of loop_entropy_amax."""
+    reference = histogram[:index]
+    reference[-1] += sum(histogram[index:])
+    edges = [int(index * k / levels) for k in range(levels)] + [index]
+    quantized = []
+    for lo, hi in zip(edges, edges[1:]):
+        used = [i for i in range(lo, hi) if reference[i] != 0]
+        share = sum(histogram[lo:hi]) / len(used) if used else 0.0
+        quantized += [share if reference[i] != 0 else 0.0 for i in range(lo, hi)]
+    p, q = smoothed(reference), smoothed(quantized)
+    return math.inf if p is None or q is None else sum(a * math.log(a / b) for a, b in zip(p, q) if a > 0 and b > 0)
 
 
-def test_kl_to_quantized_of_a_small_case():
-    reference = np.array([1.0, 2.0, 0.0, 3.0])
-    clipped = np.array([1.0, 2.0, 0.0, 1.0])
-    quantized = np.array([1.5, 1.5, 0.0, 1.0])  # two groups: (1+2)/2 on both nonzero bins; 1 over one bin
-    p, q = calibrate._smooth(reference), calibrate._smooth(quantized)
-    expected = float(np.sum(p * np.log(p / q)))
-    assert calibrate._kl_to_quantized(reference, clipped, 2) == pytest.approx(expected, rel=1e-12)
-    assert calibrate._kl_to_quantized(np.zeros(4), np.zeros(4), 2) == np.inf
+def divergences(histogram, levels: int, indices=None) -> np.ndarray:
+    histogram = np.asarray(histogram, dtype=np.float64)
+    tails = np.concatenate([np.cumsum(histogram[::-1])[::-1], [0.0]])
+    indices = np.arange(levels, len(histogram) + 1) if indices is None else np.asarray(indices)
+    return calibrate.kl_divergences(histogram, tails, indices, levels)
+
+
+def test_kl_divergence_of_a_small_case():
+    # Clipped at 4, [1, 2, 0, 1 | 2] is P = [1, 2, 0, 3] (the tail on the last bin); Q merges [1, 2] and
+    # [0, 1] and spreads each sum over P's nonzero bins: [1.5, 1.5, 0, 1]. Both smoothed with eps 1e-4.
+    p = [1e-4 if c == 0 else c / 6 - 1e-4 / 3 for c in [1, 2, 0, 3]]
+    q = [1e-4 if c == 0 else c / 4 - 1e-4 / 3 for c in [1.5, 1.5, 0, 1]]
+    expected = sum(a * math.log(a / b) for a, b in zip(p, q))
+    assert divergences([1, 2, 0, 1, 2], 2, [4])[0] == pytest.approx(expected, rel=1e-12)
+    assert divergences([1, 2, 0, 1, 2], 2, [4])[0] == pytest.approx(loop_divergence([1, 2, 0, 1, 2], 4, 2), rel=1e-12)
+
+
+@pytest.mark.parametrize("histogram", [
+    # P and Q with bins that smoothing leaves at or below 0 (left out of the sum), one where only Q's is,
+    # a group whose only nonzero bin in P is the tail (its sum is 0: Q takes eps there)
+    [100000, 0, 0, 1, 0, 0, 100000, 0, 2, 3, 0, 0],
+    [0, 0, 0, 0, 5, 1, 0, 2],  # nothing before the tail: Q is empty, the divergence inf
+    [7, 3, 3, 0, 0, 1, 0, 0, 9, 0, 4, 1],
+])
+def test_kl_divergences_of_every_clip_index_match_the_plain_loops(histogram):
+    levels = 4
+    expected = [loop_divergence([float(h) for h in histogram], index, levels)
+                for index in range(levels, len(histogram) + 1)]
+    got = divergences(histogram, levels)
+    assert [math.isinf(g) for g in got] == [math.isinf(e) for e in expected]
+    assert got[np.isfinite(got)] == pytest.approx([e for e in expected if math.isfinite(e)], rel=1e-12, abs=1e-15)
+
+
+def test_kl_divergence_is_inf_when_smoothing_moves_all_the_mass():
+    # eps 1e-4 on each of 10000 empty bins takes all the mass of the one nonzero bin: no distribution
+    assert divergences([1.0] + [0.0] * 10000, 1, [10001])[0] == np.inf
+    assert divergences([1.0] + [0.0] * 9999, 1, [10000])[0] == 0.0  # P = Q
+    assert divergences(np.zeros(4), 2, [4])[0] == np.inf
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 64])
+def test_kl_search_is_the_same_in_any_block_size(block):
+    rng = np.random.default_rng(block)
+    histogram = np.abs(rng.laplace(scale=4, size=40)).round() * (rng.random(40) < 0.8)
+    histogram[0] = histogram[1]
+    expected = loop_entropy_amax(list(histogram), 40.0, levels=5)
+    assert calibrate.kl_search(histogram, 5, block) == expected
+    assert calibrate.kl_search(histogram, 5) == expected
+    assert calibrate.kl_search(np.zeros(6), 5, block) == 6  # every divergence inf: all bins
+
+
+def test_kl_search_takes_the_first_of_equal_divergences_across_blocks():
+    histogram = np.zeros(12)
+    histogram[4] = 1.0  # clipped before bin 4, Q is empty (inf); from 5 on P = Q (0), in every later block too
+    assert loop_entropy_amax(list(histogram), 12.0, levels=2) == 5.0
+    for block in (1, 2, 3, 64):
+        assert calibrate.kl_search(histogram, 2, block) == 5
 
 
 def test_entropy_and_percentile_differ_by_method():

@@ -32,6 +32,8 @@ ACTIVATION_OPS = {
 HISTOGRAM_BINS = 2048
 QUANTIZED_LEVELS = 128
 SPIKE_FRACTION = 0.1
+SEARCH_BLOCK = 32
+EPS = 1e-4
 
 
 def activation_tensors(model) -> list[str]:
@@ -112,49 +114,76 @@ def entropy_amax(histogram: np.ndarray, top: float, levels: int = QUANTIZED_LEVE
     foreground value, so such tensors take the percentile range instead.
     """
     histogram = histogram.astype(np.float64).copy()
-    bins = len(histogram)
     histogram[0] = histogram[1]
     if histogram.sum() == 0:
         return top
     if spike_fraction(histogram) > SPIKE_FRACTION:
         return percentile_amax(histogram, top)
+    return kl_search(histogram, levels) * top / len(histogram)
+
+
+def kl_search(histogram: np.ndarray, levels: int, block: int = SEARCH_BLOCK) -> int:
+    """The clip index (bins kept, `levels` to all) of least divergence: the first of equal ones, all bins
+    if none is finite. Candidates are scored `block` at a time, one row each (`kl_divergences`)."""
+    bins = len(histogram)
     tails = np.concatenate([np.cumsum(histogram[::-1])[::-1], [0.0]])
     best_divergence, best_index = np.inf, bins
-    for index in range(levels, bins + 1):
-        reference = histogram[:index].copy()
-        reference[-1] += tails[index]
-        divergence = _kl_to_quantized(reference, histogram[:index], levels)
-        if divergence < best_divergence:
-            best_divergence, best_index = divergence, index
-    return best_index * top / bins
+    for first in range(levels, bins + 1, block):
+        indices = np.arange(first, min(first + block, bins + 1))
+        divergences = kl_divergences(histogram, tails, indices, levels)
+        position = int(np.argmin(divergences))
+        if divergences[position] < best_divergence:
+            best_divergence, best_index = divergences[position], int(indices[position])
+    return best_index
 
 
-def _kl_to_quantized(reference: np.ndarray, clipped: np.ndarray, levels: int) -> float:
-    """KL(P || Q): Q merges `clipped` into `levels` bins and spreads each over P's nonzero bins."""
-    nonzero = reference != 0
-    starts = np.linspace(0, len(clipped), levels + 1).astype(int)[:-1]
-    sums = np.add.reduceat(clipped, starts)
-    counts = np.add.reduceat(nonzero.astype(np.float64), starts)
-    per_bin = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
-    quantized = np.repeat(per_bin, np.diff(np.append(starts, len(clipped)))) * nonzero
-    p, q = _smooth(reference), _smooth(quantized)
-    if p is None or q is None:
-        return np.inf
-    mask = (p > 0) & (q > 0)
-    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+def kl_divergences(histogram: np.ndarray, tails: np.ndarray, indices: np.ndarray, levels: int) -> np.ndarray:
+    """KL(P || Q) for each clip index (ascending), one row each: P is the histogram's first `index` bins
+    with the tail (`tails[index]`) added to the last one; Q merges those bins (without the tail) into
+    `levels` groups, starting where np.linspace(0, index, levels + 1) says, and spreads each group's sum
+    evenly over P's nonzero bins. Both are smoothed (`_smoothing`); the divergence is inf where either
+    cannot be.
+    """
+    width, rows = int(indices[-1]), np.arange(len(indices))
+    last = histogram[indices - 1] + tails[indices]
+    bounds = np.linspace(0, indices, levels + 1, axis=1).astype(int)
+    sums, counts = _group_sums(histogram, bounds, last != 0)
+    spread = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+    p_eps, p_ok = _smoothing(counts.sum(axis=1), indices)
+    q_eps, q_ok = _smoothing((counts * (spread != 0)).sum(axis=1), indices)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = histogram[:width] / tails[0] - p_eps[:, None]  # P keeps every value: its sum is the histogram's
+        p[rows, indices - 1] = last / tails[0] - p_eps
+        q = spread / (spread * counts).sum(axis=1, keepdims=True) - q_eps[:, None]
+    q[spread == 0] = EPS
+    padding = np.zeros((len(indices), 1))  # q past the index: left out below
+    q = np.repeat(np.hstack([q, padding]).ravel(), np.diff(bounds, axis=1, append=width).ravel()).reshape(p.shape)
+    # P's empty bins, EPS in P and in Q, add 0: they are left out (their p here is -eps1 <= 0) with the
+    # bins where smoothing left p or q not positive.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.log(p / q)
+        terms *= p
+    np.copyto(terms, 0.0, where=(p <= 0) | (q <= 0))
+    return np.where(p_ok & q_ok, terms.sum(axis=1), np.inf)
 
 
-def _smooth(counts: np.ndarray, eps: float = 1e-4) -> np.ndarray | None:
-    """Normalize, moving a little mass onto empty bins so the divergence stays finite."""
-    zero = counts == 0
-    n_zero, n_nonzero = int(zero.sum()), int((~zero).sum())
-    if n_nonzero == 0:
-        return None
-    eps1 = eps * n_zero / n_nonzero
-    if eps1 >= 1.0:
-        return None
-    dist = counts / counts.sum()
-    return np.where(zero, eps, dist - eps1 * (~zero))
+def _group_sums(histogram: np.ndarray, bounds: np.ndarray, last_nonzero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of group `bounds` (the starts, then the index): the histogram's sum over each group and
+    the number of the reference's nonzero bins in it (the reference differs only in its last bin)."""
+    padded = np.append(histogram, 0.0)  # reduceat needs the index `bins` in range
+    segments = bounds.ravel()  # a row's index closes its last group; the value after it is dropped
+    sums = np.add.reduceat(padded, segments).reshape(bounds.shape)[:, :-1]
+    counts = np.add.reduceat(padded != 0, segments, dtype=np.int64).reshape(bounds.shape)[:, :-1]
+    counts[:, -1] += last_nonzero.astype(np.int64) - (padded[bounds[:, -1] - 1] != 0)
+    return sums, counts
+
+
+def _smoothing(n_nonzero: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothing rows of `lengths` bins, `n_nonzero` of them nonzero: what each nonzero bin's share gives
+    up (eps1) so each empty bin gets EPS, and whether that is possible (a nonzero bin, eps1 < 1)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        eps1 = EPS * (lengths - n_nonzero) / n_nonzero
+    return eps1, (n_nonzero > 0) & (eps1 < 1.0)
 
 
 def amax_from_stats(stats: ActivationStats, method: str, percentile: float = 99.99) -> dict[str, float]:
