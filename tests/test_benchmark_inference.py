@@ -82,3 +82,39 @@ def test_goals_come_from_this_runs_medians(report, inference):
     assert {g["runner"] for g in drops} == {label for label in report["accuracy"] if "int8" in label}
     for goal in drops:
         assert goal["met"] == (report["accuracy"][goal["runner"]]["drop_pp"] <= inference.MAX_INT8_DROP_PP)
+
+
+def test_int8_layers_groups_every_convolution_of_both_graphs(untrained_onnx, data_dir, tmp_path):
+    spec = importlib.util.spec_from_file_location("int8_layers", SCRIPT.with_name("int8_layers.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from resnet_deploy import data
+    from resnet_deploy.quantize.cpu_int8 import quantize_for_cpu
+
+    quantize_for_cpu(untrained_onnx, tmp_path / "int8.onnx", data.calibration_images(32, data_dir=data_dir))
+    args = [
+        "--onnx",
+        str(untrained_onnx),
+        "--cpu-int8",
+        str(tmp_path / "int8.onnx"),
+        "--batch",
+        "8",
+        "--runs",
+        "1",
+        "--data-dir",
+        str(data_dir),
+        "--out-dir",
+        str(tmp_path),
+    ]
+    assert module.main(args) == 0
+    report = json.loads((tmp_path / f"int8-layers-{untrained_onnx.stem}.json").read_text())
+    convs = {row["group"]: row for row in report["rows"] if "conv" in row["group"]}
+    # resnet18 w0.125: the stem, then 8, 16, 32, 64 channels at 28, 14, 7 and 4 pixels (shortcuts: 1x1 projections)
+    assert sorted(convs) == ["convs /14x14", "convs /28x28", "convs /4x4", "convs /7x7", "stem conv"]
+    assert [convs[g]["nodes"] for g in ("stem conv", "convs /28x28", "convs /14x14")] == [1, 4, 5]
+    assert convs["convs /14x14"]["layers"] == "1x1 8->16, 3x3 8->16, 3x3 16->16"
+    for row in convs.values():
+        assert row["fp32_ms"] > 0 and row["int8_ms"] > 0 and row["fp32_gmacs"] > 0
+        assert abs(row["speedup"] - row["fp32_ms"] / row["int8_ms"]) < 0.01 * row["speedup"] + 0.006
+    assert report["total_ms"]["int8"] == pytest.approx(sum(r["int8_ms"] or 0 for r in report["rows"]), abs=0.05)
+    assert any(row["group"] == "QLinearAdd" and row["fp32_ms"] is None for row in report["rows"])
