@@ -98,6 +98,14 @@ def test_latency_stats_of_two_values_and_none():
         latency_stats([])
 
 
+def test_statistics_are_computed_in_float64_whatever_the_input():
+    times = np.array([0.001, 0.002, 0.004], np.float32)
+    stats = latency_stats(times)
+    exact = times.astype(np.float64) * 1000.0
+    assert stats["min"] == float(exact[0]) != float(times[0] * np.float32(1000.0))
+    assert stats["mean"] == float(exact.mean())
+
+
 def test_speedup_is_the_median_of_per_round_ratios():
     assert speedup([4.0, 2.0, 9.0], [1.0, 2.0, 3.0]) == 3.0
     assert speedup([1.0, 3.0], [2.0, 1.0]) == pytest.approx(1.75)
@@ -121,10 +129,12 @@ def test_cv_defaults_to_no_std_and_the_median_as_mean():
     assert phase_warnings({"enqueue": {"median": 9.0}, "h2d": {"median": 9.0}}) == []
 
 
-@pytest.mark.parametrize("enqueue, bound", [(0.79, False), (0.8, True), (0.81, True)])
-def test_enqueue_bound_from_80_percent_of_compute(enqueue, bound):
-    warnings = phase_warnings({"compute": {"median": 1.0, "std": 0.0, "mean": 1.0}, "enqueue": {"median": enqueue}})
-    expected = [f"enqueue-bound: median enqueue {enqueue:.3f} ms vs compute 1.000 ms; "
+@pytest.mark.parametrize("enqueue, compute, bound", [(0.79, 1.0, False), (0.8, 1.0, True), (0.81, 1.0, True),
+                                                     (1.59, 2.0, False), (1.6, 2.0, True), (0.5, 0.5, True)])
+def test_enqueue_bound_from_80_percent_of_compute(enqueue, compute, bound):
+    phases = {"compute": {"median": compute, "std": 0.0, "mean": compute}, "enqueue": {"median": enqueue}}
+    warnings = phase_warnings(phases)
+    expected = [f"enqueue-bound: median enqueue {enqueue:.3f} ms vs compute {compute:.3f} ms; "
                 "the GPU may idle between inferences (try CUDA graphs or larger batches)"]
     assert warnings == (expected if bound else [])
 
@@ -143,15 +153,16 @@ def test_transfer_bound_above_compute(h2d, d2h, bound):
 def test_feed_repeats_the_images_up_to_the_batch_and_casts_to_contiguous_float32():
     clock, log = Clock(), []
     runner = Runner("a", clock, [0.001], log).activate()
-    compare({"a": runner}, IMAGES, [2, 3, 7], warmup_s=0.0, min_duration_s=0.0, min_iterations=1, rounds=1,
+    compare({"a": runner}, IMAGES, [2, 3, 5, 7], warmup_s=0.0, min_duration_s=0.0, min_iterations=1, rounds=1,
             clock=clock)
-    two, three, seven = runner.batches[0], runner.batches[2], runner.batches[4]
-    for batch in (two, three, seven):
+    two, three, five, seven = runner.batches[0::2]
+    for batch in (two, three, five, seven):
         assert batch.dtype == np.float32 and batch.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(two, IMAGES[:2])
     np.testing.assert_array_equal(three, IMAGES)
+    np.testing.assert_array_equal(five, np.concatenate([IMAGES, IMAGES[:2]]))
     np.testing.assert_array_equal(seven, np.concatenate([IMAGES, IMAGES, IMAGES[:1]]))
-    assert [len(b) for b in runner.batches] == [2, 2, 3, 3, 7, 7]
+    assert [len(b) for b in runner.batches] == [2, 2, 3, 3, 5, 5, 7, 7]
 
 
 def test_warm_up_runs_until_its_deadline_then_rounds_alternate():
@@ -170,13 +181,13 @@ def test_warm_up_runs_until_its_deadline_then_rounds_alternate():
 
 def test_a_round_lasts_its_share_of_the_minimum_duration():
     clock, log = Clock(), []
-    runner = Runner("a", clock, [0.01], log).activate()
-    report = compare({"a": runner}, IMAGES, [1], warmup_s=0.0, min_duration_s=0.1, min_iterations=1, rounds=2,
+    runner = Runner("a", clock, [0.25], log).activate()
+    report = compare({"a": runner}, IMAGES, [1], warmup_s=0.0, min_duration_s=1.0, min_iterations=1, rounds=2,
                      clock=clock)
-    # 0.05 s per round at 0.01 s per inference: 5 inferences (clock - start reaches 0.05 after the 5th;
-    # float error may need a sixth), so at least 10 and at most 12 timed ones.
-    assert report["results"]["1"]["a"]["iterations"] in (10, 11, 12)
-    assert report["results"]["1"]["a"]["seconds"] == pytest.approx(0.01 * report["results"]["1"]["a"]["iterations"])
+    # 0.5 s per round at 0.25 s per inference (binary fractions, so exact): a round stops as soon as 0.5 s
+    # have passed, after 2 inferences.
+    assert report["results"]["1"]["a"]["iterations"] == 4
+    assert report["results"]["1"]["a"]["seconds"] == 1.0
 
 
 def test_each_runner_gets_its_summary_speedup_and_times():
@@ -239,12 +250,39 @@ def test_measure_passes_its_settings_and_runs_one_round(monkeypatch):
     assert (seen["warmup_s"], seen["min_duration_s"], seen["min_iterations"]) == (0.2, 3.0, 10)
 
 
-def test_compare_defaults_are_trtexecs_kind_of_run():
-    """The CLI passes every setting; these are the Python API's defaults (the clock is a real one)."""
-    defaults = {name: p.default for name, p in inspect.signature(compare).parameters.items()
-                if p.default is not inspect.Parameter.empty}
-    assert defaults == {"reference": None, "warmup_s": 0.2, "min_duration_s": 3.0, "min_iterations": 10, "rounds": 5,
-                        "clock": time.perf_counter, "progress": None}
+def test_compare_defaults_10_iterations_in_5_rounds():
+    clock, log = Clock(), []
+    progress = []
+    report = compare({"a": Runner("a", clock, [0.0], log).activate()}, IMAGES, [1], warmup_s=0.0, min_duration_s=0.0,
+                     progress=progress.append)
+    assert report["results"]["1"]["a"]["iterations"] == 10 and len(progress) == 5
+
+
+def test_compare_default_warm_up_is_0_2_seconds():
+    """Real time: an inference sleeps 0.1 s, so 0.2 s of warm-up holds at most 2 (time.sleep never returns early)."""
+
+    class Sleeping(Runner):
+        def _infer(self, feed):
+            time.sleep(0.1)
+            return super()._infer(feed)
+
+    log: list[str] = []
+    compare({"a": Sleeping("a", Clock(), [0.0], log).activate()}, IMAGES, [1], min_duration_s=0.0, min_iterations=1,
+            rounds=1)
+    assert 2 <= len(log) <= 3  # warm-up (1 or 2) and 1 timed
+
+
+def test_compare_default_duration_and_clock():
+    """3 s per batch size would need a real 3 s run to observe: pinned on the signature."""
+    parameters = inspect.signature(compare).parameters
+    assert parameters["min_duration_s"].default == 3.0 and parameters["clock"].default is time.perf_counter
+
+
+def test_warm_up_stops_once_its_deadline_is_reached():
+    clock, log = Clock(), []
+    compare({"a": Runner("a", clock, [0.25], log).activate()}, IMAGES, [1], warmup_s=0.5, min_duration_s=0.0,
+            min_iterations=1, rounds=1, clock=clock)
+    assert len(log) == 3  # 2 warm-up inferences reach 0.5 s exactly, then 1 timed
 
 
 def test_an_unknown_reference_is_refused():
@@ -257,12 +295,17 @@ def test_an_unknown_reference_is_refused():
 
 # --- memory -------------------------------------------------------------------------------------------------
 
+def system_files(monkeypatch, files: dict[str, Path]) -> None:
+    """bench's Path("/proc/...") reads `files[path]` instead; any other path is a KeyError."""
+    monkeypatch.setattr(bench, "Path", lambda path: files[path])
+
+
 def test_available_memory_is_memavailable_in_bytes(monkeypatch, tmp_path):
     meminfo = tmp_path / "meminfo"
+    system_files(monkeypatch, {"/proc/meminfo": meminfo})
 
     def with_text(text):
         meminfo.write_text(text)
-        monkeypatch.setattr(bench, "Path", lambda _: meminfo)
         return bench.available_memory_bytes()
 
     assert with_text("MemTotal: 9 kB\nMemAvailable:    2048 kB\nMemFree: 1 kB\n") == 2048 * 1024
@@ -270,15 +313,14 @@ def test_available_memory_is_memavailable_in_bytes(monkeypatch, tmp_path):
     assert with_text("MemAvailable: lots\n") is None
     assert with_text("MemAvailable:\n") is None
     meminfo.unlink()
-    monkeypatch.setattr(bench, "Path", lambda _: meminfo)
     assert bench.available_memory_bytes() is None
 
 
 def test_memory_check_at_the_limit(monkeypatch):
     clock = Clock()
-    runners = {"a": Runner("a", clock, [0.1], [], per_image=1024, working=3072),
-               "b": Runner("b", clock, [0.1], [], per_image=1024, working=1024)}
-    needed = 64 * (1024 + 1024 + 3072)  # every feed plus the largest working set, at the largest batch
+    runners = {"a": Runner("a", clock, [0.1], [], per_image=1024, working=3073),
+               "b": Runner("b", clock, [0.1], [], per_image=512, working=1024)}
+    needed = 64 * (1024 + 512 + 3073)  # every feed plus the largest working set, at the largest batch
     monkeypatch.setattr(bench, "available_memory_bytes", lambda: needed)
     check_memory(runners, [8, 64, 2])
     monkeypatch.setattr(bench, "available_memory_bytes", lambda: needed - 1)
@@ -290,7 +332,7 @@ def test_memory_check_at_the_limit(monkeypatch):
     monkeypatch.setattr(bench, "available_memory_bytes", lambda: None)
     check_memory(runners, [10**12])
     monkeypatch.setattr(bench, "available_memory_bytes", lambda: 2**30)
-    with pytest.raises(ResnetDeployError, match=r"^--batch-sizes 2000000: needs about 9\.5 GiB .* 1\.0 GiB is "):
+    with pytest.raises(ResnetDeployError, match=r"^--batch-sizes 2000000: needs about 8\.6 GiB .* 1\.0 GiB is "):
         check_memory(runners, [2_000_000])
 
 
@@ -312,17 +354,17 @@ def test_gpu_from_nvidia_smi(monkeypatch):
 
 def test_gpu_falls_back_to_the_board_model(monkeypatch, tmp_path):
     model = tmp_path / "model"
-    model.write_text("NVIDIA Jetson Orin Nano\x00\n")
-    monkeypatch.setattr(bench, "Path", lambda _: model)
+    model.write_text("NVIDIA Jetson Xavier NX\x00\n")
+    system_files(monkeypatch, {"/proc/device-tree/model": model})
     monkeypatch.setattr(bench.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
 
     def failing(args, **kwargs):
         raise subprocess.CalledProcessError(9, args)
 
     monkeypatch.setattr(bench.subprocess, "run", failing)
-    assert bench._gpu() == "NVIDIA Jetson Orin Nano"
+    assert bench._gpu() == "NVIDIA Jetson Xavier NX"
     monkeypatch.setattr(bench.subprocess, "run", lambda args, **kw: subprocess.CompletedProcess(args, 0, " \n"))
-    assert bench._gpu() == "NVIDIA Jetson Orin Nano"
+    assert bench._gpu() == "NVIDIA Jetson Xavier NX"
     monkeypatch.setattr(bench.shutil, "which", lambda name: None)
     model.write_text("\x00\n")
     assert bench._gpu() is None
@@ -333,10 +375,10 @@ def test_gpu_falls_back_to_the_board_model(monkeypatch, tmp_path):
 def test_fingerprint_fields(monkeypatch, tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B13: 64-Core\nmodel name\t: other\n")
-    monkeypatch.setattr(bench, "Path", lambda _: cpuinfo)
+    system_files(monkeypatch, {"/proc/cpuinfo": cpuinfo})
     monkeypatch.setattr(bench, "_gpu", lambda: "a GPU")
     monkeypatch.setattr(bench.os, "cpu_count", lambda: 7)
-    versions = {"onnxruntime": "1.2", "numpy": "1.26.4", "torch": "2.0"}
+    versions = {"onnxruntime": "1.2", "numpy": "1.26.4", "tensorrt": "10.3.0", "torch": "2.0"}
 
     def version(package):
         if package not in versions:
@@ -346,8 +388,10 @@ def test_fingerprint_fields(monkeypatch, tmp_path):
     monkeypatch.setattr(bench.metadata, "version", version)
     machine = bench.fingerprint()
     assert machine["cpu"] == "AMD EPYC 7B13: 64-Core" and machine["cores"] == 7 and machine["gpu"] == "a GPU"
-    assert machine["versions"] == {"onnxruntime": "1.2", "torch": "2.0", "numpy": "1.26.4"}
-    assert list(machine["versions"]) == ["onnxruntime", "torch", "numpy"]
+    assert machine["versions"] == versions
+    assert list(machine["versions"]) == ["onnxruntime", "torch", "tensorrt", "numpy"]
+    del versions["torch"]
+    assert list(bench.fingerprint()["versions"]) == ["onnxruntime", "tensorrt", "numpy"]
     assert machine["os"] == f"{bench.platform.system()} {bench.platform.release()}"
     assert machine["python"] == bench.platform.python_version()
     cpuinfo.write_text("processor\t: 0\n")
@@ -486,7 +530,10 @@ def test_read_baseline(tmp_path):
     path.write_text(json.dumps(make_baseline(BASE)))
     assert read_baseline(str(path)) == make_baseline(BASE)
     path.write_text(json.dumps({**make_baseline(BASE), "speedup_vs_reference": {"1": {"fast": "quick"}}}))
-    with pytest.raises(ArtifactError, match=r"b\.json: .*latency baseline"):
+    with pytest.raises(ArtifactError, match=r"b\.json: not a valid latency baseline: "):
+        read_baseline(path)
+    path.write_text("{")
+    with pytest.raises(ArtifactError, match=r"b\.json: latency baseline is not valid JSON: "):
         read_baseline(path)
 
 
@@ -543,6 +590,27 @@ def test_a_failing_gate_names_each_regression_and_the_limits(tmp_path):
     with pytest.raises(GateFailed) as failed:
         apply_baseline_gate(report, path, 10, max_median_regression_pct=10.0)
     assert str(failed.value).endswith(" (allowed 10%)")
+
+
+def test_the_median_limit_alone_lets_a_median_through(tmp_path):
+    """Medians 12.5% slower fail --max-regression 10 but pass --max-median-regression 20; speedups keep 10%."""
+    path = write_baseline(tmp_path)
+    slower = report_of({"ref": 1.0, "fast": 2.0, "slow": 0.5}, {"ref": 4.5, "fast": 2.25, "slow": 9.0})
+    apply_baseline_gate(slower, path, 10, max_median_regression_pct=20)
+    assert all(c["passed"] for c in slower["baseline"]["checks"]) and len(slower["baseline"]["checks"]) == 5
+    with pytest.raises(GateFailed, match=r"ref batch 1 median_ms 4\.5 vs baseline 4; "):
+        apply_baseline_gate(slower, path, 10)
+    with pytest.raises(GateFailed, match=r"^latency regression: fast batch 1 speedup_vs_reference 1\.7 vs baseline 2 "
+                                         r"\(allowed 10%, medians 20%\)$"):
+        apply_baseline_gate(report_of({"ref": 1.0, "fast": 1.7, "slow": 0.5}, {"ref": 4.5, "fast": 2.25, "slow": 9.0}),
+                            path, 10, max_median_regression_pct=20)
+
+
+def test_a_baseline_of_medians_only_checks_medians():
+    baseline = {k: v for k, v in make_baseline(BASE).items() if k != "speedup_vs_reference"}
+    checks = check_baseline(BASE, baseline, 10)
+    assert [(c["label"], c["metric"], c["passed"]) for c in checks] == [
+        ("ref", "median_ms", True), ("fast", "median_ms", True), ("slow", "median_ms", True)]
 
 
 def test_on_another_machine_only_speedups_are_gated_with_a_note_and_ci_fails(tmp_path, monkeypatch):
