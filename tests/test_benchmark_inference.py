@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "inference.py"
+from tests.benchmark_scripts import load_benchmark
+
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def inference():
-    spec = importlib.util.spec_from_file_location("benchmark_inference", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("inference")
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +82,7 @@ def test_goals_come_from_this_runs_medians(report, inference):
 
 
 def test_int8_layers_groups_every_convolution_of_both_graphs(untrained_onnx, data_dir, tmp_path):
-    spec = importlib.util.spec_from_file_location("int8_layers", SCRIPT.with_name("int8_layers.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("int8_layers")
     from resnet_deploy import data
     from resnet_deploy.quantize.cpu_int8 import quantize_for_cpu
 

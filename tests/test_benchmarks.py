@@ -1,22 +1,17 @@
 """benchmarks/modelopt_ptq.py: its table, its refusal without ModelOpt, and (where ModelOpt imports)
 the real comparison on the shared trained ONNX."""
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "modelopt_ptq.py"
+from tests.benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def modelopt_ptq():
-    spec = importlib.util.spec_from_file_location("modelopt_ptq", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("modelopt_ptq")
 
 
 def test_table_rows_and_unmeasured_seconds(modelopt_ptq):
