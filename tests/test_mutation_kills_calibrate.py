@@ -5,6 +5,7 @@ spike arithmetic on hand-made histograms, and the statistics of a tiny ONNX grap
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import onnx
@@ -281,6 +282,15 @@ def test_kl_search_takes_the_first_of_equal_divergences_across_blocks():
     assert loop_entropy_amax(list(histogram), 12.0, levels=2) == 5.0
     for block in (1, 2, 3, 64):
         assert calibrate.kl_search(histogram, 2, block) == 5
+
+
+def test_the_search_raises_no_floating_point_warnings():
+    # Empty Q, all-zero rows, bins that smoothing leaves below 0 and the zero padding past each row's index
+    # divide by zero and take logs of negatives inside the search; none of that may reach the user.
+    histograms = ([100000, 0, 0, 1, 0, 0, 100000, 0, 2, 3, 0, 0], [0, 0, 0, 0, 5, 1, 0, 2], [0.0] * 6)
+    with warnings.catch_warnings(), np.errstate(all="warn"):
+        warnings.simplefilter("error")
+        assert [calibrate.kl_search(np.array(h, dtype=np.float64), 4, 3) for h in histograms] == [5, 5, 6]
 
 
 def test_entropy_and_percentile_differ_by_method():

@@ -151,7 +151,7 @@ def kl_divergences(histogram: np.ndarray, tails: np.ndarray, indices: np.ndarray
     spread = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
     p_eps, p_ok = _smoothing(counts.sum(axis=1), indices)
     q_eps, q_ok = _smoothing((counts * (spread != 0)).sum(axis=1), indices)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # 0 / 0 where nothing can be smoothed: such rows are inf
         p = histogram[:width] / tails[0] - p_eps[:, None]  # P keeps every value: its sum is the histogram's
         p[rows, indices - 1] = last / tails[0] - p_eps
         q = spread / (spread * counts).sum(axis=1, keepdims=True) - q_eps[:, None]
@@ -180,10 +180,10 @@ def _group_sums(histogram: np.ndarray, bounds: np.ndarray, last_nonzero: np.ndar
 
 def _smoothing(n_nonzero: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Smoothing rows of `lengths` bins, `n_nonzero` of them nonzero: what each nonzero bin's share gives
-    up (eps1) so each empty bin gets EPS, and whether that is possible (a nonzero bin, eps1 < 1)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    up (eps1) so each empty bin gets EPS, and whether that is possible (eps1 < 1; inf without a nonzero bin)."""
+    with np.errstate(divide="ignore"):
         eps1 = EPS * (lengths - n_nonzero) / n_nonzero
-    return eps1, (n_nonzero > 0) & (eps1 < 1.0)
+    return eps1, eps1 < 1.0
 
 
 def amax_from_stats(stats: ActivationStats, method: str, percentile: float = 99.99) -> dict[str, float]:
