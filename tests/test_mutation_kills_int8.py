@@ -156,7 +156,7 @@ def test_per_tensor_weights(tiny, data_dir, tmp_path):
 def test_best_method_is_the_best_on_validation_ties_to_entropy(tiny, data_dir, tmp_path, monkeypatch, scores, best):
     seen = []
 
-    def scored(onnx_path, images, labels):
+    def scored(onnx_path, images, labels, simulate_qdq=False):
         seen.append(len(labels))
         return next((v for m, v in scores.items() if f"int8-{m}." in Path(onnx_path).name), 0.5)
 
@@ -263,7 +263,7 @@ def test_the_data_folder_given_is_the_one_read(tiny, data_dir, tmp_path, monkeyp
 
 
 def test_ties_go_to_entropy_wherever_it_is_in_the_order(tiny, data_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(int8, "validation_top1", lambda onnx_path, images, labels: 0.75)
+    monkeypatch.setattr(int8, "validation_top1", lambda onnx_path, images, labels, simulate_qdq=False: 0.75)
     result = make_int8_artifacts(tiny, tmp_path, methods=("max", "percentile", "entropy"), count=8, data_dir=data_dir)
     assert list(result["methods"]) == ["fp32", "max", "percentile", "entropy"] and result["best_method"] == "entropy"
 

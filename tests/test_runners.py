@@ -42,10 +42,10 @@ def test_images(data_dir) -> np.ndarray:
 
 
 def test_backends_and_suffixes():
-    assert BACKENDS == ("torch", "onnxruntime", "tensorrt")
+    assert BACKENDS == ("torch", "onnxruntime", "openvino", "tensorrt")
     assert [backend_for(f"a/b{suffix}") for suffix in (".pt", ".pth", ".onnx", ".engine", ".plan")] == [
         "torch", "torch", "onnxruntime", "tensorrt", "tensorrt"]
-    assert backend_for("a/b.onnx", "tensorrt") == "tensorrt"
+    assert backend_for("a/b.onnx", "tensorrt") == "tensorrt" and backend_for("a/b.onnx", "openvino") == "openvino"
     assert backend_for("a/b.pth", "onnxruntime") == backend_for("a/B.PT", "tensorrt") == "torch"
     with pytest.raises(ResnetDeployError, match="suffix"):
         backend_for("model.bin")

@@ -35,7 +35,14 @@ def cpu_session(model: bytes, *, optimize: bool = True, threads: int = 0):
 
 
 class OnnxRuntimeRunner(BaseRunner):
-    """Runs an ONNX file in an `onnxruntime.InferenceSession` created on `activate()`."""
+    """Runs an ONNX file in an `onnxruntime.InferenceSession` created on `activate()`.
+
+    `simulate_qdq` sets `session.disable_quant_qdq` for TensorRT-style Q/DQ graphs (INT8 activations). ONNX
+    Runtime on x86 has no kernels for those and simulates the quantization in FP32 either way; by default it
+    also dequantizes every weight at every run and leaves its NCHWc convolutions out, while with the flag it
+    folds the weights into constants: the same simulation about 2x faster on the CPU, with different FP32
+    rounding at the margins (the default model's predictions agree on 99.65% of 2,000 validation images).
+    """
 
     backend = "onnxruntime"
 
@@ -45,11 +52,13 @@ class OnnxRuntimeRunner(BaseRunner):
         providers: list[str] | None = None,
         intra_op_threads: int | None = None,
         name: str | None = None,
+        simulate_qdq: bool = False,
     ):
         super().__init__(name or Path(onnx_path).name)
         self.onnx_path = Path(onnx_path)
         self.providers = providers
         self.intra_op_threads = intra_op_threads
+        self.simulate_qdq = simulate_qdq
         self._session: Any = None  # an onnxruntime.InferenceSession while active
 
     def _activate(self) -> None:
@@ -59,6 +68,8 @@ class OnnxRuntimeRunner(BaseRunner):
         if self.intra_op_threads:
             options.intra_op_num_threads = self.intra_op_threads
         options.log_severity_level = 3
+        if self.simulate_qdq:
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
         if not self.onnx_path.is_file():
             raise ArtifactError(f"{self.onnx_path}: ONNX file not found")
         try:
