@@ -243,6 +243,39 @@ def test_validation_is_scored_on_the_cpu_even_when_cuda_is_listed(tiny, validati
     assert asked == [["CPUExecutionProvider"]]
 
 
+@pytest.mark.parametrize("simulate", [False, True])
+def test_validation_simulates_qdq_only_when_asked(tiny, validation, monkeypatch, simulate):
+    real = ort.InferenceSession
+    flags = []
+
+    def session(path, options=None, providers=None, **kwargs):
+        try:
+            flags.append(options.get_session_config_entry("session.disable_quant_qdq"))
+        except RuntimeError:  # not set
+            flags.append(None)
+        return real(path, options, providers=providers, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    validation_top1(tiny, *validation, simulate_qdq=simulate)
+    assert flags == (["1"] if simulate else [None])
+
+
+def test_methods_are_ranked_with_simulated_qdq_and_the_cpu_graph_without(tiny, data_dir, tmp_path, monkeypatch):
+    calls = []
+
+    def scored(onnx_path, images, labels, simulate_qdq=False):
+        calls.append((Path(onnx_path).name, simulate_qdq))
+        return 0.5
+
+    monkeypatch.setattr(int8, "validation_top1", scored)
+    summary = make_int8_artifacts(tiny, tmp_path, methods=("max", "entropy"), count=8, cpu_int8=True,
+                                  data_dir=data_dir)
+    assert calls == [("tiny.onnx", False), ("tiny.int8-max.qdq.onnx", True), ("tiny.int8-entropy.qdq.onnx", True),
+                     ("tiny.int8-cpu.onnx", False)]
+    assert summary["validation"] == (
+        "ONNX Runtime CPU; TensorRT-style Q/DQ graphs with session.disable_quant_qdq (weights folded)")
+
+
 def test_defaults_512_train_images_seed_0_into_calibration(tiny, data_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = make_int8_artifacts(tiny, methods=("max",), data_dir=data_dir)

@@ -1,6 +1,6 @@
 """`simulate_qdq` for TensorRT-style Q/DQ graphs on ONNX Runtime: the weights' DequantizeLinear folded into
-constants (ONNX Runtime otherwise dequantizes them at every run), logits that track the default path, and
-the ranking of calibration methods using it while the CPU INT8 graph keeps ONNX Runtime's defaults."""
+constants (ONNX Runtime otherwise dequantizes them at every run) and logits that track the default path.
+Which graphs `make_int8_artifacts` scores this way: tests/test_mutation_kills_int8.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import onnx
 import pytest
 
 from resnet_deploy import data
-from resnet_deploy.quantize import int8
 from resnet_deploy.quantize.qdq import insert_qdq
 from resnet_deploy.runners.onnxrt import OnnxRuntimeRunner
 
@@ -59,26 +58,3 @@ def test_simulated_logits_track_the_int8_kernels(qdq_graph, data_dir):
     assert not np.array_equal(logits[False], logits[True])  # really another computation
     assert np.abs(logits[False] - logits[True]).max() < 0.1 * np.abs(logits[False]).max()
     assert (logits[False].argmax(1) == logits[True].argmax(1)).mean() >= 0.97
-
-
-def test_methods_are_ranked_with_simulated_quantization_and_the_cpu_graph_without(
-    untrained_onnx, data_dir, tmp_path, monkeypatch
-):
-    calls = []
-
-    def scored(onnx_path, images, labels, simulate_qdq=False):
-        calls.append((onnx_path.name, simulate_qdq))
-        return 0.5
-
-    monkeypatch.setattr(int8, "validation_top1", scored)
-    summary = int8.make_int8_artifacts(
-        untrained_onnx, tmp_path, methods=("max", "entropy"), count=8, cpu_int8=True, data_dir=data_dir
-    )
-    stem = untrained_onnx.stem
-    assert calls == [
-        (untrained_onnx.name, False),
-        (f"{stem}.int8-max.qdq.onnx", True),
-        (f"{stem}.int8-entropy.qdq.onnx", True),
-        (f"{stem}.int8-cpu.onnx", False),
-    ]
-    assert "session.disable_quant_qdq" in summary["validation"]
