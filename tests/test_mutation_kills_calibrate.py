@@ -276,6 +276,21 @@ def test_kl_search_is_the_same_in_any_block_size(block):
     assert calibrate.kl_search(np.zeros(6), 5, block) == 6  # every divergence inf: all bins
 
 
+@pytest.mark.parametrize("block", [5, 10])
+def test_kl_search_scores_a_last_block_that_starts_at_the_end(block):
+    # a flat histogram kept whole is its own quantization (divergence 0); with levels 2 and these block
+    # sizes that index (12) starts the last block
+    assert calibrate.kl_search(np.ones(12), 2, block) == 12 == loop_entropy_amax([1.0] * 12, 12.0, levels=2)
+
+
+def test_a_bin_that_smoothing_leaves_at_exactly_zero_adds_nothing():
+    # P = [1, 0, 0, 9999] over 10000: bin 0 keeps 1e-4 - eps1 (1e-4 * 2 empty / 2 nonzero) = 0 exactly; Q
+    # spreads the one group's 10000 over P's two nonzero bins. Only bin 3 adds to the divergence.
+    expected = (0.9999 - 1e-4) * math.log((0.9999 - 1e-4) / (0.5 - 1e-4))
+    assert divergences([1, 0, 0, 9999], 1, [4])[0] == pytest.approx(expected, rel=1e-12)
+    assert divergences([1, 0, 0, 9999], 1, [4])[0] == pytest.approx(loop_divergence([1, 0, 0, 9999], 4, 1), rel=1e-12)
+
+
 def test_kl_search_takes_the_first_of_equal_divergences_across_blocks():
     histogram = np.zeros(12)
     histogram[4] = 1.0  # clipped before bin 4, Q is empty (inf); from 5 on P = Q (0), in every later block too

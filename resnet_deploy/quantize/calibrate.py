@@ -157,7 +157,7 @@ def kl_divergences(histogram: np.ndarray, tails: np.ndarray, indices: np.ndarray
         q = spread / (spread * counts).sum(axis=1, keepdims=True) - q_eps[:, None]
     q[spread == 0] = EPS
     padding = np.zeros((len(indices), 1))  # q past the index: left out below
-    q = np.repeat(np.hstack([q, padding]).ravel(), np.diff(bounds, axis=1, append=width).ravel()).reshape(p.shape)
+    q = np.repeat(np.hstack([q, padding]).ravel(), np.diff(bounds, append=width).ravel()).reshape(p.shape)
     # P's empty bins, EPS in P and in Q, add 0: they are left out (their p here is -eps1 <= 0) with the
     # bins where smoothing left p or q not positive.
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -173,7 +173,7 @@ def _group_sums(histogram: np.ndarray, bounds: np.ndarray, last_nonzero: np.ndar
     padded = np.append(histogram, 0.0)  # reduceat needs the index `bins` in range
     segments = bounds.ravel()  # a row's index closes its last group; the value after it is dropped
     sums = np.add.reduceat(padded, segments).reshape(bounds.shape)[:, :-1]
-    counts = np.add.reduceat(padded != 0, segments, dtype=np.int64).reshape(bounds.shape)[:, :-1]
+    counts = np.add.reduceat(padded != 0, segments).reshape(bounds.shape)[:, :-1]  # int: bools add as ints
     counts[:, -1] += last_nonzero.astype(np.int64) - (padded[bounds[:, -1] - 1] != 0)
     return sums, counts
 
