@@ -179,6 +179,18 @@ def test_warm_up_runs_until_its_deadline_then_rounds_alternate():
     assert report["times_ms"]["1"]["a"] == pytest.approx([10.0] * 4)
 
 
+def test_each_runners_block_starts_after_the_settle_pause_and_none_by_default():
+    clock, log = Clock(), []
+    runners = {n: Runner(n, clock, [0.01], log).activate() for n in ("a", "b")}
+    compare(runners, IMAGES, [1], warmup_s=0.0, min_duration_s=0.0, min_iterations=2, rounds=2, clock=clock,
+            sleep=lambda seconds: log.append(f"sleep {seconds}"), settle_s=0.3)
+    assert log == ["a", "b"] + ["sleep 0.3", "a", "sleep 0.3", "b"] * 2  # warm-up, then one per round each
+    log.clear()
+    compare(runners, IMAGES, [1], warmup_s=0.0, min_duration_s=0.0, min_iterations=2, rounds=1, clock=clock,
+            sleep=lambda seconds: log.append(f"sleep {seconds}"))
+    assert log == ["a", "b", "a", "a", "b", "b"]
+
+
 def test_a_round_lasts_its_share_of_the_minimum_duration():
     clock, log = Clock(), []
     runner = Runner("a", clock, [0.25], log).activate()
