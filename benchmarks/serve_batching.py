@@ -5,7 +5,9 @@ Runtime CPU, in one run with the two servers side by side and their loads interl
 Measures throughput and p50/p95/p99 latency per protocol and concurrency, the ratio with/without
 dynamic batching (goal: >= 2x at concurrency 16), a long load at concurrency 8 that must have zero
 failed requests, and the 10k test split through the server (FP32 and raw-pixel models) against the
-local runner's predictions (must be identical). Writes benchmarks/results/serve-<tag>.json, .md, .png.
+local runner's predictions (must be identical). The served throughput at concurrency 16 is also set against
+the local ONNX Runtime runner's (same threads) at the batch size the server's batcher formed there (goal:
+>= 50%, the client on the same cores included). Writes benchmarks/results/serve-<tag>.json, .md, .png.
 
     python benchmarks/serve_batching.py --onnx artifacts/resnet18-w0.25.onnx
     python benchmarks/serve_batching.py --checkpoint checkpoints/resnet18-w0.25/best.pt   # exports it first
@@ -34,6 +36,7 @@ from resnet_deploy.serve.process import ServeProcess
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_RATIO, GOAL_CONCURRENCY = 2.0, 16
+GOAL_LOCAL_SHARE = 0.5  # served images/s at GOAL_CONCURRENCY over the local runner's at the batch formed there
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             report["runs"] = interleaved_runs(servers, model, dataset.test_images, protocols, concurrencies, args)
             report["soak"] = soak(batched, model, dataset.test_images, args)
             report["accuracy"] = accuracy(batched, model, onnx, dataset)
+            report["summary"] = summarize(report["runs"], protocols, concurrencies)
+            report["local"] = local_throughput(onnx, report["summary"], dataset.test_images, args)
         report["load_average_after"] = os.getloadavg()
-    report["summary"] = summarize(report["runs"], protocols, concurrencies)
     report["goals"] = goals(report)
     tag = onnx.name[: -len(onnx.suffix)]
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -136,6 +140,19 @@ def accuracy(server: ServeProcess, model: str, onnx: Path, dataset) -> dict:
     return result
 
 
+def local_throughput(onnx: Path, summary: list[dict], images: np.ndarray, args) -> dict[str, dict]:
+    """The local runner's images/s (the servers' threads) at each batch size the batcher formed at
+    GOAL_CONCURRENCY (rounded), measured while the servers sit idle."""
+    from resnet_deploy.bench import measure
+
+    batches = sorted({max(1, round(row["avg_batch"])) for row in summary
+                      if row["label"] == "dynamic batching" and row["concurrency"] == GOAL_CONCURRENCY})
+    with load_runner(onnx, "onnxruntime", threads=args.threads) as runner:
+        return {str(batch): {"images_per_s": measure(runner, data.normalize(images[:batch]), batch,
+                                                     min_duration_s=args.duration_s)["throughput_ips"]}
+                for batch in batches}
+
+
 def summarize(runs: list[dict], protocols: list[str], concurrencies: list[int]) -> list[dict]:
     """Median over rounds of throughput and latency percentiles, per setting."""
     rows = []
@@ -160,6 +177,15 @@ def goals(report: dict) -> list[dict]:
         ratio = on["images_per_s"] / off["images_per_s"]
         checks.append({"goal": f"{protocol}: dynamic batching >= {GOAL_RATIO:g}x throughput at concurrency "
                                f"{GOAL_CONCURRENCY}", "measured": round(ratio, 2), "met": ratio >= GOAL_RATIO})
+    for protocol in dict.fromkeys(r["protocol"] for r in report["summary"]):
+        served = rows[("dynamic batching", protocol, GOAL_CONCURRENCY)]
+        batch = str(max(1, round(served["avg_batch"])))
+        share = served["images_per_s"] / report["local"][batch]["images_per_s"]
+        checks.append({"goal": f"{protocol}: served images/s at concurrency {GOAL_CONCURRENCY} >= "
+                               f"{GOAL_LOCAL_SHARE:.0%} of the local runner's at the batch formed ({batch})",
+                       "measured": f"{share:.0%} ({served['images_per_s']:.0f} vs "
+                                   f"{report['local'][batch]['images_per_s']:.0f})",
+                       "met": share >= GOAL_LOCAL_SHARE})
     soak_run = report["soak"]
     checks.append({"goal": f"{soak_run['duration_s']:.0f} s at concurrency {soak_run['concurrency']}: zero failed requests",
                    "measured": f"{soak_run['answered']} answered, {soak_run['failed']} failed",
