@@ -18,8 +18,12 @@ from onnx import numpy_helper
 from resnet_deploy.quantize.qdq import insert_qdq
 
 
-def ort_logits(path: Path, images: np.ndarray, batch: int = 1000) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def ort_logits(path: Path, images: np.ndarray, batch: int = 1000, simulate_qdq: bool = False) -> np.ndarray:
+    """Logits of an ONNX file on ONNX Runtime's CPU provider (`simulate_qdq`: as OnnxRuntimeRunner's)."""
+    options = ort.SessionOptions()
+    if simulate_qdq:
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: images[i:i + batch]})[0] for i in range(0, len(images), batch)])
 
