@@ -42,17 +42,7 @@ def loop_entropy_amax(histogram: list[float], top: float, levels: int) -> float:
     histogram[0] = histogram[1]
     best = (math.inf, bins)
     for index in range(levels, bins + 1):
-        reference = histogram[:index]
-        reference[-1] += sum(histogram[index:])
-        edges = [int(index * k / levels) for k in range(levels)] + [index]
-        quantized = []
-        for lo, hi in zip(edges, edges[1:]):
-            used = [i for i in range(lo, hi) if reference[i] != 0]
-            share = sum(histogram[lo:hi]) / len(used) if used else 0.0
-            quantized += [share if reference[i] != 0 else 0.0 for i in range(lo, hi)]
-        p, q = smoothed(reference), smoothed(quantized)
-        divergence = math.inf if p is None or q is None else sum(
-            a * math.log(a / b) for a, b in zip(p, q) if a > 0 and b > 0)
+        divergence = loop_divergence(histogram, index, levels)
         if divergence < best[0]:
             best = (divergence, index)
     return best[1] * top / bins
