@@ -217,3 +217,9 @@ def activation_bytes_per_image(model) -> list[int]:
             per_image = int(np.prod([d for d in dims[1:] if isinstance(d, int)], dtype=np.int64))
             sizes.append(per_image * np.dtype(_dtype(value)).itemsize)
     return sizes
+
+
+def live_activation_bytes(path: str | Path) -> int:
+    """Bytes one image keeps alive at once in a CPU runtime: the graph's three largest activations (a residual
+    block holds its input, its conv output and its shortcut)."""
+    return sum(sorted(activation_bytes_per_image(load_onnx(path)))[-3:])

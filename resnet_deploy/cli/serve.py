@@ -221,13 +221,13 @@ def _check_memory(served, max_batch_size: int | None, copies: int) -> None:
     an ONNX model holds one batch of inputs and its three largest activations; an engine's batch is on the GPU."""
     from resnet_deploy.bench import available_memory_bytes
     from resnet_deploy.errors import ResnetDeployError
-    from resnet_deploy.onnx_io import activation_bytes_per_image, load_onnx
+    from resnet_deploy.onnx_io import live_activation_bytes
 
     available = available_memory_bytes()
     if max_batch_size is None or available is None:
         return
     per_image = sum(
-        4 * math.prod(artifact.input_dims) + sum(sorted(activation_bytes_per_image(load_onnx(artifact.path)))[-3:])
+        4 * math.prod(artifact.input_dims) + live_activation_bytes(artifact.path)
         for artifact in served
         if artifact.backend != "tensorrt"
     )

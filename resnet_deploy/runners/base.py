@@ -19,6 +19,11 @@ class RunnerStateError(ResnetDeployError):
     """A runner was used while inactive (or activated twice)."""
 
 
+def first_line(exc: BaseException, default: str | None = None) -> str:
+    """The first non-blank line of a backend's exception text (they span pages), else `default` or its type."""
+    return next((line for line in str(exc).splitlines() if line.strip()), default or type(exc).__name__)
+
+
 @dataclass(frozen=True)
 class TensorMeta:
     """One input or output: name, numpy dtype and shape (-1 marks a dynamic axis)."""

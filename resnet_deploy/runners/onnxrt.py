@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from resnet_deploy.errors import ArtifactError
-from resnet_deploy.runners.base import BaseRunner, TensorMeta
+from resnet_deploy.runners.base import BaseRunner, TensorMeta, first_line
 
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 
@@ -83,12 +83,10 @@ class OnnxRuntimeRunner(BaseRunner):
         self._session = None
 
     def bytes_per_image(self) -> int:
-        """Input plus the three largest activations (a residual block keeps its input, its conv output
-        and its shortcut alive at once), from the graph's shapes."""
-        from resnet_deploy.onnx_io import activation_bytes_per_image, load_onnx
+        """Input plus the live activations of one image, from the graph's shapes."""
+        from resnet_deploy.onnx_io import live_activation_bytes
 
-        largest = sorted(activation_bytes_per_image(load_onnx(self.onnx_path)))[-3:]
-        return self.input_bytes_per_image() + sum(largest)
+        return self.input_bytes_per_image() + live_activation_bytes(self.onnx_path)
 
     def _input_metadata(self) -> list[TensorMeta]:
         return [
@@ -109,5 +107,4 @@ class OnnxRuntimeRunner(BaseRunner):
         except MemoryError:
             raise
         except Exception as exc:  # ONNX Runtime raises its own exception types (Fail, InvalidArgument, ...)
-            first_line = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-            raise ArtifactError(f"{self.onnx_path}: ONNX Runtime failed to run it: {first_line}") from exc
+            raise ArtifactError(f"{self.onnx_path}: ONNX Runtime failed to run it: {first_line(exc)}") from exc

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from resnet_deploy.errors import ArtifactError, EnvironmentFailure
-from resnet_deploy.runners.base import BaseRunner, TensorMeta
+from resnet_deploy.runners.base import BaseRunner, TensorMeta, first_line
 
 
 def _openvino() -> Any:
@@ -44,8 +44,9 @@ class OpenVinoRunner(BaseRunner):
         try:
             self._compiled = ov.Core().compile_model(str(self.onnx_path), "CPU", config)
         except RuntimeError as exc:  # OpenVINO reports bad graphs as RuntimeError
-            first_line = next((line for line in str(exc).splitlines() if line.strip()), "unknown error")
-            raise ArtifactError(f"{self.onnx_path}: OpenVINO cannot compile it: {first_line}") from exc
+            raise ArtifactError(
+                f"{self.onnx_path}: OpenVINO cannot compile it: {first_line(exc, 'unknown error')}"
+            ) from exc
         self._request = self._compiled.create_infer_request()
 
     def _deactivate(self) -> None:
@@ -53,11 +54,10 @@ class OpenVinoRunner(BaseRunner):
         self._compiled = None
 
     def bytes_per_image(self) -> int:
-        """Input plus the three largest activations, from the graph's shapes (as ONNX Runtime)."""
-        from resnet_deploy.onnx_io import activation_bytes_per_image, load_onnx
+        """Input plus the live activations of one image, from the graph's shapes."""
+        from resnet_deploy.onnx_io import live_activation_bytes
 
-        largest = sorted(activation_bytes_per_image(load_onnx(self.onnx_path)))[-3:]
-        return self.input_bytes_per_image() + sum(largest)
+        return self.input_bytes_per_image() + live_activation_bytes(self.onnx_path)
 
     def _input_metadata(self) -> list[TensorMeta]:
         return [
@@ -76,6 +76,7 @@ class OpenVinoRunner(BaseRunner):
         try:
             results = self._request.infer([np.ascontiguousarray(array) for array in inputs])
         except RuntimeError as exc:
-            first_line = next((line for line in str(exc).splitlines() if line.strip()), "unknown error")
-            raise ArtifactError(f"{self.onnx_path}: OpenVINO failed to run it: {first_line}") from exc
+            raise ArtifactError(
+                f"{self.onnx_path}: OpenVINO failed to run it: {first_line(exc, 'unknown error')}"
+            ) from exc
         return {port.get_any_name(): np.array(results[port]) for port in self._compiled.outputs}
