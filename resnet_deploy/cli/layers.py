@@ -9,7 +9,15 @@ import click
 from rich.table import Table
 
 from resnet_deploy.cli.console import console
-from resnet_deploy.cli.options import IMAGE, FiniteFloatRange, OutputPath, data_dir_option, json_option, threads_option
+from resnet_deploy.cli.options import (
+    IMAGE,
+    POSITIVE_FLOAT,
+    FiniteFloatRange,
+    OutputPath,
+    data_dir_option,
+    json_option,
+    threads_option,
+)
 from resnet_deploy.data import VAL_SIZE
 
 
@@ -34,7 +42,7 @@ from resnet_deploy.data import VAL_SIZE
     "--max-memory-mib",
     default=512.0,
     show_default=True,
-    type=FiniteFloatRange(min=0, min_open=True),
+    type=POSITIVE_FLOAT,
     help="Bound on the exposed intermediate tensors of one run, both graphs together.",
 )
 @click.option(

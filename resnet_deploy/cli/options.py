@@ -87,6 +87,7 @@ OUTPUT_PATH = OutputPath()
 POSITIVE_INT = click.IntRange(min=1)
 NON_NEGATIVE_INT = click.IntRange(min=0)
 NON_NEGATIVE_FLOAT = FiniteFloatRange(min=0)
+POSITIVE_FLOAT = FiniteFloatRange(min=0, min_open=True)
 PERCENT = FiniteFloatRange(min=0, max=100)
 
 
@@ -403,28 +404,28 @@ DEFAULT_TIMING_CACHE = Path("engines/timing.cache")
 ENGINE_OPTIONS = (
     click.option(
         "--min-batch",
-        type=click.IntRange(1),
+        type=POSITIVE_INT,
         default=_DEFAULT.min_batch,
         show_default=True,
         help="Smallest batch of the engine's optimization profile.",
     ),
     click.option(
         "--opt-batch",
-        type=click.IntRange(1),
+        type=POSITIVE_INT,
         default=_DEFAULT.opt_batch,
         show_default=True,
         help="Batch TensorRT tunes for.",
     ),
     click.option(
         "--max-batch",
-        type=click.IntRange(1),
+        type=POSITIVE_INT,
         default=_DEFAULT.max_batch,
         show_default=True,
         help="Largest batch; the runner's buffers are sized for it.",
     ),
     click.option(
         "--workspace-mib",
-        type=click.IntRange(1),
+        type=POSITIVE_INT,
         default=_DEFAULT.workspace_mib,
         show_default=True,
         help="Builder workspace pool limit.",

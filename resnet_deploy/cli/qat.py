@@ -10,7 +10,7 @@ from rich.table import Table
 
 from resnet_deploy.cli.console import console, console_err
 from resnet_deploy.cli.options import (
-    FiniteFloatRange,
+    POSITIVE_FLOAT,
     calibration_count_option,
     calibration_dir_option,
     calibration_method_option,
@@ -40,7 +40,7 @@ from resnet_deploy.data import TRAIN_SIZE
     "--lr",
     default=0.005,
     show_default=True,
-    type=FiniteFloatRange(min=0, min_open=True),
+    type=POSITIVE_FLOAT,
     help="Peak learning rate (cosine decay); a few percent of the training rate.",
 )
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1, 4096))

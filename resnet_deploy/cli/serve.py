@@ -11,9 +11,10 @@ from rich.table import Table
 from resnet_deploy.cli.console import console
 from resnet_deploy.cli.options import (
     IMAGE,
+    NON_NEGATIVE_FLOAT,
     NON_NEGATIVE_INT,
+    POSITIVE_FLOAT,
     POSITIVE_INT,
-    FiniteFloatRange,
     OutputPath,
     data_dir_option,
     json_option,
@@ -284,14 +285,14 @@ def _print_models(service) -> None:
 )
 @click.option(
     "--duration-s",
-    type=FiniteFloatRange(min=0, min_open=True),
+    type=POSITIVE_FLOAT,
     default=5.0,
     show_default=True,
     help="Measured seconds per run.",
 )
 @click.option(
     "--warmup-s",
-    type=FiniteFloatRange(min=0),
+    type=NON_NEGATIVE_FLOAT,
     default=1.0,
     show_default=True,
     help="Unmeasured seconds before each run.",
@@ -299,7 +300,7 @@ def _print_models(service) -> None:
 @click.option("--batch-size", type=POSITIVE_INT, default=1, show_default=True, help="Images per request.")
 @click.option(
     "--timeout-s",
-    type=FiniteFloatRange(min=0, min_open=True),
+    type=POSITIVE_FLOAT,
     default=30.0,
     show_default=True,
     help="Per-request timeout (a timeout counts as failed).",
