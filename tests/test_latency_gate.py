@@ -165,8 +165,8 @@ def test_bench_fails_a_runner_slowed_3x_and_passes_it_unslowed(untrained_onnx, t
     for graph in graphs:
         graph.write_bytes(untrained_onnx.read_bytes())
     baseline, report_path = tmp_path / "baseline.json", tmp_path / "bench.json"
-    args = ["bench", *graphs, "--batch-sizes", "8", "--threads", "1", "--duration-s", "0.6", "--warmup-ms", "50",
-            "--rounds", "6", "--data-dir", data_dir, "--json", report_path, "--baseline", baseline,
+    args = ["bench", *graphs, "--batch-sizes", "8", "--threads", "1", "--duration-s", "1.2", "--warmup-ms", "50",
+            "--rounds", "12", "--data-dir", data_dir, "--json", report_path, "--baseline", baseline,
             "--max-regression", ci_max_regression()]
     monkeypatch.delenv("CI", raising=False)
 
