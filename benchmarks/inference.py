@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from resnet_deploy import data
-from resnet_deploy.bench import compare, fingerprint
+from resnet_deploy.bench import compare, cpu_flags, fingerprint
 from resnet_deploy.checkpoint import load_checkpoint
 from resnet_deploy.export import export_onnx
 from resnet_deploy.fileio import atomic_write_json, atomic_write_text
@@ -54,7 +54,6 @@ GOALS = [
 # otherwise slow the next one (PyTorch eager at batch 1: 2.0-2.1 ms beside ONNX Runtime, 1.4-1.8 ms with it).
 SETTLE_S = 0.3
 MAX_INT8_DROP_PP = 0.2  # top-1 of an INT8 runner may be at most this much below ONNX Runtime FP32's
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "asimd", "asimddp")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,20 +166,6 @@ def accuracy(runners: dict[str, BaseRunner], images, labels) -> dict[str, dict]:
     return {
         label: {"top1": value, "drop_pp": round(100 * (top1[REFERENCE] - value), 3)} for label, value in top1.items()
     }
-
-
-def cpu_flags() -> list[str]:
-    """The ISA extensions that decide FP32 and INT8 speed, as /proc/cpuinfo lists them."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = set(
-        next(
-            (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith(("flags", "Features"))), []
-        )
-    )
-    return [flag for flag in ISA_FLAGS if flag in flags]
 
 
 def _version(package: str) -> str | None:

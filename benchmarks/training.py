@@ -1,94 +1,202 @@
 #!/usr/bin/env python3
-"""README performance table, training part: images/s of a training step (forward, backward, SGD) for
-model widths, channels-last vs contiguous, interleaved in one run, on a batch of real train images;
-writes benchmarks/results/training.json and training.md.
+"""Where a training epoch's time goes, and which options shorten it, interleaved in one run.
 
-    python benchmarks/training.py --widths 0.25,0.5,1.0
+Times one training step (forward, backward, SGD) on a batch of real train images for: memory format
+per width (contiguous vs channels-last), batch size, thread count and `torch.compile` (inductor) of
+the default model; plus what augmentation and the per-epoch validation cost. Each row's epoch time is
+55k images at its median step; ratios are to the default recipe's settings measured in the same run.
+The roofline column divides the epoch's multiply-accumulates (3x forward: forward, input and weight
+gradients) by the time, to say how close the step is to the CPU's arithmetic peak.
+
+`--isa avx2` runs the same in a child process limited to AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`,
+`ATEN_CPU_CAPABILITY=avx2`): an estimate, on this machine, of a CPU without AVX-512.
+Writes benchmarks/results/training[-avx2].json and .md.
+
+    python benchmarks/training.py
+    python benchmarks/training.py --isa avx2
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from resnet_deploy import data
-from resnet_deploy.bench import fingerprint
+from resnet_deploy.bench import cpu_flags, fingerprint
 from resnet_deploy.fileio import atomic_write_json, atomic_write_text
 from resnet_deploy.models import count_macs, create_model
+from resnet_deploy.train import augment, memory_format, predict, to_input, torch_threads
+from resnet_deploy.train_config import TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+DEFAULT = TrainConfig()
+EPOCH_IMAGES = data.TRAIN_SIZE
 
 
-def step_seconds(model, optimizer, inputs, targets) -> float:
-    started = time.perf_counter()
-    loss = F.cross_entropy(model(inputs), targets)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return time.perf_counter() - started
+def make_step(width: float, channels_last: bool, compiled: bool) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One SGD step of the default recipe's model, loss and optimizer at `width`."""
+    model = create_model(DEFAULT.model, **{**DEFAULT.model_kwargs(), "width": width})
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)  # type: ignore[call-overload]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=DEFAULT.momentum, nesterov=DEFAULT.nesterov)
+
+    def step(inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        loss = F.cross_entropy(model(inputs), targets, label_smoothing=DEFAULT.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return torch.compile(step) if compiled else step
+
+
+def configurations(widths: list[float], compiled: bool, threads: int) -> list[dict]:
+    """The rows: layout per width, then batch size, threads and compile at the default width."""
+    rows = [
+        {"width": w, "channels_last": cl, "batch": DEFAULT.batch_size, "threads": threads, "compiled": False}
+        for w in widths
+        for cl in (False, True)
+    ]
+    base = {
+        "width": DEFAULT.width,
+        "channels_last": True,
+        "batch": DEFAULT.batch_size,
+        "threads": threads,
+        "compiled": False,
+    }
+    rows += [{**base, "batch": b} for b in (64, 256)]
+    rows += [{**base, "threads": t} for t in range(1, threads)]
+    if compiled:
+        rows.append({**base, "compiled": True})
+    unique = []
+    for row in rows:
+        if row not in unique:
+            unique.append(row)
+    return unique
+
+
+def measure(rows: list[dict], images: torch.Tensor, labels: torch.Tensor, rounds: int, steps: int) -> None:
+    """Median step seconds of every row, interleaved round by round; adds `median_step_s` and `macs`."""
+    prepared: list[tuple[dict, Callable, tuple[torch.Tensor, torch.Tensor], list[float]]] = []
+    for row in rows:
+        step = make_step(row["width"], row["channels_last"], row["compiled"])
+        layout = torch.channels_last if row["channels_last"] else torch.contiguous_format
+        batch = (to_input(images[: row["batch"]], layout), labels[: row["batch"]])
+        with torch_threads(row["threads"]):
+            step(*batch)  # warm-up (and compilation)
+            step(*batch)
+        prepared.append((row, step, batch, []))
+    for _ in range(rounds):
+        for row, step, batch, samples in prepared:
+            with torch_threads(row["threads"]):
+                for _ in range(steps):
+                    started = time.perf_counter()
+                    step(*batch)
+                    samples.append(time.perf_counter() - started)
+    for row, _, _, samples in prepared:
+        row["median_step_s"] = float(np.median(samples))
+        row["macs"] = count_macs(create_model(DEFAULT.model, **{**DEFAULT.model_kwargs(), "width": row["width"]}))
+        row["epoch_s"] = EPOCH_IMAGES * row["median_step_s"] / row["batch"]
+        row["gmac_per_s"] = 3 * row["macs"] * EPOCH_IMAGES / row["epoch_s"] / 1e9
+
+
+def overheads(images: torch.Tensor, dataset: data.FashionMNIST, threads: int) -> dict[str, float]:
+    """Seconds per epoch of the default augmentation (55k images) and of validating on the 5k split."""
+    generator = torch.Generator().manual_seed(0)
+    batch = images[: DEFAULT.batch_size]
+    with torch_threads(threads):
+        started = time.perf_counter()
+        for _ in range(20):
+            augment(to_input(batch, torch.channels_last), DEFAULT, generator)
+        augment_s = (time.perf_counter() - started) / 20 * EPOCH_IMAGES / DEFAULT.batch_size
+        model = create_model(DEFAULT.model, **DEFAULT.model_kwargs())
+        model = model.to(memory_format=memory_format(model))  # type: ignore[call-overload]
+        started = time.perf_counter()
+        predict(model, dataset.val_images, DEFAULT.eval_batch_size)
+        validate_s = time.perf_counter() - started
+    return {"augment_s_per_epoch": augment_s, "validate_s_per_epoch": validate_s}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--widths", default="0.25,0.5,1.0")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--widths", default="0.25,0.5")
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration per round")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="threads of the default rows")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (about a minute)")
+    parser.add_argument("--isa", choices=sorted(ISA_ENV), help="rerun in a child limited to this instruction set")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default); use 1 on a busy machine")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.isa and not os.environ.get("RESNET_DEPLOY_BENCH_ISA"):
+        env = {**os.environ, **ISA_ENV[args.isa], "RESNET_DEPLOY_BENCH_ISA": args.isa}
+        child = argv if argv is not None else sys.argv[1:]
+        return subprocess.call([sys.executable, str(Path(__file__).resolve()), *child], env=env)
     torch.manual_seed(0)
-    train = data.load_fashion_mnist(args.data_dir)
-    images = torch.from_numpy(data.normalize(train.train_images[:args.batch_size]))
-    labels = torch.from_numpy(train.train_labels[:args.batch_size])
-    configs = {}
-    for width in (float(w) for w in args.widths.split(",")):
-        for channels_last in (False, True):
-            model = create_model("resnet18", width=width)
-            fmt = torch.channels_last if channels_last else torch.contiguous_format
-            model = model.to(memory_format=fmt)
-            configs[(width, channels_last)] = (model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
-                                               images.contiguous(memory_format=fmt), labels, count_macs(model))
-    times = {key: [] for key in configs}
-    for key, (model, optimizer, inputs, targets, _) in configs.items():
-        step_seconds(model, optimizer, inputs, targets)
-    for _ in range(args.rounds):
-        for key, (model, optimizer, inputs, targets, _) in configs.items():
-            times[key] += [step_seconds(model, optimizer, inputs, targets) for _ in range(args.steps)]
-    rows = []
-    for (width, channels_last), samples in times.items():
-        median = float(np.median(samples))
-        rows.append({"width": width, "channels_last": channels_last, "macs_m": configs[(width, channels_last)][4] / 1e6,
-                     "median_step_s": median, "images_per_s": args.batch_size / median,
-                     "epoch_55k_s": 55000 / (args.batch_size / median)})
-    machine = fingerprint()
-    table = markdown(rows, args.batch_size, machine)
+    dataset = data.load_fashion_mnist(args.data_dir)
+    images = torch.from_numpy(np.ascontiguousarray(dataset.train_images[:256]))
+    labels = torch.from_numpy(dataset.train_labels[:256]).long()
+    rows = configurations([float(w) for w in args.widths.split(",")], not args.no_compile, args.threads)
+    measure(rows, images, labels, args.rounds, args.steps)
+    report = {
+        "rows": rows,
+        "overheads": overheads(images, dataset, args.threads),
+        "default": {"width": DEFAULT.width, "batch": DEFAULT.batch_size, "epochs": DEFAULT.epochs},
+        "isa_limit": args.isa,
+        "cpu_flags": cpu_flags(),
+        "fingerprint": fingerprint(),
+    }
+    table = markdown(report, args.threads)
     print(table)
+    suffix = f"-{args.isa}" if args.isa else ""
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out_dir / "training.json", {"rows": rows, "batch_size": args.batch_size, "fingerprint": machine})
-    atomic_write_text(args.out_dir / "training.md", table)
+    atomic_write_json(args.out_dir / f"training{suffix}.json", report)
+    atomic_write_text(args.out_dir / f"training{suffix}.md", table)
     return 0
 
 
-def markdown(rows: list[dict], batch_size: int, machine: dict) -> str:
-    """Table with the channels-last gain, a ratio of medians from the same interleaved run."""
-    base = {r["width"]: r["images_per_s"] for r in rows if not r["channels_last"]}
-    lines = [f"Training step (forward, backward, SGD), batch {batch_size}; {machine['cpu']}, {machine['cores']} cores, "
-             f"torch {machine['versions'].get('torch')}, {torch.get_num_threads()} threads.", "",
-             "| resnet18 width | MACs (M) | layout | images/s | epoch (55k) s | channels-last gain |",
-             "| --- | --- | --- | --- | --- | --- |"]
+def markdown(report: dict, threads: int) -> str:
+    """The rows with their ratio to the default settings, then the per-epoch overheads and the recipe's estimate."""
+    rows, fp = report["rows"], report["fingerprint"]
+    base = next(
+        r
+        for r in rows
+        if r["width"] == DEFAULT.width
+        and r["channels_last"]
+        and r["batch"] == DEFAULT.batch_size
+        and r["threads"] == threads
+        and not r["compiled"]
+    )
+    isa = f", limited to {report['isa_limit'].upper()}" if report["isa_limit"] else ""
+    lines = [
+        f"Training step (forward, backward, SGD) on {fp['cpu']} ({' '.join(report['cpu_flags'])}){isa}, "
+        f"{fp['cores']} cores, torch {fp['versions'].get('torch')}; one interleaved run.",
+        "",
+        "| width | layout | batch | threads | compiled | images/s | epoch (55k) s | vs default | GMAC/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        gain = f"{r['images_per_s'] / base[r['width']]:.2f}x" if r["channels_last"] else ""
-        lines.append(f"| {r['width']:g} | {r['macs_m']:.1f} | {'channels-last' if r['channels_last'] else 'contiguous'} | "
-                     f"{r['images_per_s']:.0f} | {r['epoch_55k_s']:.0f} | {gain} |")
+        lines.append(
+            f"| {r['width']:g} | {'channels-last' if r['channels_last'] else 'contiguous'} | {r['batch']} | "
+            f"{r['threads']} | {'yes' if r['compiled'] else 'no'} | {r['batch'] / r['median_step_s']:.0f} | "
+            f"{r['epoch_s']:.1f} | {base['epoch_s'] / r['epoch_s']:.2f}x | {r['gmac_per_s']:.0f} |"
+        )
+    over = report["overheads"]
+    epoch = base["epoch_s"] + over["augment_s_per_epoch"] + over["validate_s_per_epoch"]
+    lines += [
+        "",
+        f"Per epoch: augmentation {over['augment_s_per_epoch']:.2f} s, validation {over['validate_s_per_epoch']:.2f} s; "
+        f"the default recipe ({DEFAULT.epochs} epochs) estimated at {DEFAULT.epochs * epoch / 60:.1f} min.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -261,6 +261,23 @@ def _gpu() -> str | None:
         return None
 
 
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "asimd", "asimddp")
+
+
+def cpu_flags() -> list[str]:
+    """The ISA extensions that decide FP32 and INT8 speed, as /proc/cpuinfo lists them."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = set(
+        next(
+            (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith(("flags", "Features"))), []
+        )
+    )
+    return [flag for flag in ISA_FLAGS if flag in flags]
+
+
 def fingerprint() -> dict[str, Any]:
     """What the numbers depend on: CPU, cores, GPU, OS, Python and runtime versions; on a Jetson also the
     L4T release (JetPack), nvpmodel power mode and clocks (`jetson.fingerprint`)."""
