@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -204,3 +205,19 @@ def server_predictions(endpoint: Endpoint, io: ModelIO, inputs: np.ndarray, batc
         for start in range(0, len(inputs), batch_size):
             predictions.append(client.infer(io, inputs[start : start + batch_size])["class_id"].reshape(-1))
     return np.concatenate(predictions)
+
+
+def local_images_per_s(
+    onnx: str | Path, batch_sizes: Sequence[int], images_uint8: np.ndarray, threads: int, duration_s: float
+) -> dict[int, float]:
+    """The local ONNX Runtime runner's images/s at each batch size (the server's threads per instance): what a
+    served model is set against at the batch sizes its batcher formed."""
+    from resnet_deploy.bench import measure
+    from resnet_deploy.data import normalize
+    from resnet_deploy.runners import load_runner
+
+    with load_runner(onnx, "onnxruntime", threads=threads) as runner:
+        return {
+            batch: measure(runner, normalize(images_uint8[:batch]), batch, min_duration_s=duration_s)["throughput_ips"]
+            for batch in sorted(set(batch_sizes))
+        }

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from resnet_deploy.errors import ResnetDeployError
 
@@ -50,8 +50,11 @@ class ServeProcess:
         workspace: str | Path,
         ports: Sequence[int] | None = None,
         host: str = "127.0.0.1",
+        env: Mapping[str, str] | None = None,
     ):
+        """`env`: variables set (over this process's environment) for the server only."""
         self.host = host
+        self.env = dict(env or {})
         self.http_port, self.grpc_port, self.metrics_port = ports or free_ports(3, host)
         self.command = [
             sys.executable,
@@ -97,7 +100,7 @@ class ServeProcess:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
         )
         threading.Thread(target=self._collect, args=(self.process,), daemon=True).start()
         deadline = time.monotonic() + timeout_s
