@@ -126,6 +126,50 @@ def test_onnxruntime_matches_torch_on_real_images(tiny_model, tiny_onnx, test_im
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+def test_session_settings_reach_onnxruntime(tiny_onnx, test_images):
+    import onnxruntime as ort
+
+    default = OnnxRuntimeRunner(tiny_onnx)._options()
+    with pytest.raises(RuntimeError, match="allow_spinning"):  # not set: ONNX Runtime's default
+        default.get_session_config_entry("session.intra_op.allow_spinning")
+    assert default.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert not default.enable_profiling
+    tuned = OnnxRuntimeRunner(tiny_onnx, allow_spinning=False, graph_optimization="basic")._options()
+    assert tuned.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert tuned.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    spinning = OnnxRuntimeRunner(tiny_onnx, allow_spinning=True, graph_optimization="extended")._options()
+    assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert spinning.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    with (
+        OnnxRuntimeRunner(tiny_onnx, ["CPUExecutionProvider"], 1) as all_opt,
+        OnnxRuntimeRunner(
+            tiny_onnx, ["CPUExecutionProvider"], 1, allow_spinning=False, graph_optimization="basic"
+        ) as basic,
+    ):
+        # a single feed under another name goes to the graph's input
+        np.testing.assert_allclose(
+            basic.infer({"images": test_images})["logits"], all_opt.infer({"input": test_images})["logits"], atol=1e-4
+        )
+    with pytest.raises(ValueError, match="'layout': use one of basic, extended, all"):
+        OnnxRuntimeRunner(tiny_onnx, graph_optimization="layout")
+
+
+def test_profiler_trace_has_every_run(tiny_onnx, test_images, tmp_path):
+    import json
+
+    runner = OnnxRuntimeRunner(tiny_onnx, ["CPUExecutionProvider"], 1, profile_prefix=tmp_path / "ort")
+    with runner:
+        for _ in range(3):
+            runner.infer({"input": test_images[:1]})
+        trace = runner.end_profiling()
+    assert trace.parent == tmp_path and trace.name.startswith("ort")
+    events = json.loads(trace.read_text())
+    assert sum(e["name"] == "model_run" for e in events) == 3
+    assert {e["args"]["op_name"] for e in events if e.get("cat") == "Node"} >= {"Conv", "Gemm"}
+    with pytest.raises(RunnerStateError, match="end_profiling"):
+        runner.end_profiling()
+
+
 def test_load_runner_picks_backend_by_suffix(trained_checkpoint, tiny_onnx, data_dir):
     torch_runner = load_runner(trained_checkpoint)
     ort_runner = load_runner(tiny_onnx, providers=["CPUExecutionProvider"])

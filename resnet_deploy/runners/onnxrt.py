@@ -34,6 +34,9 @@ def cpu_session(model: bytes, *, optimize: bool = True, threads: int = 0):
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
+GRAPH_OPTIMIZATIONS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
 class OnnxRuntimeRunner(BaseRunner):
     """Runs an ONNX file in an `onnxruntime.InferenceSession` created on `activate()`.
 
@@ -42,6 +45,12 @@ class OnnxRuntimeRunner(BaseRunner):
     also dequantizes every weight at every run and leaves its NCHWc convolutions out, while with the flag it
     folds the weights into constants: the same simulation about 2x faster on the CPU, with different FP32
     rounding at the margins (the default model's predictions agree on 99.65% of 2,000 validation images).
+
+    Session settings (benchmarks/batch1.py measures them at batch 1): `allow_spinning` sets
+    `session.intra_op.allow_spinning` (None: ONNX Runtime's default, spin-waiting worker threads; off, they
+    sleep, which keeps p99 down when other processes want the cores); `graph_optimization` is "basic",
+    "extended" or "all" (the default). `profile_prefix` turns on ONNX Runtime's profiler;
+    `end_profiling()` stops it and returns the JSON trace.
     """
 
     backend = "onnxruntime"
@@ -53,34 +62,64 @@ class OnnxRuntimeRunner(BaseRunner):
         intra_op_threads: int | None = None,
         name: str | None = None,
         simulate_qdq: bool = False,
+        *,
+        allow_spinning: bool | None = None,
+        graph_optimization: str = "all",
+        profile_prefix: str | Path | None = None,
     ):
         super().__init__(name or Path(onnx_path).name)
+        if graph_optimization not in GRAPH_OPTIMIZATIONS:
+            raise ValueError(f"graph_optimization {graph_optimization!r}: use one of {', '.join(GRAPH_OPTIMIZATIONS)}")
         self.onnx_path = Path(onnx_path)
         self.providers = providers
         self.intra_op_threads = intra_op_threads
         self.simulate_qdq = simulate_qdq
+        self.allow_spinning = allow_spinning
+        self.graph_optimization = graph_optimization
+        self.profile_prefix = profile_prefix
         self._session: Any = None  # an onnxruntime.InferenceSession while active
+        self._input_names: list[str] = []
+        self._output_names: list[str] = []
 
     def _activate(self) -> None:
+        import onnxruntime as ort
+
+        if not self.onnx_path.is_file():
+            raise ArtifactError(f"{self.onnx_path}: ONNX file not found")
+        try:
+            self._session = ort.InferenceSession(
+                str(self.onnx_path), self._options(), providers=self.providers or default_providers()
+            )
+        except Exception as exc:  # ORT raises its own exception types for bad files
+            raise ArtifactError(f"{self.onnx_path}: ONNX Runtime cannot load it: {exc}") from exc
+        self._input_names = [i.name for i in self._session.get_inputs()]
+        self._output_names = [o.name for o in self._session.get_outputs()]
+
+    def _options(self):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         if self.intra_op_threads:
             options.intra_op_num_threads = self.intra_op_threads
         options.log_severity_level = 3
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, GRAPH_OPTIMIZATIONS[self.graph_optimization]
+        )
         if self.simulate_qdq:
             options.add_session_config_entry("session.disable_quant_qdq", "1")
-        if not self.onnx_path.is_file():
-            raise ArtifactError(f"{self.onnx_path}: ONNX file not found")
-        try:
-            self._session = ort.InferenceSession(
-                str(self.onnx_path), options, providers=self.providers or default_providers()
-            )
-        except Exception as exc:  # ORT raises its own exception types for bad files
-            raise ArtifactError(f"{self.onnx_path}: ONNX Runtime cannot load it: {exc}") from exc
+        if self.allow_spinning is not None:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
+        if self.profile_prefix:
+            options.enable_profiling, options.profile_file_prefix = True, str(self.profile_prefix)
+        return options
 
     def _deactivate(self) -> None:
         self._session = None
+
+    def end_profiling(self) -> Path:
+        """Stop ONNX Runtime's profiler (`profile_prefix`) and return its JSON trace."""
+        self._require_active("end_profiling")
+        return Path(self._session.end_profiling())
 
     def bytes_per_image(self) -> int:
         """Input plus the live activations of one image, from the graph's shapes."""
@@ -99,12 +138,12 @@ class OnnxRuntimeRunner(BaseRunner):
         ]
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = [o.name for o in self._session.get_outputs()]
-        if len(feed) == 1 and next(iter(feed)) not in {i.name for i in self._session.get_inputs()}:
-            feed = {self._session.get_inputs()[0].name: next(iter(feed.values()))}
+        if len(feed) == 1 and next(iter(feed)) not in self._input_names:
+            feed = {self._input_names[0]: next(iter(feed.values()))}
         try:
-            return dict(zip(names, self._session.run(names, dict(feed))))
+            outputs = self._session.run(self._output_names, dict(feed))
         except MemoryError:
             raise
         except Exception as exc:  # ONNX Runtime raises its own exception types (Fail, InvalidArgument, ...)
             raise ArtifactError(f"{self.onnx_path}: ONNX Runtime failed to run it: {first_line(exc)}") from exc
+        return dict(zip(self._output_names, outputs))
