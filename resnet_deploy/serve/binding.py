@@ -157,7 +157,7 @@ class TritonService:
     def start(self) -> None:
         """Activate and warm up every instance, bind the models, start Triton and check each model once."""
         from resnet_deploy.serve.client import wait_until_models_ready
-        from resnet_deploy.serve.environment import put_python_library_first, require_serve_extra
+        from resnet_deploy.serve.environment import pass_tensors_inline, put_python_library_first, require_serve_extra
 
         require_serve_extra()
         for artifact in self.artifacts:
@@ -167,6 +167,7 @@ class TritonService:
         self.server.check_ports_free()
         self._workspace()  # refuses a workspace whose socket paths are too long before any work
         put_python_library_first()
+        pass_tensors_inline()
         for artifact, max_batch in zip(self.artifacts, max_batches):
             for raw in (False, True) if self.raw_model else (False,):
                 self.models.append(self._bind_model(artifact, raw, max_batch))
