@@ -16,7 +16,7 @@ if [[ ! -x "$binary" || ! -e "$cudart/libcudart.so.12" ]]; then
   python -m pip install --quiet --disable-pip-version-check --no-deps --target "$dir" \
     "tritonclient==2.41.0" "nvidia-cuda-runtime-cu12==12.4.127" >&2
 fi
-if ! /sbin/ldconfig -p | grep -q 'libb64\.so\.0d'; then
+if ! /sbin/ldconfig -p | grep 'libb64\.so\.0d' >/dev/null; then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     apt-get install -y -qq libb64-0d >&2 || { apt-get update -qq >&2 && apt-get install -y -qq libb64-0d >&2; }
   else
