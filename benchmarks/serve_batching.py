@@ -31,7 +31,7 @@ from resnet_deploy.parity import collect_logits
 from resnet_deploy.plots import plot_loadtest
 from resnet_deploy.runners import load_runner
 from resnet_deploy.serve.client import Endpoint, ModelClient
-from resnet_deploy.serve.loadtest import LoadSettings, model_inputs, run_load, server_predictions
+from resnet_deploy.serve.loadtest import LoadSettings, local_images_per_s, model_inputs, run_load, server_predictions
 from resnet_deploy.serve.process import ServeProcess
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -143,14 +143,10 @@ def accuracy(server: ServeProcess, model: str, onnx: Path, dataset) -> dict:
 def local_throughput(onnx: Path, summary: list[dict], images: np.ndarray, args) -> dict[str, dict]:
     """The local runner's images/s (the servers' threads) at each batch size the batcher formed at
     GOAL_CONCURRENCY (rounded), measured while the servers sit idle."""
-    from resnet_deploy.bench import measure
-
     batches = sorted({max(1, round(row["avg_batch"])) for row in summary
                       if row["label"] == "dynamic batching" and row["concurrency"] == GOAL_CONCURRENCY})
-    with load_runner(onnx, "onnxruntime", threads=args.threads) as runner:
-        return {str(batch): {"images_per_s": measure(runner, data.normalize(images[:batch]), batch,
-                                                     min_duration_s=args.duration_s)["throughput_ips"]}
-                for batch in batches}
+    measured = local_images_per_s(onnx, batches, images, args.threads, args.duration_s)
+    return {str(batch): {"images_per_s": value} for batch, value in measured.items()}
 
 
 def summarize(runs: list[dict], protocols: list[str], concurrencies: list[int]) -> list[dict]:

@@ -126,6 +126,44 @@ def overheads(images: torch.Tensor, dataset: data.FashionMNIST, threads: int) ->
     return {"augment_s_per_epoch": augment_s, "validate_s_per_epoch": validate_s}
 
 
+def conv_profile(images: torch.Tensor, labels: torch.Tensor, threads: int, steps: int = 3) -> list[dict]:
+    """The default step's convolutions per shape (torch profiler): forward and backward ms per step, GMAC/s.
+
+    Backward is counted as two forward products (input and weight gradients), the stem's as one (its input
+    needs no gradient)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = make_step(DEFAULT.width, True, False)
+    batch = (to_input(images[: DEFAULT.batch_size], torch.channels_last), labels[: DEFAULT.batch_size])
+    with torch_threads(threads):
+        step(*batch)
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            for _ in range(steps):
+                step(*batch)
+    forward, backward = {}, {}
+    for event in prof.key_averages(group_by_input_shape=True):
+        shapes = event.input_shapes
+        if event.key == "aten::mkldnn_convolution":
+            forward[(tuple(shapes[0]), tuple(shapes[1]))] = event.self_cpu_time_total
+        elif event.key == "aten::convolution_backward":
+            backward[(tuple(shapes[1]), tuple(shapes[2]))] = (event.self_cpu_time_total, tuple(shapes[0]), event.count)
+    groups: dict[str, dict] = {}
+    for key, (backward_us, grad_output, count) in backward.items():
+        (batch_size, channels, height, _), (out_channels, _, kh, kw) = key
+        macs = batch_size * out_channels * grad_output[2] * grad_output[3] * channels * kh * kw * count // steps
+        label = f"{kh}x{kw} {channels}->{out_channels}, {height}->{grad_output[2]} px"
+        group = groups.setdefault(
+            label, {"layers": label, "convs": 0, "forward_ms": 0.0, "backward_ms": 0.0, "macs": 0}
+        )
+        group["convs"] += count // steps
+        group["forward_ms"] += forward.get(key, 0.0) / 1000 / steps
+        group["backward_ms"] += backward_us / 1000 / steps
+        group["macs"] += macs * (2 if channels == 1 else 3)
+    for group in groups.values():
+        group["gmac_per_s"] = group["macs"] / (group["forward_ms"] + group["backward_ms"]) / 1e6
+    return sorted(groups.values(), key=lambda g: -(g["forward_ms"] + g["backward_ms"]))
+
+
 def conv_peak(threads: int, channels: int = 256, repeats: int = 10) -> float:
     """GMAC/s of a large 3x3 convolution (oneDNN, channels-last, batch 64 at 14x14): the roofline's ceiling,
     what the library that runs training reaches on this CPU when channels are many (torch.mm is no ceiling:
@@ -167,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "overheads": overheads(images, dataset, args.threads),
         "conv_peak_gmac_per_s": conv_peak(args.threads),
+        "conv_profile": conv_profile(images, labels, args.threads),
         "default": {"width": DEFAULT.width, "batch": DEFAULT.batch_size, "epochs": DEFAULT.epochs},
         "isa_limit": args.isa,
         "cpu_flags": cpu_flags(),
@@ -216,6 +255,18 @@ def markdown(report: dict, threads: int) -> str:
         f"A large 3x3 convolution (256 channels) runs at {peak:.0f} GMAC/s; at that rate the default recipe's "
         f"{DEFAULT.epochs} epochs of convolutions would take {DEFAULT.epochs * 3 * base['macs'] * EPOCH_IMAGES / peak / 1e9 / 60:.1f} min.",
     ]
+    lines += [
+        "",
+        "Convolutions of one default step by shape (torch profiler, forward + backward):",
+        "",
+        "| convolutions | count | forward ms | backward ms | GMAC/s | of conv peak |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for g in report["conv_profile"]:
+        lines.append(
+            f"| {g['layers']} | {g['convs']} | {g['forward_ms']:.1f} | {g['backward_ms']:.1f} | "
+            f"{g['gmac_per_s']:.0f} | {g['gmac_per_s'] / peak:.0%} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -57,6 +57,16 @@ def test_a_run_writes_rows_ratios_and_overheads(training, tmp_path, monkeypatch)
     assert "| 0.125 | channels-last | 16 | 1 | no |" in table and "1.00x" in table
     share = report["rows"][0]["gmac_per_s"] / report["conv_peak_gmac_per_s"]
     assert f"| {share:.0%} |" in table
+    model = training.create_model("resnet18", width=0.125)
+    convs = [m for m in model.modules() if isinstance(m, training.torch.nn.Conv2d)]
+    profile = {g["layers"]: g for g in report["conv_profile"]}
+    assert sum(g["convs"] for g in profile.values()) == len(convs)
+    stem = profile["3x3 1->8, 28->28 px"]  # batch 16, no input gradient: forward + weight gradient
+    assert stem["convs"] == 1 and stem["macs"] == 2 * 16 * 8 * 28 * 28 * 9
+    assert profile["3x3 8->8, 28->28 px"]["macs"] == 4 * 3 * 16 * 8 * 28 * 28 * 8 * 9
+    for group in profile.values():
+        assert group["gmac_per_s"] == pytest.approx(group["macs"] / (group["forward_ms"] + group["backward_ms"]) / 1e6)
+        assert f"| {group['layers']} | {group['convs']} |" in table
     assert report["isa_limit"] is None and report["fingerprint"]["cores"]
 
 
