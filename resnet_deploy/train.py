@@ -102,7 +102,7 @@ def smallest_conv_channels(model: torch.nn.Module) -> int:
 
 
 def memory_format(model: torch.nn.Module) -> torch.memory_format:
-    """Channels-last (1.2-1.3x faster) unless the smallest convolution is below `CHANNELS_LAST_MIN_CHANNELS`."""
+    """Channels-last (1.15-1.3x faster for training) unless the smallest convolution is below `CHANNELS_LAST_MIN_CHANNELS`."""
     if smallest_conv_channels(model) >= CHANNELS_LAST_MIN_CHANNELS:
         return torch.channels_last
     return torch.contiguous_format

@@ -14,7 +14,6 @@ import glob
 import re
 import shlex
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,7 @@ SKIPPED = {
     r"pip (install|uninstall) ": "installs packages; .ci/run runs the README's set-up commands",
     r"python -m pytest": "the test suite itself; .ci/run runs it",
     r"bash \.ci/run$": "the whole CI, about an hour on 2 cores",
-    r"resnet-deploy train$": "the default recipe trains for about 18 minutes; a tiny checkpoint stands in for it",
+    r"resnet-deploy train$": "the default recipe trains for about 17 minutes; a tiny checkpoint stands in for it",
     r"resnet-deploy train --width 0\.5 --epochs 30": "the longer recipe trains for about two hours",
     r"resnet-deploy train --width 0\.125 --epochs 1": "trains and evaluates for a minute or more on 2 cores; the tiny "
                                                      "checkpoint used here comes from the same `train` (conftest.py)",
