@@ -31,7 +31,14 @@ from resnet_deploy.parity import collect_logits
 from resnet_deploy.plots import plot_loadtest
 from resnet_deploy.runners import load_runner
 from resnet_deploy.serve.client import Endpoint, ModelClient
-from resnet_deploy.serve.loadtest import LoadSettings, local_images_per_s, model_inputs, run_load, server_predictions
+from resnet_deploy.serve.loadtest import (
+    LoadSettings,
+    interleaved,
+    local_images_per_s,
+    model_inputs,
+    run_load,
+    server_predictions,
+)
 from resnet_deploy.serve.process import ServeProcess
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -73,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         with batched, plain:
             model = onnx.name[: -len(onnx.suffix)]
             servers = {"dynamic batching": batched, "no batching": plain}
-            report["runs"] = interleaved_runs(servers, model, dataset.test_images, protocols, concurrencies, args)
+            report["runs"] = interleaved(
+                servers, protocols, concurrencies, args.rounds,
+                lambda server, protocol, concurrency: load(
+                    server, model, dataset.test_images, protocol, LoadSettings(concurrency, args.duration_s)))
             report["soak"] = soak(batched, model, dataset.test_images, args)
             report["accuracy"] = accuracy(batched, model, onnx, dataset)
             report["summary"] = summarize(report["runs"], protocols, concurrencies)
@@ -98,19 +108,6 @@ def export(checkpoint: Path, path: Path) -> Path:
     path = path.with_name(f"{meta['model']['name']}-w{meta['model']['width']:g}.onnx")
     export_onnx(model, path)
     return path
-
-
-def interleaved_runs(servers: dict[str, ServeProcess], model: str, images: np.ndarray, protocols: list[str],
-                     concurrencies: list[int], args) -> list[dict]:
-    runs = []
-    for round_index in range(args.rounds):
-        for concurrency in concurrencies:
-            for protocol in protocols:
-                for label, server in servers.items():
-                    print(f"round {round_index + 1}: {label}, {protocol}, concurrency {concurrency}", file=sys.stderr)
-                    result = load(server, model, images, protocol, LoadSettings(concurrency, args.duration_s))
-                    runs.append({"round": round_index + 1, "label": label, "protocol": protocol, **result})
-    return runs
 
 
 def load(server: ServeProcess, model: str, images: np.ndarray, protocol: str, settings: LoadSettings) -> dict:

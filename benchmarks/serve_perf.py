@@ -43,7 +43,7 @@ from resnet_deploy import data
 from resnet_deploy.bench import fingerprint
 from resnet_deploy.fileio import atomic_write_json, atomic_write_text
 from resnet_deploy.serve.client import Endpoint, ModelClient
-from resnet_deploy.serve.loadtest import local_images_per_s
+from resnet_deploy.serve.loadtest import interleaved, local_images_per_s
 from resnet_deploy.serve.process import ServeProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for server in servers.values():
                 server.start()
-            report["runs"] = interleaved_runs(servers, model, input_data, protocols, concurrencies, args)
+            report["runs"] = interleaved(
+                servers, protocols, concurrencies, args.rounds,
+                lambda server, protocol, concurrency: perf_run(server, model, input_data, protocol, concurrency, args))
             if args.profile_s > 0:
                 first = next(iter(servers.values()))
                 report["profile"] = profile(first, model, input_data, args, Path(scratch) / "profile.txt")
@@ -135,20 +137,6 @@ def write_input_data(images_uint8: np.ndarray, path: Path) -> Path:
     entries = [{"images": {"content": image.ravel().round(6).tolist(), "shape": list(image.shape)}} for image in batch]
     path.write_text(json.dumps({"data": entries}))
     return path
-
-
-def interleaved_runs(servers: dict[str, ServeProcess], model: str, input_data: Path, protocols: list[str],
-                     concurrencies: list[int], args) -> list[dict]:
-    runs = []
-    for round_index in range(args.rounds):
-        for concurrency in concurrencies:
-            for protocol in protocols:
-                for label, server in servers.items():
-                    print(f"round {round_index + 1}: {label}, {protocol}, concurrency {concurrency}", file=sys.stderr)
-                    result = perf_run(server, model, input_data, protocol, concurrency, args)
-                    runs.append({"round": round_index + 1, "label": label, "protocol": protocol,
-                                 "concurrency": concurrency, **result})
-    return runs
 
 
 def perf_run(server: ServeProcess, model: str, input_data: Path, protocol: str, concurrency: int, args) -> dict:

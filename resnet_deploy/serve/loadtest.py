@@ -9,12 +9,13 @@ from Triton's statistics extension, read before and after the measured window.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -195,6 +196,35 @@ def sweep(
             progress(f"{endpoint.protocol} concurrency {concurrency}")
             settings = LoadSettings(concurrency, base.duration_s, base.batch_size, base.warmup_s, base.timeout_s)
             runs.append({"protocol": endpoint.protocol, **run_load(endpoint, stats_endpoint, io, inputs, settings)})
+    return runs
+
+
+def interleaved(
+    servers: Mapping[str, Any],
+    protocols: Sequence[str],
+    concurrencies: Sequence[int],
+    rounds: int,
+    measure: Callable[[Any, str, int], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """`measure(server, protocol, concurrency)` for every setting in `rounds` rounds, the servers interleaved
+    (A B A B ...) so that they share the machine's noise; each result with its round, label, protocol and
+    concurrency. Says each setting on stderr."""
+    runs = []
+    for round_index in range(rounds):
+        for concurrency in concurrencies:
+            for protocol in protocols:
+                for label, server in servers.items():
+                    print(f"round {round_index + 1}: {label}, {protocol}, concurrency {concurrency}", file=sys.stderr)
+                    result = measure(server, protocol, concurrency)
+                    runs.append(
+                        {
+                            "round": round_index + 1,
+                            "label": label,
+                            "protocol": protocol,
+                            "concurrency": concurrency,
+                            **result,
+                        }
+                    )
     return runs
 
 
