@@ -38,10 +38,9 @@ import numpy as np
 import torch
 
 from resnet_deploy import data
-from resnet_deploy.bench import compare, cpu_flags, fingerprint
+from resnet_deploy.bench import compare, cpu_flags, fingerprint, write_results
 from resnet_deploy.checkpoint import load_checkpoint
 from resnet_deploy.export import export_onnx
-from resnet_deploy.fileio import atomic_write_json, atomic_write_text
 from resnet_deploy.models import create_model
 from resnet_deploy.quantize.cpu_int8 import quantize_for_cpu
 from resnet_deploy.runners.base import BaseRunner
@@ -205,11 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "profiles": profiles,
     }
     report["goals"] = goals(report["variants"])
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out_dir / f"batch1-{tag}.json", report)
-    table = markdown(report)
-    atomic_write_text(args.out_dir / f"batch1-{tag}.md", table)
-    print(table)
+    write_results(args.out_dir, f"batch1-{tag}", report, markdown(report))
     return 0
 
 

@@ -25,10 +25,9 @@ from pathlib import Path
 import torch
 
 from resnet_deploy import data
-from resnet_deploy.bench import compare, cpu_flags, fingerprint
+from resnet_deploy.bench import compare, cpu_flags, fingerprint, write_results
 from resnet_deploy.checkpoint import load_checkpoint
 from resnet_deploy.export import export_onnx
-from resnet_deploy.fileio import atomic_write_json, atomic_write_text
 from resnet_deploy.models import create_model
 from resnet_deploy.parity import collect_logits
 from resnet_deploy.quantize.calibrate import calibrate_onnx
@@ -119,11 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["goals"], report["threads"] = goals(report), args.threads or "default"
     report["settle_s"] = settle_s
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out_dir / f"inference-{tag}.json", report)
-    table = markdown(report)
-    atomic_write_text(args.out_dir / f"inference-{tag}.md", table)
-    print(table)
+    write_results(args.out_dir, f"inference-{tag}", report, markdown(report))
     return 0
 
 

@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet_deploy import data
-from resnet_deploy.bench import fingerprint
-from resnet_deploy.fileio import atomic_write_json, atomic_write_text
+from resnet_deploy.bench import fingerprint, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -57,11 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": compare(profiles["fp32"], profiles["int8"], convs),
         "total_ms": {name: round(sum(profiles[name].values()), 3) for name in profiles},
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out_dir / f"int8-layers-{tag}.json", report)
-    table = markdown(report)
-    atomic_write_text(args.out_dir / f"int8-layers-{tag}.md", table)
-    print(table)
+    write_results(args.out_dir, f"int8-layers-{tag}", report, markdown(report))
     return 0
 
 

@@ -20,8 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from resnet_deploy.bench import cpu_flags, fingerprint
-from resnet_deploy.fileio import atomic_write_json, atomic_write_text
+from resnet_deploy.bench import cpu_flags, fingerprint, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RECIPES = {
@@ -80,11 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_flags": cpu_flags(),
         "fingerprint": fingerprint(),
     }
-    table = markdown(report)
-    print(table)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out_dir / f"recipe-{args.recipe}.json", report)
-    atomic_write_text(args.out_dir / f"recipe-{args.recipe}.md", table)
+    write_results(args.out_dir, f"recipe-{args.recipe}", report, markdown(report))
     return 0
 
 

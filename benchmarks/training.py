@@ -31,8 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet_deploy import data
-from resnet_deploy.bench import cpu_flags, fingerprint
-from resnet_deploy.fileio import atomic_write_json, atomic_write_text
+from resnet_deploy.bench import cpu_flags, fingerprint, write_results
 from resnet_deploy.models import count_macs, create_model
 from resnet_deploy.train import augment, memory_format, predict, to_input, torch_threads
 from resnet_deploy.train_config import TrainConfig
@@ -211,12 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_flags": cpu_flags(),
         "fingerprint": fingerprint(),
     }
-    table = markdown(report, args.threads)
-    print(table)
     suffix = f"-{args.isa}" if args.isa else ""
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out_dir / f"training{suffix}.json", report)
-    atomic_write_text(args.out_dir / f"training{suffix}.md", table)
+    write_results(args.out_dir, f"training{suffix}", report, markdown(report, args.threads))
     return 0
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from resnet_deploy import schema
 from resnet_deploy.errors import ArtifactError, GateFailed, ResnetDeployError
-from resnet_deploy.fileio import atomic_write_json, read_json
+from resnet_deploy.fileio import atomic_write_json, atomic_write_text, read_json
 from resnet_deploy.runners import BaseRunner
 
 PERCENTILES = (90, 95, 99)
@@ -259,6 +259,15 @@ def _gpu() -> str | None:
         return Path("/proc/device-tree/model").read_text().strip("\x00\n ") or None
     except OSError:
         return None
+
+
+def write_results(out_dir: Path, stem: str, report: Mapping[str, Any], table: str) -> None:
+    """A benchmark's results: `<stem>.json` (the report) and `<stem>.md` (its table) in `out_dir`, each
+    written atomically; then the table on stdout."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / f"{stem}.json", report)
+    atomic_write_text(out_dir / f"{stem}.md", table)
+    print(table)
 
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "asimd", "asimddp")

@@ -315,3 +315,13 @@ def test_bench_cuda_graph_captures_each_batch_size_of_the_engine_on_the_fakes(tm
     launches = [c for c in rec.calls if c[0] == "graph_launch"]
     timed = sum(report["results"][bs][engine.name]["iterations"] for bs in ("1", "4"))
     assert sum(c[0] == "begin_capture" for c in rec.calls) == 2 and len(launches) == timed
+
+
+def test_write_results_writes_the_report_and_its_table_then_prints_it(tmp_path, capsys):
+    from resnet_deploy.bench import write_results
+
+    out = tmp_path / "new" / "results"
+    write_results(out, "run-x", {"ratio": 1.5}, "| a |\n")
+    assert json.loads((out / "run-x.json").read_text()) == {"ratio": 1.5}
+    assert (out / "run-x.md").read_text() == "| a |\n"
+    assert capsys.readouterr().out == "| a |\n\n"
