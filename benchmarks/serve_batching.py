@@ -64,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.onnx and not args.checkpoint:
         parser.error("give --onnx or --checkpoint")
-
-    dataset = data.load_fashion_mnist(args.data_dir)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
+    if GOAL_CONCURRENCY not in concurrencies:
+        parser.error(f"--concurrency must include {GOAL_CONCURRENCY}: the goals are measured there")
+    dataset = data.load_fashion_mnist(args.data_dir)
     protocols = args.protocols.split(",")
     with tempfile.TemporaryDirectory() as scratch:
         onnx = args.onnx or export(args.checkpoint, Path(scratch) / "model.onnx")

@@ -53,3 +53,10 @@ def test_goals(bench, batched_16, failed, mismatches, local, met):
     assert "of the local runner's at the batch formed (3)" in report["goals"][1]["goal"]
     table = bench.markdown(report)
     assert "| dynamic batching | grpc | 16 |" in table and ("| NO |" in table) == (not all(met))
+
+
+def test_concurrency_without_the_goals_one_is_refused(bench, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--onnx", "m.onnx", "--concurrency", "1,8"])
+    assert exit_info.value.code == 2
+    assert "--concurrency must include 16" in capsys.readouterr().err
