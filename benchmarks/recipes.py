@@ -13,7 +13,6 @@ and per-epoch `seconds`): run it on an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import subprocess
@@ -21,6 +20,8 @@ import sys
 from pathlib import Path
 
 from resnet_deploy.bench import cpu_flags, fingerprint, write_results
+from resnet_deploy.checkpoint import read_meta
+from resnet_deploy.errors import CheckpointError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RECIPES = {
@@ -38,7 +39,9 @@ def train(options: list[str], seed: int, out_dir: Path) -> int:
 
 def summary(run_dir: Path) -> dict:
     """A finished run's settings and figures, from its `best.json` sidecar."""
-    meta = json.loads((run_dir / "best.json").read_text())
+    meta = read_meta(run_dir / "best.pt")
+    if meta is None:
+        raise CheckpointError(f"{run_dir / 'best.json'}: not found (is {run_dir} a finished run?)")
     epochs = [h["seconds"] for h in meta["history"]]
     return {
         "run": str(run_dir),

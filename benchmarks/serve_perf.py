@@ -43,7 +43,7 @@ from resnet_deploy import data
 from resnet_deploy.bench import fingerprint
 from resnet_deploy.fileio import atomic_write_json, atomic_write_text
 from resnet_deploy.serve.client import Endpoint, ModelClient
-from resnet_deploy.serve.loadtest import interleaved, local_images_per_s
+from resnet_deploy.serve.loadtest import interleaved, local_images_per_s, server_delta
 from resnet_deploy.serve.process import ServeProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,8 +153,7 @@ def perf_run(server: ServeProcess, model: str, input_data: Path, protocol: str, 
         if done.returncode != 0 or not report.is_file():
             return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
         row = parse_csv(report.read_text())
-    executions = max(after["execution_count"] - before["execution_count"], 1)
-    return {**row, "avg_batch": (after["inference_count"] - before["inference_count"]) / executions}
+    return {**row, "avg_batch": server_delta(before, after)["avg_batch"]}
 
 
 def statistics_now(server: ServeProcess, model: str) -> dict:

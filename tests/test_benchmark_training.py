@@ -106,7 +106,8 @@ def test_from_run_only_reads_and_a_failed_run_stops(recipes, tmp_path, monkeypat
     run = tmp_path / "long-s0"
     run.mkdir()
     history = [{"seconds": s} for s in (10.0, 30.0, 20.0)]
-    meta = {"training": {"seed": 0}, "history": history, "wall_seconds": 90.0, "accuracy": {"val": 0.9, "test": 0.95}}
+    meta = {"model": {"name": "resnet18"}, "training": {"seed": 0}, "history": history, "wall_seconds": 90.0,
+            "accuracy": {"val": 0.9, "test": 0.95}}
     (run / "best.json").write_text(json.dumps(meta))
     (tmp_path / "long-s1").mkdir()
     (tmp_path / "long-s1" / "best.json").write_text(json.dumps({**meta, "accuracy": {"val": 0.9, "test": 0.93}}))

@@ -53,7 +53,7 @@ def put_python_library_first() -> str:
     return value
 
 
-def pass_tensors_inline() -> bool:
+def pass_tensors_inline() -> None:
     """Have PyTriton pass tensors between Triton's Python backend stub and this process inline (base64 in
     its ZMQ messages) unless PYTRITON_NO_TENSORSTORE is already set (empty: its tensor store).
 
@@ -61,7 +61,6 @@ def pass_tensors_inline() -> bool:
     round trip to it per batch put and one per tensor released: for this project's tensors (3 KB in,
     48 B out per image) those round trips cost more than copying. Measured with
     benchmarks/serve_perf.py, resnet18-w0.25 at concurrency 16 over gRPC (2 busy cores): 1012 vs 719
-    inferences/s. Returns whether inline is on.
+    inferences/s.
     """
     os.environ.setdefault(NO_TENSOR_STORE, "1")
-    return bool(os.environ[NO_TENSOR_STORE])

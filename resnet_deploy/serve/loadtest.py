@@ -152,7 +152,7 @@ def summarize(
         "latency_ms": _percentiles(answered),
     }
     if before is not None and after is not None:
-        result["server"] = _server_delta(before, after)
+        result["server"] = server_delta(before, after)
     return result
 
 
@@ -167,7 +167,9 @@ def _percentiles(latencies_ms: Sequence[float]) -> dict[str, float | None]:
     }
 
 
-def _server_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+def server_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """What the server did between two `ModelClient.statistics()` readings: requests, executions, the mean
+    batch the batcher formed and the mean ms per request of each phase."""
     delta = {key: after[key] - before[key] for key in after}
     requests = max(delta["success_count"] + delta["fail_count"], 1)
     executions = max(delta["execution_count"], 1)
