@@ -60,7 +60,7 @@ def pass_tensors_inline() -> None:
     The tensor store puts each tensor in shared memory handed out by a separate manager process, one
     round trip to it per batch put and one per tensor released: for this project's tensors (3 KB in,
     48 B out per image) those round trips cost more than copying. Measured with
-    benchmarks/serve_perf.py, resnet18-w0.25 at concurrency 16 over gRPC (2 busy cores): 1012 vs 719
+    benchmarks/serve_perf.py, resnet18-w0.25 at concurrency 16 over gRPC (2 idle cores): 923 vs 505
     inferences/s.
     """
     os.environ.setdefault(NO_TENSOR_STORE, "1")
