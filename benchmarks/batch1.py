@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from resnet_deploy import data
-from resnet_deploy.bench import compare, cpu_flags, fingerprint, write_results
+from resnet_deploy.bench import compare, fingerprint, write_results
 from resnet_deploy.checkpoint import load_checkpoint
 from resnet_deploy.export import export_onnx
 from resnet_deploy.models import create_model
@@ -192,7 +192,6 @@ def main(argv: list[str] | None = None) -> int:
         "model": tag,
         "batch": 1,
         "fingerprint": fingerprint(),
-        "cpu_flags": cpu_flags(),
         "threads": args.threads or "default",
         "eager_default_threads": default_threads,
         "settle_s": args.settle_s,
@@ -424,7 +423,7 @@ def _top(times: dict[str, float]) -> dict[str, float]:
 def markdown(report: dict) -> str:
     fp = report["fingerprint"]
     lines = [
-        f"Model {report['model']}, batch 1, 1x28x28; {fp['cpu']} ({' '.join(report['cpu_flags'])}), {fp['cores']} "
+        f"Model {report['model']}, batch 1, 1x28x28; {fp['cpu']} ({' '.join(fp['isa'])}), {fp['cores']} "
         f"cores; onnxruntime {fp['versions'].get('onnxruntime')}, torch {fp['versions'].get('torch')}; threads of "
         f"the defaults: {report['threads']} (eager {report['eager_default_threads']}); one interleaved run, "
         f"{report['settle_s']:g} s settle.",

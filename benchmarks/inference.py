@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from resnet_deploy import data
-from resnet_deploy.bench import compare, cpu_flags, fingerprint, write_results
+from resnet_deploy.bench import compare, fingerprint, write_results
 from resnet_deploy.checkpoint import load_checkpoint
 from resnet_deploy.export import export_onnx
 from resnet_deploy.models import create_model
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             runner.deactivate()
     report.pop("times_ms")
     report["fingerprint"], report["model"] = fingerprint(), tag
-    report["cpu_flags"], report["openvino"] = cpu_flags(), _version("openvino")
+    report["openvino"] = _version("openvino")
     report["artifacts"] = {
         label: str(getattr(args, key)) if getattr(args, key) else "made by this script"
         for label, key in zip(onnx_files, ("onnx", "qdq", "cpu_int8"))
@@ -206,7 +206,7 @@ def goals(report: dict) -> list[dict]:
 def markdown(report: dict) -> str:
     fp = report["fingerprint"]
     lines = [
-        f"Model {report['model']}, 1x28x28 inputs; {fp['cpu']} ({' '.join(report['cpu_flags'])}), "
+        f"Model {report['model']}, 1x28x28 inputs; {fp['cpu']} ({' '.join(fp['isa'])}), "
         f"{fp['cores']} cores; onnxruntime {fp['versions'].get('onnxruntime')}, torch "
         f"{fp['versions'].get('torch')}, openvino {report['openvino'] or 'not installed'}; "
         f"threads: {report['threads']}.",

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet_deploy import data
-from resnet_deploy.bench import cpu_flags, fingerprint, write_results
+from resnet_deploy.bench import fingerprint, write_results
 from resnet_deploy.models import count_macs, create_model
 from resnet_deploy.train import augment, memory_format, predict, to_input, torch_threads
 from resnet_deploy.train_config import TrainConfig
@@ -207,7 +207,6 @@ def main(argv: list[str] | None = None) -> int:
         "conv_profile": conv_profile(images, labels, args.threads),
         "default": {"width": DEFAULT.width, "batch": DEFAULT.batch_size, "epochs": DEFAULT.epochs},
         "isa_limit": args.isa,
-        "cpu_flags": cpu_flags(),
         "fingerprint": fingerprint(),
     }
     suffix = f"-{args.isa}" if args.isa else ""
@@ -229,7 +228,7 @@ def markdown(report: dict, threads: int) -> str:
     )
     isa = f", limited to {report['isa_limit'].upper()}" if report["isa_limit"] else ""
     lines = [
-        f"Training step (forward, backward, SGD) on {fp['cpu']} ({' '.join(report['cpu_flags'])}){isa}, "
+        f"Training step (forward, backward, SGD) on {fp['cpu']} ({' '.join(fp['isa'])}){isa}, "
         f"{fp['cores']} cores, torch {fp['versions'].get('torch')}; one interleaved run.",
         "",
         "| width | layout | batch | threads | compiled | images/s | epoch (55k) s | vs default | GMAC/s | of conv peak |",

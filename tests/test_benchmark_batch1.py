@@ -39,7 +39,7 @@ def test_every_variant_is_measured_with_the_machine(run, batch1):
     expected += [f"pytorch eager [{variant}]" for variant in batch1.EAGER_VARIANTS]
     assert [row["runner"] for row in report["variants"]] == expected
     assert all(0 < row["p50_us"] <= row["p99_us"] and row["iterations"] >= 10 for row in report["variants"])
-    assert report["fingerprint"]["versions"]["onnxruntime"] and isinstance(report["cpu_flags"], list)
+    assert report["fingerprint"]["versions"]["onnxruntime"] and isinstance(report["fingerprint"]["isa"], list)
     assert report["threads"] == 1 and report["eager_default_threads"] == 1 and report["batch"] == 1
 
 

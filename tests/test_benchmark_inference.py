@@ -56,7 +56,7 @@ def test_every_runner_at_every_batch_size(report):
     assert set(report["results"]) == {"1", "4"}
     assert all(set(entries) == runners for entries in report["results"].values())
     assert set(report["accuracy"]) == runners
-    assert isinstance(report["cpu_flags"], list) and report["fingerprint"]["versions"]["onnxruntime"]
+    assert isinstance(report["fingerprint"]["isa"], list) and report["fingerprint"]["versions"]["onnxruntime"]
 
 
 def test_accuracy_is_measured_and_the_drop_is_against_onnxruntime_fp32(report):

@@ -79,19 +79,23 @@ def test_machine_difference_names_what_differs():
     assert machine_difference(here, {**here, "cores": 999}) == f"cores {here['cores']!r} here, 999 in the baseline"
 
 
-def test_a_skipped_absolute_check_is_a_note_locally_and_a_failure_under_ci(tmp_path, monkeypatch):
+def test_a_skipped_absolute_check_is_a_note_locally_and_under_ci_a_failure_unless_the_cpu_differs(tmp_path,
+                                                                                                    monkeypatch):
     path = tmp_path / "baseline.json"
-    other = {**fingerprint(), "cpu": "another CPU"}
+    other = {**fingerprint(), "isa": ["another ISA"]}
     path.write_text(json.dumps(baseline_of(2.0, 3.0, other)))
     monkeypatch.delenv("CI", raising=False)
     report = report_with(2.0, 30.0)  # 10x slower in absolute terms, but on another machine: not compared
     report["machine_warnings"] = []
     apply_baseline_gate(report, path, 25)
-    assert report["baseline"]["absolute_skipped"] == f"cpu {report['fingerprint']['cpu']!r} here, 'another CPU' in " \
-                                                    "the baseline"
+    assert report["baseline"]["absolute_skipped"] == (f"isa {report['fingerprint']['isa']!r} here, ['another ISA'] "
+                                                      "in the baseline")
     (note,) = report["machine_warnings"]
-    assert note.startswith(f"absolute medians not compared with {path}: cpu ")
+    assert note.startswith(f"absolute medians not compared with {path}: isa ")
     monkeypatch.setenv("CI", "true")
+    apply_baseline_gate(report_with(2.0, 30.0), path, 25)  # a CI runner with another CPU: speedups gated only
+    older = {**fingerprint(), "versions": {**fingerprint()["versions"], "onnxruntime": "0.1"}}
+    path.write_text(json.dumps(baseline_of(2.0, 3.0, older)))
     with pytest.raises(GateFailed, match="absolute medians not compared .* CI=true needs every check to run"):
         apply_baseline_gate(report_with(2.0, 30.0), path, 25)
     path.write_text(json.dumps(baseline_of(2.0, 3.0)))
@@ -110,7 +114,9 @@ def test_the_ci_baseline_was_recorded_with_what_the_readme_installs():
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     numpy_pin = next(Requirement(r) for r in extras["serve"] if Requirement(r).name == "numpy")
     readme_torch = re.search(r"torch==([\d.]+)", (REPO / "README.md").read_text()).group(1)
-    versions = json.loads(CI_BASELINE.read_text())["fingerprint"]["versions"]
+    recorded = json.loads(CI_BASELINE.read_text())["fingerprint"]
+    assert recorded["isa"], "the baseline must say which ISA extensions its CPU had"
+    versions = recorded["versions"]
     assert Version(versions["numpy"]) in numpy_pin.specifier, f"numpy {versions['numpy']} is not {numpy_pin}"
     assert Version(versions["torch"]).base_version == readme_torch
 

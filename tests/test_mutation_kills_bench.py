@@ -22,6 +22,7 @@ from resnet_deploy.bench import (
     check_baseline,
     check_memory,
     compare,
+    hardware_difference,
     latency_stats,
     machine_difference,
     make_baseline,
@@ -415,7 +416,7 @@ def test_fingerprint_fields(monkeypatch, tmp_path):
     assert bench.fingerprint()["cpu"] == "x86_64"
 
 
-MACHINE = {"cpu": "EPYC", "cores": 2, "gpu": None, "os": "Linux 6", "python": "3.11.7",
+MACHINE = {"cpu": "EPYC", "isa": ["avx2", "fma"], "cores": 2, "gpu": None, "os": "Linux 6", "python": "3.11.7",
            "versions": {"onnxruntime": "1.17.3", "numpy": "1.26.4"}}
 
 
@@ -429,6 +430,8 @@ def test_machine_difference_of_each_field():
     assert machine_difference(MACHINE, {**MACHINE, "os": "Linux 7", "python": "3.12"}) is None  # not compared
     assert machine_difference(MACHINE, {**MACHINE, "cpu": "Xeon"}) == "cpu 'EPYC' here, 'Xeon' in the baseline"
     assert machine_difference(MACHINE, {**MACHINE, "gpu": "A2"}) == "gpu None here, 'A2' in the baseline"
+    assert machine_difference(MACHINE, {**MACHINE, "isa": ["avx2", "fma", "avx512f"]}) == (
+        "isa ['avx2', 'fma'] here, ['avx2', 'fma', 'avx512f'] in the baseline")
     assert machine_difference({**MACHINE, "cpu": "Xeon", "cores": 4}, MACHINE) == (
         "cpu 'Xeon' here, 'EPYC' in the baseline")  # the first difference
     assert machine_difference(MACHINE, {k: v for k, v in MACHINE.items() if k != "versions"}) == (
@@ -439,6 +442,17 @@ def test_machine_difference_of_each_field():
     assert machine_difference(other, MACHINE) == ("onnxruntime 1.18.0 here, 1.17.3 in the baseline; "
                                                   "torch 2.1 here, absent in the baseline")
     assert same_machine(MACHINE, dict(MACHINE)) is True and same_machine(MACHINE, other) is False
+
+
+def test_hardware_difference_ignores_versions_and_clocks():
+    newer = {**MACHINE, "versions": {"onnxruntime": "1.18.0"}, "os": "Linux 7"}
+    assert hardware_difference(MACHINE, newer) is None and machine_difference(MACHINE, newer) is not None
+    assert hardware_difference(jetson(locked=False), jetson()) is None
+    assert hardware_difference(jetson(), jetson(mode=2)) == "another Jetson board, L4T release or power mode"
+    assert hardware_difference(MACHINE, jetson()) == "another Jetson board, L4T release or power mode"
+    assert hardware_difference(MACHINE, {**MACHINE, "isa": []}) == "isa ['avx2', 'fma'] here, [] in the baseline"
+    assert hardware_difference({**MACHINE, "cores": 4}, MACHINE) == "cores 4 here, 2 in the baseline"
+    assert hardware_difference(MACHINE, {**MACHINE, "cpu": "Xeon"}) == "cpu 'EPYC' here, 'Xeon' in the baseline"
 
 
 def test_machine_difference_on_a_jetson():
@@ -625,20 +639,33 @@ def test_a_baseline_of_medians_only_checks_medians():
         ("ref", "median_ms", True), ("fast", "median_ms", True), ("slow", "median_ms", True)]
 
 
-def test_on_another_machine_only_speedups_are_gated_with_a_note_and_ci_fails(tmp_path, monkeypatch):
+def test_on_another_machine_only_speedups_are_gated_with_a_note_even_under_ci(tmp_path, monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     path = write_baseline(tmp_path, fingerprint={**MACHINE, "gpu": "A2"})
     report = report_of({"ref": 1.0, "fast": 2.0, "slow": 0.5}, {"ref": 40.0, "fast": 20.0, "slow": 80.0})
     report["machine_warnings"] = ["earlier"]
     apply_baseline_gate(report, path, 10)
     why = "gpu None here, 'A2' in the baseline"
+    note = (f"absolute medians not compared with {path}: {why}; only the speedups are gated (reduced-precision "
+            "speedups depend on the ISA and GPU: record a baseline per machine kind)")
     assert report["baseline"]["absolute_skipped"] == why and report["baseline"]["same_machine"] is False
-    assert report["machine_warnings"] == [
-        "earlier", f"absolute medians not compared with {path}: {why}; only the speedups are gated"]
-    fresh = report_of({"ref": 1.0, "fast": 2.0, "slow": 0.5}, {"ref": 40.0, "fast": 20.0, "slow": 80.0})
+    assert report["machine_warnings"] == ["earlier", note]
     monkeypatch.setenv("CI", "true")
+    fresh = report_of({"ref": 1.0, "fast": 2.0, "slow": 0.5}, {"ref": 40.0, "fast": 20.0, "slow": 80.0})
+    apply_baseline_gate(fresh, path, 10)  # a CI runner of another kind: the speedups are its gate
+    assert fresh["machine_warnings"] == [note]
+    with pytest.raises(GateFailed, match=r"^latency regression: fast batch 1 speedup_vs_reference 1\.7 vs baseline 2 "):
+        apply_baseline_gate(report_of({"ref": 1.0, "fast": 1.7, "slow": 0.5}, {"ref": 4.0, "fast": 2.0, "slow": 8.0}),
+                            path, 10)
+
+
+def test_under_ci_other_runtime_versions_fail_the_skipped_median_check(tmp_path, monkeypatch):
+    path = write_baseline(tmp_path, fingerprint={**MACHINE, "versions": {**MACHINE["versions"], "onnxruntime": "0.1"}})
+    monkeypatch.setenv("CI", "true")
+    fresh = report_of({"ref": 1.0, "fast": 2.0, "slow": 0.5}, {"ref": 40.0, "fast": 20.0, "slow": 80.0})
     with pytest.raises(GateFailed) as failed:
         apply_baseline_gate(fresh, path, 10)
+    why = f"onnxruntime {MACHINE['versions']['onnxruntime']} here, 0.1 in the baseline"
     assert str(failed.value) == (
         f"latency regression: absolute medians not compared ({why}) and CI=true needs every check to run: "
         "record the baseline on this machine kind with --update-baseline (allowed 10%)")
