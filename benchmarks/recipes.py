@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from resnet_deploy.bench import cpu_flags, fingerprint, write_results
+from resnet_deploy.bench import fingerprint, write_results
 from resnet_deploy.checkpoint import read_meta
 from resnet_deploy.errors import CheckpointError
 
@@ -38,11 +38,12 @@ def train(options: list[str], seed: int, out_dir: Path) -> int:
 
 
 def summary(run_dir: Path) -> dict:
-    """A finished run's settings and figures, from its `best.json` sidecar."""
+    """A finished run's settings and figures, from its `best.json` sidecar (per-epoch times from `last.json`)."""
     meta = read_meta(run_dir / "best.pt")
     if meta is None:
         raise CheckpointError(f"{run_dir / 'best.json'}: not found (is {run_dir} a finished run?)")
-    epochs = [h["seconds"] for h in meta["history"]]
+    last = read_meta(run_dir / "last.pt")  # best.pt's history ends at the best epoch
+    epochs = [h["seconds"] for h in (last or meta)["history"]]
     return {
         "run": str(run_dir),
         "seed": meta["training"]["seed"],
@@ -79,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "mean_test_top1": statistics.mean(r["test_top1"] for r in runs),
         "mean_wall_min": statistics.mean(r["wall_min"] for r in runs),
-        "cpu_flags": cpu_flags(),
         "fingerprint": fingerprint(),
     }
     write_results(args.out_dir, f"recipe-{args.recipe}", report, markdown(report))
@@ -90,7 +90,7 @@ def markdown(report: dict) -> str:
     fp = report["fingerprint"]
     seeds = len(report["runs"])
     lines = [
-        f"`{report['command']}` on {fp['cpu']} ({' '.join(report['cpu_flags'])}), {fp['cores']} cores, "
+        f"`{report['command']}` on {fp['cpu']} ({' '.join(fp['isa'])}), {fp['cores']} cores, "
         f"torch {fp['versions'].get('torch')}; {seeds} seed{'s' if seeds > 1 else ''}.",
         "",
         "| seed | epochs | s/epoch (median) | wall min | best val | test top-1 |",

@@ -109,6 +109,8 @@ def test_from_run_only_reads_and_a_failed_run_stops(recipes, tmp_path, monkeypat
     meta = {"model": {"name": "resnet18"}, "training": {"seed": 0}, "history": history, "wall_seconds": 90.0,
             "accuracy": {"val": 0.9, "test": 0.95}}
     (run / "best.json").write_text(json.dumps(meta))
+    last = {k: v for k, v in meta.items() if k not in ("accuracy", "wall_seconds")}
+    (run / "last.json").write_text(json.dumps({**last, "history": [*history, {"seconds": 40.0}, {"seconds": 50.0}]}))
     (tmp_path / "long-s1").mkdir()
     (tmp_path / "long-s1" / "best.json").write_text(json.dumps({**meta, "accuracy": {"val": 0.9, "test": 0.93}}))
     monkeypatch.setattr(recipes, "train", lambda *a: pytest.fail("trained"))
@@ -117,7 +119,9 @@ def test_from_run_only_reads_and_a_failed_run_stops(recipes, tmp_path, monkeypat
         == 0
     )
     report = json.loads((tmp_path / "recipe-long.json").read_text())
-    assert report["runs"][0]["median_epoch_s"] == 20.0 and report["runs"][0]["wall_min"] == 1.5
+    assert report["runs"][0]["epochs"] == 5 and report["runs"][0]["median_epoch_s"] == 30.0  # best.pt stops at best
+    assert report["runs"][1]["epochs"] == 3 and report["runs"][1]["median_epoch_s"] == 20.0  # no last.pt
+    assert report["runs"][0]["wall_min"] == 1.5
     assert report["mean_test_top1"] == pytest.approx(0.94)
     assert "| mean | | | 1.5 | | 94.00% |" in (tmp_path / "recipe-long.md").read_text()
     monkeypatch.setattr(recipes, "train", lambda *a: 2)
